@@ -1,0 +1,15 @@
+"""Every environment variable sglc reads, in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Env:
+    cache_dir: str = os.environ.get("SGLC_CACHE_DIR", "~/.cache/sglc")
+    dump_ir: bool = os.environ.get("SGLC_DUMP_IR", "") not in ("", "0")
+    log_level: str = os.environ.get("SGLC_LOG_LEVEL", "WARNING")
+
+
+ENV = Env()

@@ -1,0 +1,112 @@
+"""The one definition of sampling parameters.
+
+``gen()``, ``/generate``, ``/v1/*`` and the proto all map onto :class:`SamplingParams`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineError
+
+_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n")
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: off
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    n: int = 1
+    seed: int | None = None
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    no_stop_trim: bool = False
+    # Constraints (compiled by grammar/): at most one of these.
+    regex: str | None = None
+    json_schema: str | None = None
+    ebnf: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | SamplingParams | None) -> SamplingParams:
+        """Build from a user dict; unknown keys are an error naming the key."""
+        if d is None:
+            return cls()
+        if isinstance(d, SamplingParams):
+            return dataclasses.replace(d)
+        if not isinstance(d, dict):
+            raise EngineError(f"sampling_params must be a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise EngineError(f"unknown sampling parameter(s) {unknown}; known: {sorted(names)}")
+        kw = {k: v for k, v in d.items() if v is not None or k in ("seed", "regex", "json_schema", "ebnf")}
+        if isinstance(kw.get("stop"), str):
+            kw["stop"] = [kw["stop"]]
+        if kw.get("json_schema") is not None and not isinstance(kw["json_schema"], str):
+            import json
+
+            kw["json_schema"] = json.dumps(kw["json_schema"])
+        sp = cls(**kw)
+        sp.verify()
+        return sp
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < 1e-5 or self.top_k == 1
+
+    def verify(self) -> None:
+        """Raise :class:`EngineError` with the offending field's name when a value is out of range."""
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise EngineError(f"{name} must be an integer, got {v!r}")
+        _check(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0", self.max_new_tokens)
+        _check(0 <= self.min_new_tokens, "min_new_tokens", "must be >= 0", self.min_new_tokens)
+        _check(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
+               "must be <= max_new_tokens", self.min_new_tokens)
+        _check(self.temperature >= 0, "temperature", "must be >= 0", self.temperature)
+        _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", self.top_p)
+        _check(self.top_k == -1 or self.top_k >= 1, "top_k", "must be -1 (off) or >= 1", self.top_k)
+        _check(0 <= self.min_p <= 1, "min_p", "must be in [0, 1]", self.min_p)
+        _check(-2 <= self.frequency_penalty <= 2, "frequency_penalty", "must be in [-2, 2]",
+               self.frequency_penalty)
+        _check(-2 <= self.presence_penalty <= 2, "presence_penalty", "must be in [-2, 2]",
+               self.presence_penalty)
+        _check(0 < self.repetition_penalty <= 2, "repetition_penalty", "must be in (0, 2]",
+               self.repetition_penalty)
+        _check(self.n >= 1, "n", "must be >= 1", self.n)
+        _check(isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
+               "stop", "must be a string or a list of non-empty strings", self.stop)
+        _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
+               "must be a list of non-negative integers", self.stop_token_ids)
+        set_constraints = [k for k in ("regex", "json_schema", "ebnf") if getattr(self, k) is not None]
+        _check(len(set_constraints) <= 1, "regex/json_schema/ebnf", "at most one constraint may be set",
+               set_constraints)
+
+    @property
+    def constraint(self) -> tuple[str, str] | None:
+        """``(kind, source)`` of the constraint, if any."""
+        for k in ("regex", "json_schema", "ebnf"):
+            v = getattr(self, k)
+            if v is not None:
+                return k, v
+        return None
+
+
+def _check(ok: bool, name: str, what: str, value: Any) -> None:
+    if not ok:
+        raise EngineError(f"invalid sampling parameter {name}={value!r}: {what}")

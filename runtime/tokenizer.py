@@ -1,0 +1,34 @@
+"""Tokenizer loading (HF directory or GGUF, cached on disk) and incremental detokenization."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .errors import EngineError
+from .model_files import cache_dir, default_model_path, file_digest
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(model_path: str | None = None, tokenizer_path: str | None = None):
+    """Load a Hugging Face tokenizer for ``model_path`` (a HF directory or a ``.gguf`` file).
+
+    GGUF tokenizers are converted once through ``transformers`` and cached under the cache dir,
+    keyed by the file's content hash, so later loads take well under a second.
+    """
+    from transformers import AutoTokenizer
+
+    path = tokenizer_path or model_path or default_model_path()
+    if str(path).endswith(".gguf"):
+        cached = cache_dir() / "tokenizers" / file_digest(path)
+        if not (cached / "tokenizer_config.json").exists():
+            logger.info("converting the GGUF tokenizer of %s (once)", path)
+            tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+            tmp = cached.with_suffix(".tmp")
+            tok.save_pretrained(tmp)
+            os.replace(tmp, cached) if not cached.exists() else None
+        return AutoTokenizer.from_pretrained(str(cached))
+    if not Path(path).exists():
+        raise EngineError(f"tokenizer path {path!r} does not exist (sglc never downloads from a hub)")
+    return AutoTokenizer.from_pretrained(str(path))
