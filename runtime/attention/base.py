@@ -1,0 +1,42 @@
+"""The attention backend interface.
+
+A backend computes attention for one layer over the token-paged KV pool. The model calls
+``backend.forward(q, k, v, layer, batch)``: the backend writes this pass's ``k``/``v`` into the pool at
+``batch.out_cache_loc`` and returns ``softmax(q K^T * scale) V`` over each request's KV slots
+(``batch.kv_indices`` per ``batch.kv_indptr``), causal within the request's new tokens.
+
+Shapes: ``q [T, H, D]``, ``k``/``v`` ``[T, Hkv, D]`` (GQA: ``H % Hkv == 0``), output ``[T, H, D]``.
+The pool is ``runtime.mem.kv_pool.KVPool``: ``pool.k_buffer[layer_id]`` / ``v_buffer`` are ``[S, Hkv, D]``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from ..forward_batch import ForwardBatch
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    layer_id: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+
+
+class AttentionBackend(ABC):
+    """Per-batch metadata once (``init_forward_metadata``), then one ``forward`` per layer."""
+
+    def __init__(self, kv_pool) -> None:
+        self.kv_pool = kv_pool
+
+    def init_forward_metadata(self, batch: ForwardBatch) -> None:
+        """Prepare backend-private metadata for ``batch`` (stored in ``batch.attn_meta``)."""
+
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
+                batch: ForwardBatch) -> torch.Tensor:
+        """Store k/v at ``batch.out_cache_loc`` in layer ``layer.layer_id`` and attend."""

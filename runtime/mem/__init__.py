@@ -1,0 +1,1 @@
+"""KV memory: the token-paged pool (``kv_pool``) and the RadixAttention prefix cache (``radix_cache``)."""
