@@ -1,0 +1,87 @@
+"""Triton attention backend over the token-paged KV pool (the default on GPU).
+
+Decode: GQA-grouped split-KV kernel (``triton_ops/decode_attention.py``); extend/prefill over a cached
+radix prefix: a flash-attention style kernel that reads all KV through ``kv_indices``
+(``triton_ops/extend_attention.py``). Both read the batch's CSR metadata as is, so this backend needs no
+per-batch host work beyond sizing the grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..forward_batch import ForwardBatch, ForwardMode
+from .base import AttentionBackend, AttentionLayer
+from .triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd, decode_num_splits
+from .triton_ops.extend_attention import extend_attention_fwd
+
+
+@dataclass
+class TritonAttnMeta:
+    """Per-batch metadata: the grid sizes, and the decode scratch (allocated by the first layer)."""
+
+    mode: ForwardMode
+    max_extend_len: int = 0
+    num_splits: int = 1
+    decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+class TritonAttnBackend(AttentionBackend):
+    """Attention through Triton kernels; see the module docstring.
+
+    ``max_kv_splits`` caps the split-KV factor of decode; ``num_sms`` defaults to the device's count.
+    """
+
+    def __init__(self, kv_pool, max_kv_splits: int = 16, num_sms: int | None = None, **_: object) -> None:
+        super().__init__(kv_pool)
+        self.max_kv_splits = max_kv_splits
+        if num_sms is None:
+            dev = kv_pool.device
+            num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
+        self.num_sms = num_sms
+
+    def init_forward_metadata(self, batch: ForwardBatch) -> None:
+        if batch.mode is ForwardMode.DECODE:
+            splits = decode_num_splits(batch.batch_size or batch.num_tokens, self.kv_pool.num_kv_heads,
+                                       self.num_sms, self.max_kv_splits)
+            batch.attn_meta = TritonAttnMeta(ForwardMode.DECODE, num_splits=splits)
+        else:
+            max_ext = max(batch.extend_lens_cpu) if batch.extend_lens_cpu else batch.num_tokens
+            batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
+                batch: ForwardBatch) -> torch.Tensor:
+        pool = self.kv_pool
+        lid = layer.layer_id
+        if k is not None:
+            store_kv(pool.k_buffer[lid], pool.v_buffer[lid], batch.out_cache_loc, k, v)
+        meta = batch.attn_meta
+        if meta is None:
+            self.init_forward_metadata(batch)
+            meta = batch.attn_meta
+        q = q.view(q.shape[0], layer.num_heads, layer.head_dim)
+        o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        if meta.mode is ForwardMode.DECODE:
+            key = (layer.num_heads, layer.head_dim)
+            bufs = meta.decode_bufs.get(key)
+            if bufs is None:
+                # NOTE: one scratch allocation per batch, shared by every layer (layers run in sequence).
+                bufs = alloc_decode_buffers(q.shape[0], layer.num_heads, layer.head_dim, meta.num_splits,
+                                            q.device)
+                meta.decode_bufs[key] = bufs
+            decode_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.kv_indptr,
+                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling)
+        else:
+            extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr,
+                                 batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling)
+        return o
+
+
+def store_kv(k_buf: torch.Tensor, v_buf: torch.Tensor, loc: torch.Tensor, k: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """Write this pass's K/V rows into the pool at ``loc`` (no host sync; graph-capturable)."""
+    k = k.reshape(k.shape[0], k_buf.shape[1], k_buf.shape[2])
+    v = v.reshape(v.shape[0], v_buf.shape[1], v_buf.shape[2])
+    k_buf.index_copy_(0, loc, k.to(k_buf.dtype))
+    v_buf.index_copy_(0, loc, v.to(v_buf.dtype))

@@ -1,0 +1,169 @@
+"""Decode attention over the token-paged KV pool (Triton): GQA-grouped, split-KV, two stages.
+
+One query token per request. Request ``b`` attends to pool slots
+``kv_indices[kv_indptr[b]:kv_indptr[b+1]]`` (page size 1).
+
+Stage 1 — grid ``(B, Hkv, S)``: each program takes one KV head, *all* the query heads of its GQA group
+and one of ``S`` contiguous splits of the request's KV. It writes an unnormalised partial result
+(``acc / l``) and its log-sum-exp to fp32 scratch buffers.
+Stage 2 — grid ``(B, H)``: merges the ``S`` partials by their log-sum-exp.
+
+Every size the kernels read from the batch lives on the device (``kv_indptr``), and the grid depends
+only on ``B`` and the static ``S``, so both stages can be captured in a CUDA graph.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _decode_stage1(
+    Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Mid_O, Mid_LSE,
+    sm_scale_log2,
+    stride_qb, stride_qh,
+    stride_kt, stride_kh,
+    stride_vt, stride_vh,
+    stride_mob, stride_moh, stride_mos,
+    stride_mlb, stride_mlh,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < GROUP
+    heads = kvh * GROUP + offs_h
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+
+    kv_start = tl.load(KV_Indptr + b)
+    seq_len = tl.load(KV_Indptr + b + 1) - kv_start
+    # NOTE: a split never shrinks below MIN_SPLIT tokens: short contexts use fewer (non-empty) splits,
+    # so the launch overhead of empty programs is all that the static S costs them.
+    split_len = tl.maximum(tl.cdiv(seq_len, NUM_SPLITS), MIN_SPLIT)
+    s_start = split * split_len
+    s_end = tl.minimum(s_start + split_len, seq_len)
+
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+
+    for start in range(s_start, s_end, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < s_end
+        loc = tl.load(KV_Indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)
+        # K is read transposed ([D, N]) so that q @ k is a plain tensor-core dot.
+        k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
+                    mask=mask_n[None, :] & mask_d[:, None], other=0.0)
+        # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
+        qk = tl.dot(q, k) * sm_scale_log2
+        qk = tl.where(mask_n[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
+                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+
+    has = l_i > 0.0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    tl.store(Mid_O + b * stride_mob + heads[:, None] * stride_moh + split * stride_mos + offs_d[None, :],
+             out, mask=mask_h[:, None] & mask_d[None, :])
+    tl.store(Mid_LSE + b * stride_mlb + heads * stride_mlh + split, lse, mask=mask_h)
+
+
+@triton.jit
+def _decode_stage2(
+    Mid_O, Mid_LSE, O,
+    stride_mob, stride_moh, stride_mos,
+    stride_mlb, stride_mlh,
+    stride_ob, stride_oh,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    mask_s = offs_s < NUM_SPLITS
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+
+    lse = tl.load(Mid_LSE + b * stride_mlb + h * stride_mlh + offs_s, mask=mask_s, other=float("-inf"))
+    m = tl.max(lse, 0)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp2(lse - m)  # empty splits: exp2(-inf) = 0
+    o = tl.load(Mid_O + b * stride_mob + h * stride_moh + offs_s[:, None] * stride_mos + offs_d[None, :],
+                mask=mask_s[:, None] & mask_d[None, :], other=0.0)
+    # Empty splits stored 0, and their weight is 0.
+    out = tl.sum(o * w[:, None], 0) / tl.maximum(tl.sum(w, 0), 1e-30)
+    tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty), mask=mask_d)
+
+
+def decode_num_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132, max_splits: int = 16) -> int:
+    """Static split count for a batch size: enough programs to cover the SMs about twice over.
+
+    NOTE: a function of the batch size alone, so each CUDA graph (one per batch size) fixes its own.
+    """
+    want = max(1, (2 * num_sms) // max(1, batch_size * num_kv_heads))
+    return int(min(max_splits, triton.next_power_of_2(want)))
+
+
+def alloc_decode_buffers(batch_size: int, num_heads: int, head_dim: int, num_splits: int,
+                         device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 scratch for stage 1: partial outputs ``[B, H, S, D]`` and log-sum-exps ``[B, H, S]``."""
+    mid_o = torch.empty((batch_size, num_heads, num_splits, head_dim), dtype=torch.float32, device=device)
+    mid_lse = torch.empty((batch_size, num_heads, num_splits), dtype=torch.float32, device=device)
+    return mid_o, mid_lse
+
+
+def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
+                         kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
+                         mid_lse: torch.Tensor, sm_scale: float, block_n: int = 64,
+                         min_split: int = 64, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
+
+    ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension fixes ``S``.
+    """
+    batch, num_heads, head_dim = q.shape
+    num_kv_heads = k_buffer.shape[1]
+    group = num_heads // num_kv_heads
+    num_splits = mid_lse.shape[-1]
+    assert k_buffer.stride(-1) == 1 and v_buffer.stride(-1) == 1 and q.stride(-1) == 1
+    block_d = triton.next_power_of_2(head_dim)
+    # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
+    block_h = max(16, triton.next_power_of_2(group))
+    _decode_stage1[(batch, num_kv_heads, num_splits)](
+        q, k_buffer, v_buffer, kv_indptr, kv_indices, mid_o, mid_lse,
+        sm_scale * _LOG2E,
+        q.stride(0), q.stride(1),
+        k_buffer.stride(0), k_buffer.stride(1),
+        v_buffer.stride(0), v_buffer.stride(1),
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        mid_lse.stride(0), mid_lse.stride(1),
+        GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    _decode_stage2[(batch, num_heads)](
+        mid_o, mid_lse, o,
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
+        mid_lse.stride(0), mid_lse.stride(1),
+        o.stride(0), o.stride(1),
+        HEAD_DIM=head_dim, BLOCK_D=block_d,
+        NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits),
+        num_warps=4 if head_dim <= 128 else 8,
+    )
+    return o
