@@ -1,0 +1,189 @@
+"""The ``sglc.v1.Runtime`` gRPC service (proto/sglc.proto) over one Engine, plus gRPC health.
+
+Mapping only: each RPC calls one Engine method. Input errors (``EngineError``) become
+INVALID_ARGUMENT (UNIMPLEMENTED when the engine says a feature is unsupported); a cancelled call
+or a passed deadline aborts the engine request so its KV is freed.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from proto import sglc_pb2 as pb
+from proto import sglc_pb2_grpc as pb_grpc
+from runtime.errors import EngineError
+
+from . import engine_calls, proto_convert
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Runtime"].full_name
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects Runtime calls without ``authorization: Bearer KEY`` metadata (health checks are exempt)."""
+
+    def __init__(self, api_key: str) -> None:
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return await continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        given_bytes = given.encode() if isinstance(given, str) else given
+        if hmac.compare_digest(given_bytes, self._expected):
+            return await continuation(details)
+        return _deny_handler(await continuation(details))
+
+
+def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+    """A handler of the same shape as ``handler`` that fails with UNAUTHENTICATED."""
+    if handler is None:
+        return None
+    msg = "missing or wrong API key: send metadata 'authorization: Bearer <key>'"
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, msg)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
+                                                    handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
+                                               handler.response_serializer)
+
+
+async def _abort_for(context: grpc.aio.ServicerContext, err: EngineError) -> NoReturn:
+    code = (grpc.StatusCode.UNIMPLEMENTED if engine_calls.is_unsupported(err)
+            else grpc.StatusCode.INVALID_ARGUMENT)
+    await context.abort(code, str(err))
+    raise AssertionError("unreachable: context.abort raises")
+
+
+class RuntimeServicer(pb_grpc.RuntimeServicer):
+    """Maps each RPC onto the Engine."""
+
+    def __init__(self, engine: Any, chat_template: str | None = None) -> None:
+        self.engine = engine
+        self.chat_template = chat_template
+
+    async def Generate(self, request: pb.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateResponse]:
+        rid = request.rid or engine_calls.new_rid()
+        try:
+            kwargs = proto_convert.generate_kwargs(request)
+            if "prompt" not in kwargs and "input_ids" not in kwargs:
+                raise EngineError("GenerateRequest needs `text` or `input_ids`; neither was set")
+            engine_calls.check_sampling_params(kwargs["sampling_params"])
+            if not request.stream:
+                outs = await engine_calls.generate(self.engine, rid=rid, **kwargs)
+                for out in outs if isinstance(outs, list) else [outs]:
+                    yield proto_convert.generate_response(rid, out, stream=False, sent_logprobs=0)
+                return
+            stream = engine_calls.GenerationStream(self.engine, rid=rid, **kwargs)
+            await stream.start()
+        except EngineError as err:
+            await _abort_for(context, err)
+        sent: dict[int, int] = {}
+        async with _closing(stream):
+            async for chunk in stream:
+                index = int(chunk.get("index", 0))
+                msg = proto_convert.generate_response(rid, chunk, stream=True, sent_logprobs=sent.get(index, 0))
+                sent[index] = sent.get(index, 0) + len(msg.logprobs)
+                yield msg
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        prefix = proto_convert.prefix_arg(request)
+        try:
+            if prefix is None:
+                raise EngineError("ScoreRequest needs `prefix` or `prefix_ids`; neither was set")
+            if not request.continuations:
+                raise EngineError("ScoreRequest.continuations is empty; give at least one continuation")
+            results = await engine_calls.call(self.engine, "score", prefix, list(request.continuations))
+        except EngineError as err:
+            await _abort_for(context, err)
+        return pb.ScoreResponse(choices=[
+            pb.ChoiceScore(logprob_sum=float(r["logprob_sum"]), normalized_logprob=float(r["normalized_logprob"]),
+                           num_tokens=int(r["num_tokens"]),
+                           token_logprobs=[float(x) for x in r.get("token_logprobs", [])])
+            for r in results])
+
+    async def Warm(self, request: pb.WarmRequest, context: grpc.aio.ServicerContext) -> pb.WarmResponse:
+        prefix = proto_convert.prefix_arg(request)
+        try:
+            if prefix is None:
+                raise EngineError("WarmRequest needs `prefix` or `prefix_ids`; neither was set")
+            out = await engine_calls.call(self.engine, "warm", prefix)
+        except EngineError as err:
+            await _abort_for(context, err)
+        return pb.WarmResponse(prompt_tokens=int(out.get("prompt_tokens", 0)),
+                               cached_tokens=int(out.get("cached_tokens", 0)))
+
+    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
+        if not request.rid:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "AbortRequest.rid is empty")
+        found = self.engine.abort(request.rid)
+        return pb.AbortResponse(found=found if isinstance(found, bool) else True)
+
+    async def FlushCache(self, request: pb.FlushCacheRequest,
+                         context: grpc.aio.ServicerContext) -> pb.FlushCacheResponse:
+        ok = await engine_calls.call(self.engine, "flush_cache")
+        return pb.FlushCacheResponse(success=bool(ok) if ok is not None else True)
+
+    async def GetModelInfo(self, request: pb.ModelInfoRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:
+        return proto_convert.model_info(self.engine.model_info(), self.chat_template)
+
+    async def GetMetrics(self, request: pb.MetricsRequest, context: grpc.aio.ServicerContext) -> pb.MetricsResponse:
+        return proto_convert.metrics(self.engine.metrics())
+
+
+class _closing:
+    """``async with _closing(stream)``: always ``await stream.close()`` (aborts an unfinished request)."""
+
+    def __init__(self, stream: engine_calls.GenerationStream) -> None:
+        self.stream = stream
+
+    async def __aenter__(self) -> engine_calls.GenerationStream:
+        return self.stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stream.close()
+
+
+async def start_grpc_server(engine: Any, host: str, port: int, api_key: str | None = None,
+                            chat_template: str | None = None) -> tuple[grpc.aio.Server, int]:
+    """Start the Runtime + health services on ``host:port`` (0 = any free port); returns (server, port)."""
+    interceptors = [ApiKeyInterceptor(api_key)] if api_key else []
+    server = grpc.aio.server(interceptors=interceptors, options=[
+        ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+    pb_grpc.add_RuntimeServicer_to_server(RuntimeServicer(engine, chat_template), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"gRPC server could not bind {host}:{port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.health = health  # type: ignore[attr-defined]  # launch.py flips it to NOT_SERVING on drain
+    logger.info("gRPC Runtime service listening on %s:%d", host, bound)
+    return server, bound
+
+
+async def set_not_serving(server: grpc.aio.Server) -> None:
+    """Mark the server NOT_SERVING in health checks (first step of a graceful drain)."""
+    health = getattr(server, "health", None)
+    if health is not None:
+        for name in ("", SERVICE_NAME):
+            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
