@@ -1,0 +1,141 @@
+"""The program graph: IR nodes in a ``networkx.DiGraph`` with typed edges.
+
+Edge kinds (the ``kind`` edge attribute):
+
+- ``stream``: consecutive nodes of one stream (each node has at most one stream predecessor
+  and one stream successor);
+- ``fork``: from a Fork node to the GetForkItem heading each child stream;
+- ``join``: from the last node of each child stream to the Join that waits for it;
+- ``data``: from the Gen/Select defining a variable to a VarRef reading it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+
+from .nodes import GetForkItem, Node
+
+EDGE_KINDS = ("stream", "fork", "join", "data")
+ROOT_STREAM = "s0"
+
+
+class Graph:
+    """A traced program. Node ids are small ints in creation order; streams are named ``s0``, ``s1``, ...
+
+    Build it with :meth:`add` (which links the node after the stream's current tail) and
+    :meth:`add_edge` for cross-stream edges. ``arguments`` lists the program's symbolic arguments.
+    """
+
+    def __init__(self, name: str = "program", arguments: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.arguments: tuple[str, ...] = tuple(arguments)
+        self.g = nx.DiGraph()
+        self._next_id = 0
+        self._tails: dict[str, int | None] = {ROOT_STREAM: None}
+
+    # -- building ---------------------------------------------------------------------------
+    def new_stream(self) -> str:
+        """Allocate a fresh stream name."""
+        sid = f"s{len(self._tails)}"
+        self._tails[sid] = None
+        return sid
+
+    def add(self, node: Node, nid: int | None = None) -> int:
+        """Append ``node`` to its stream (a ``stream`` edge from the stream's tail); return its id."""
+        if nid is None:
+            nid = self._next_id
+        self._next_id = max(self._next_id, nid + 1)
+        self._tails.setdefault(node.stream, None)
+        tail = self._tails[node.stream]
+        self.g.add_node(nid, node=node)
+        if tail is not None:
+            self.g.add_edge(tail, nid, kind="stream")
+        self._tails[node.stream] = nid
+        return nid
+
+    def add_edge(self, src: int, dst: int, kind: str) -> None:
+        """Add a cross-stream edge (``fork``, ``join`` or ``data``)."""
+        if kind not in EDGE_KINDS:
+            raise ValueError(f"unknown edge kind {kind!r}; expected one of {EDGE_KINDS}")
+        self.g.add_edge(src, dst, kind=kind)
+
+    def tail(self, stream: str) -> int | None:
+        """The last node added to ``stream`` (``None`` for an empty stream)."""
+        return self._tails.get(stream)
+
+    def replace(self, nid: int, node: Node) -> None:
+        """Swap the node object at ``nid`` (same id and edges), e.g. in a pass."""
+        self.g.nodes[nid]["node"] = node
+
+    # -- reading ----------------------------------------------------------------------------
+    def node(self, nid: int) -> Node:
+        return self.g.nodes[nid]["node"]
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def __contains__(self, nid: object) -> bool:
+        return nid in self.g
+
+    def order(self) -> list[int]:
+        """All node ids in a stable topological order (ties broken by id)."""
+        return list(nx.lexicographical_topological_sort(self.g))
+
+    def items(self) -> Iterator[tuple[int, Node]]:
+        """``(id, node)`` pairs in :meth:`order`."""
+        for nid in self.order():
+            yield nid, self.node(nid)
+
+    def edges(self, kind: str | None = None) -> list[tuple[int, int, str]]:
+        """Edges as ``(src, dst, kind)`` sorted, optionally only one kind."""
+        out = [(u, v, d["kind"]) for u, v, d in self.g.edges(data=True) if kind in (None, d["kind"])]
+        return sorted(out)
+
+    def preds(self, nid: int, kind: str) -> list[int]:
+        return sorted(u for u, _, d in self.g.in_edges(nid, data=True) if d["kind"] == kind)
+
+    def succs(self, nid: int, kind: str) -> list[int]:
+        return sorted(v for _, v, d in self.g.out_edges(nid, data=True) if d["kind"] == kind)
+
+    def streams(self) -> dict[str, list[int]]:
+        """Each stream's node ids in stream order (streams sorted by number)."""
+        out: dict[str, list[int]] = {s: [] for s in sorted(self._tails, key=_stream_key)}
+        for nid in self.order():
+            out.setdefault(self.node(nid).stream, []).append(nid)
+        return out
+
+    def fork_children(self, fork_id: int) -> list[int]:
+        """The GetForkItem node ids of a Fork, by index."""
+        heads = self.succs(fork_id, "fork")
+        return sorted(heads, key=lambda h: self._index(h))
+
+    def _index(self, head: int) -> int:
+        node = self.node(head)
+        return node.index if isinstance(node, GetForkItem) else -1
+
+    def copy(self) -> Graph:
+        """A structural copy (node objects are immutable and shared)."""
+        other = Graph(self.name, self.arguments)
+        other.g = self.g.copy()
+        other._next_id = self._next_id
+        other._tails = dict(self._tails)
+        return other
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return (self.name == other.name and self.arguments == other.arguments
+                and self.edges() == other.edges()
+                and [(i, n) for i, n in self.items()] == [(i, n) for i, n in other.items()])
+
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+
+def _stream_key(sid: str) -> tuple[int, str]:
+    digits = sid[1:]
+    return (int(digits), sid) if digits.isdigit() else (1 << 30, sid)

@@ -1,0 +1,144 @@
+"""IR well-formedness checks; run before and after every pass."""
+from __future__ import annotations
+
+import networkx as nx
+
+from .graph import Graph
+from .nodes import (CHOICES_METHODS, JOIN_MODES, ROLES, Argument, Fork, Gen, GetForkItem, Image, Join, Node,
+                    NodeVisitor, RoleBegin, RoleEnd, Select, Text, VarRef)
+
+_DTYPES = (None, "int", "float", "str", "bool")
+
+
+class VerifyError(ValueError):
+    """The IR is malformed; the message names the node (``%id``) and what to fix."""
+
+
+def verify(graph: Graph) -> Graph:
+    """Check ``graph`` and return it; raise :class:`VerifyError` on the first problem found."""
+    _check_edges(graph)
+    checker = _NodeChecker(graph)
+    for nid, node in graph.items():
+        node.accept(checker, nid)
+    checker.finish()
+    return graph
+
+
+def _fail(nid: int, node: Node, msg: str) -> None:
+    where = f" (at {node.loc})" if node.loc else ""
+    raise VerifyError(f"%{nid} ({node.kind} @{node.stream}){where}: {msg}")
+
+
+def _check_edges(graph: Graph) -> None:
+    for nid in graph.g.nodes:
+        if "node" not in graph.g.nodes[nid]:
+            raise VerifyError(f"%{nid} has no node object (an edge names a node that was never added)")
+    if not nx.is_directed_acyclic_graph(graph.g):
+        cycle = nx.find_cycle(graph.g)
+        raise VerifyError(f"the graph has a cycle through {[f'%{u}' for u, _ in cycle]}; IR graphs are DAGs")
+    for u, v, kind in graph.edges("stream"):
+        if graph.node(u).stream != graph.node(v).stream:
+            raise VerifyError(f"stream edge %{u}->%{v} crosses streams "
+                              f"({graph.node(u).stream} -> {graph.node(v).stream}); use a data edge")
+    for nid in graph.g.nodes:
+        if len(graph.preds(nid, "stream")) > 1 or len(graph.succs(nid, "stream")) > 1:
+            raise VerifyError(f"%{nid} has more than one stream predecessor or successor; a stream is a chain")
+    for stream, ids in graph.streams().items():
+        heads = [i for i in ids if not graph.preds(i, "stream")]
+        if len(heads) > 1:
+            raise VerifyError(f"stream {stream} is not one chain: it starts at {[f'%{h}' for h in heads]}")
+
+
+class _NodeChecker(NodeVisitor):
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.open_roles: dict[str, tuple[int, str]] = {}  # stream -> (role_begin id, role)
+
+    def finish(self) -> None:
+        # NOTE: a role left open at the end of a stream is allowed (the state's text is still valid).
+        return None
+
+    def visit_text(self, nid: int, n: Text) -> None:
+        if not isinstance(n.text, str):
+            _fail(nid, n, f"text must be a string, got {type(n.text).__name__}")
+
+    def visit_argument(self, nid: int, n: Argument) -> None:
+        if n.name not in self.graph.arguments:
+            _fail(nid, n, f"argument {n.name!r} is not one of the graph's arguments {list(self.graph.arguments)}")
+
+    def visit_gen(self, nid: int, n: Gen) -> None:
+        if not n.name:
+            _fail(nid, n, "gen needs a variable name")
+        if not isinstance(n.params, dict):
+            _fail(nid, n, "gen params must be a dict")
+        if n.dtype not in _DTYPES:
+            _fail(nid, n, f"dtype {n.dtype!r} is not one of {_DTYPES}")
+
+    def visit_select(self, nid: int, n: Select) -> None:
+        if not n.name:
+            _fail(nid, n, "select needs a variable name")
+        if not n.choices or not all(isinstance(c, str) for c in n.choices):
+            _fail(nid, n, "select needs a non-empty tuple of string choices")
+        if n.choices_method not in CHOICES_METHODS:
+            _fail(nid, n, f"choices_method {n.choices_method!r} is not one of {CHOICES_METHODS}")
+
+    def visit_fork(self, nid: int, n: Fork) -> None:
+        heads = self.graph.succs(nid, "fork")
+        indices = sorted(self.graph.node(h).index for h in heads if self.graph.node(h).kind == "get_fork_item")
+        if n.n < 1 or indices != list(range(n.n)) or len(heads) != n.n:
+            _fail(nid, n, f"fork n={n.n} must have fork edges to get_fork_item nodes with indices 0..{n.n - 1}, "
+                          f"found {indices}")
+
+    def visit_get_fork_item(self, nid: int, n: GetForkItem) -> None:
+        if self.graph.preds(nid, "stream"):
+            _fail(nid, n, "get_fork_item must head its stream")
+        if self.graph.preds(nid, "fork") != [n.fork] or self.graph.node(n.fork).kind != "fork":
+            _fail(nid, n, f"get_fork_item must have exactly one fork edge, from fork %{n.fork}")
+        if self.graph.node(n.fork).stream == n.stream:
+            _fail(nid, n, "a fork's child must be a different stream than its parent")
+
+    def visit_join(self, nid: int, n: Join) -> None:
+        if n.fork not in self.graph or self.graph.node(n.fork).kind != "fork":
+            _fail(nid, n, f"join refers to %{n.fork}, which is not a fork node")
+        if self.graph.node(n.fork).stream != n.stream:
+            _fail(nid, n, "join must be in the stream of its fork")
+        if n.mode not in JOIN_MODES:
+            _fail(nid, n, f"join mode {n.mode!r} is not one of {JOIN_MODES}")
+        child_streams = {self.graph.node(h).stream for h in self.graph.succs(n.fork, "fork")}
+        tails = {self.graph.node(p).stream for p in self.graph.preds(nid, "join")}
+        if tails != child_streams:
+            _fail(nid, n, f"join needs one join edge from the tail of each child stream {sorted(child_streams)}, "
+                          f"got {sorted(tails)}")
+
+    def visit_role_begin(self, nid: int, n: RoleBegin) -> None:
+        if n.role not in ROLES:
+            _fail(nid, n, f"role {n.role!r} is not one of {ROLES}")
+        if n.stream in self.open_roles:
+            begin, role = self.open_roles[n.stream]
+            _fail(nid, n, f"role {n.role!r} begins inside role {role!r} (%{begin}); "
+                          "roles cannot nest: end the previous role first")
+        self.open_roles[n.stream] = (nid, n.role)
+
+    def visit_role_end(self, nid: int, n: RoleEnd) -> None:
+        if n.role not in ROLES:
+            _fail(nid, n, f"role {n.role!r} is not one of {ROLES}")
+        opened = self.open_roles.pop(n.stream, None)
+        if opened is None and not self._inherits_role(n.stream):
+            _fail(nid, n, f"role_end {n.role!r} without a matching role_begin")
+        if opened is not None and opened[1] != n.role:
+            _fail(nid, n, f"role_end {n.role!r} closes role {opened[1]!r} (%{opened[0]})")
+
+    def _inherits_role(self, stream: str) -> bool:
+        # NOTE: a child stream may end a role its parent opened before the fork.
+        ids = self.graph.streams().get(stream, [])
+        return bool(ids) and self.graph.node(ids[0]).kind == "get_fork_item"
+
+    def visit_image(self, nid: int, n: Image) -> None:
+        if not n.path:
+            _fail(nid, n, "image needs a path or URL")
+
+    def visit_var_ref(self, nid: int, n: VarRef) -> None:
+        if n.source not in self.graph or self.graph.node(n.source).defines != n.name:
+            _fail(nid, n, f"var_ref reads {n.name!r} from %{n.source}, which does not define it")
+        if n.source not in self.graph.preds(nid, "data") and not nx.has_path(self.graph.g, n.source, nid):
+            _fail(nid, n, f"var_ref needs a data edge from %{n.source}")

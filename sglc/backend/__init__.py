@@ -1,0 +1,1 @@
+"""Frontend backends behind one protocol (``base.Backend``)."""
