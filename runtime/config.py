@@ -1,0 +1,99 @@
+"""Runtime configuration: one frozen dataclass; ``resolve`` turns "auto" values into concrete ones."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EngineError
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    model_path: str | None = None          # None: the embedded SmolLM2-135M-Instruct
+    tokenizer_path: str | None = None
+    load_format: str = "auto"              # "auto" | "dummy" (random weights of the right shapes)
+    dtype: str = "auto"                    # "auto" | "float32" | "bfloat16" | "float16"
+    device: str = "auto"                   # "auto" | "cpu" | "cuda" | "cuda:N"
+    context_length: int | None = None
+    # KV memory: GPU from a fraction of free memory, CPU from a token budget.
+    mem_fraction_static: float = 0.9
+    max_total_tokens: int | None = None
+    # Scheduling.
+    max_running_requests: int | None = None
+    chunked_prefill_size: int | None = None
+    max_prefill_tokens: int | None = None
+    schedule_policy: str = "lpm"           # "lpm" (longest cached prefix first) | "fcfs"
+    disable_radix_cache: bool = False
+    # Kernels.
+    attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
+    disable_cuda_graph: bool = False
+    # Features.
+    skip_tokenizer_init: bool = False
+    disable_jump_forward: bool = False
+    random_seed: int = 0
+    worker_mode: str = "process"           # "process" | "thread"
+    log_level: str = "warning"
+    tp_size: int = 1
+    dp_size: int = 1
+    quantization: str | None = None
+    chat_template: str | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kw: Any) -> RuntimeConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kw) - names)
+        if unknown:
+            raise EngineError(f"unknown runtime option(s) {unknown}; known options: {sorted(names)}")
+        cfg = cls(**kw)
+        cfg.verify()
+        return cfg
+
+    def verify(self) -> None:
+        if self.tp_size != 1 or self.dp_size != 1:
+            raise EngineError("tensor/data parallelism (tp_size/dp_size > 1) is not implemented yet")
+        if self.quantization:
+            raise EngineError(f"quantization={self.quantization!r} is not implemented yet")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise EngineError(f"dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
+        if self.load_format not in ("auto", "dummy"):
+            raise EngineError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
+        if self.schedule_policy not in ("lpm", "fcfs"):
+            raise EngineError(f"schedule_policy must be 'lpm' or 'fcfs', got {self.schedule_policy!r}")
+        if self.worker_mode not in ("process", "thread"):
+            raise EngineError(f"worker_mode must be 'process' or 'thread', got {self.worker_mode!r}")
+        if not 0 < self.mem_fraction_static < 1:
+            raise EngineError(f"mem_fraction_static must be in (0, 1), got {self.mem_fraction_static}")
+        for name in ("max_total_tokens", "max_running_requests", "chunked_prefill_size", "context_length"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise EngineError(f"{name} must be positive, got {v}")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # NOTE: this CPU class has no bf16 units (bf16 matmuls run at half fp32 speed): fp32 on CPU.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def scheduler_defaults(cfg: RuntimeConfig, device: str) -> dict[str, int]:
+    """Defaults that depend on the device (pure function of the config)."""
+    gpu = device.startswith("cuda")
+    return {
+        "max_running_requests": cfg.max_running_requests or (512 if gpu else 128),
+        "chunked_prefill_size": cfg.chunked_prefill_size or (8192 if gpu else 1024),
+        "max_prefill_tokens": cfg.max_prefill_tokens or (16384 if gpu else 2048),
+    }

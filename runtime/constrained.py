@@ -1,0 +1,110 @@
+"""Constrained decoding in the worker: compiles constraints off the critical path, builds the batch's
+token masks, and jump-forwards over forced text (``grammar/`` does the automata)."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from .scheduler.request import FinishReason, Req
+
+logger = logging.getLogger(__name__)
+
+
+class GrammarManager:
+    def __init__(self, tokenizer, vocab_size: int, cfg) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self._info = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[Req, Future, Callable, Callable, Callable]] = []
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def submit(self, req: Req, add: Callable, emit: Callable, event: Callable) -> None:
+        """Schedule ``req`` now, or once its constraint is compiled (the batch never waits for a compile)."""
+        c = req.sampling_params.constraint
+        if c is None:
+            add(req)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sglc-grammar")
+        self._pending.append((req, self._pool.submit(self._compile, *c), add, emit, event))
+
+    def _compile(self, kind: str, source: str):
+        import grammar
+
+        if self.tokenizer is None:
+            raise grammar.GrammarError("constrained decoding needs a tokenizer (skip_tokenizer_init=False)")
+        if self._info is None:
+            self._info = grammar.TokenizerInfo.from_hf(self.tokenizer)
+        return grammar.compile_constraint(kind, source, self._info)
+
+    def poll(self) -> None:
+        still = []
+        for item in self._pending:
+            req, fut, add, emit, event = item
+            if not fut.done():
+                still.append(item)
+                continue
+            err = fut.exception()
+            if err is not None:
+                req.finish, req.error = FinishReason.ABORT, f"invalid constraint: {err}"
+                emit(event(req))
+            else:
+                req.matcher = fut.result().matcher()
+                add(req)
+        self._pending = still
+
+    def abort(self, rid: str | None) -> list[Req]:
+        hit = [it for it in self._pending if rid is None or it[0].rid == rid or it[0].rid.startswith(rid + "#")]
+        for it in hit:
+            it[0].finish, it[0].error = FinishReason.ABORT, "aborted by the client"
+            self._pending.remove(it)
+        return [it[0] for it in hit]
+
+    def masks(self, reqs: list[Req], vocab: int, device):
+        """Bool ``[R, vocab]`` allowed-token mask for the rows of constrained requests (None if none)."""
+        if not any(r.matcher is not None for r in reqs):
+            return None
+        import numpy as np
+        import torch
+
+        words = (vocab + 31) // 32
+        bits = np.full((len(reqs), words), -1, dtype=np.int32)
+        for i, r in enumerate(reqs):
+            if r.matcher is not None:
+                bits[i] = 0
+                r.matcher.fill_bitmask(bits[i])
+        t = torch.from_numpy(bits).to(device)
+        shifts = torch.arange(32, device=device, dtype=torch.int32)
+        allowed = ((t.unsqueeze(-1) >> shifts) & 1).bool().view(len(reqs), words * 32)
+        return allowed[:, :vocab]
+
+    def jump_forward(self, req: Req) -> None:
+        """Append the text the constraint forces, re-tokenized together with the last sampled token so the
+        KV holds the tokens the model itself would produce; the scheduler extends them in one pass."""
+        m = req.matcher
+        forced = m.forced_string()
+        if not forced or self.tokenizer is None:
+            return
+        last = req.output_ids[-1]
+        budget = req.sampling_params.max_new_tokens - len(req.output_ids) + 1
+        text = self.tokenizer.decode([last]) + forced
+        new_ids = self.tokenizer.encode(text, add_special_tokens=False)[:budget]
+        m.rollback(1)
+        accepted = 0
+        for t in new_ids:
+            if not m.accept_token(t):
+                break
+            accepted += 1
+        if accepted == 0 or accepted < len(new_ids) and accepted <= 1:
+            m.rollback(accepted)          # re-tokenization disagrees: keep the sampled token only
+            m.accept_token(last)
+            return
+        req.output_ids[-1:] = new_ids[:accepted]
+        req.forced_tokens += accepted - 1
+        if m.is_terminated() or len(req.output_ids) >= req.sampling_params.max_new_tokens:
+            req.finish = FinishReason.STOP if m.is_terminated() else FinishReason.LENGTH

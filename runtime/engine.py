@@ -1,0 +1,375 @@
+"""The in-process ``Engine``: tokenizes, validates, and talks to the worker (scheduler + model).
+
+Sync and async APIs share one mechanism: each call registers a ``_Sink`` for its request ids; a
+receiver thread routes the worker's output events to the sinks (a thread-safe queue, or an asyncio
+queue on the caller's loop). See docs/engine_api.md for the contract.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import uuid
+from typing import Any, AsyncIterator, Iterator
+
+from .config import RuntimeConfig
+from .errors import EngineError
+from .sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 600
+
+
+class _Sink:
+    """Collects the events of one call (several internal requests when n > 1 or a batch)."""
+
+    def __init__(self, rids: list[str], loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.index = {rid: i for i, rid in enumerate(rids)}
+        self.open = set(rids)
+        self.loop = loop
+        self.q: Any = asyncio.Queue() if loop else queue.Queue()
+
+    def put(self, ev: dict) -> None:
+        if self.loop:
+            self.loop.call_soon_threadsafe(self.q.put_nowait, ev)
+        else:
+            self.q.put(ev)
+
+
+class Engine:
+    """sglc's serving engine in this process's API; the model runs in a worker process."""
+
+    def __init__(self, model_path: str | None = None, dtype: str = "auto", device: str = "auto",
+                 **options: Any) -> None:
+        self.config = RuntimeConfig.from_kwargs(model_path=model_path, dtype=dtype, device=device, **options)
+        from .tokenizer import load_tokenizer
+
+        self.tokenizer = None if self.config.skip_tokenizer_init else load_tokenizer(
+            self.config.model_path, self.config.tokenizer_path)
+        self._sinks: dict[str, _Sink] = {}
+        self._replies: dict[int, queue.Queue] = {}
+        self._tokens = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dead: str | None = None
+        self._start_worker()
+
+    # -- worker lifecycle -------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        from .worker import worker_main
+
+        if self.config.worker_mode == "thread":
+            self._in, self._out = queue.Queue(), queue.Queue()
+            self._proc: Any = threading.Thread(target=worker_main, args=(self.config, self._in, self._out),
+                                               daemon=True, name="sglc-worker")
+        else:
+            ctx = mp.get_context("spawn")
+            self._in, self._out = ctx.Queue(), ctx.Queue()
+            self._proc = ctx.Process(target=worker_main, args=(self.config, self._in, self._out), daemon=True,
+                                     name="sglc-worker")
+        self._proc.start()
+        msg = self._wait_ready()
+        if msg[0] != "ready":
+            self._proc.join(timeout=5)
+            raise EngineError(f"the sglc worker failed to start:\n{msg[1]}")
+        self._info = msg[1]
+        self._receiver = threading.Thread(target=self._receive, daemon=True, name="sglc-receiver")
+        self._receiver.start()
+
+    def _wait_ready(self):
+        for _ in range(_START_TIMEOUT_S):
+            try:
+                return self._out.get(timeout=1.0)
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    return ("fatal", "the worker exited during start-up (out of memory?)")
+        return ("fatal", f"no answer from the worker within {_START_TIMEOUT_S}s")
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                msg = self._out.get(timeout=1.0)
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    self._fail_all("the sglc worker died")
+                    return
+                continue
+            except (EOFError, OSError):
+                self._fail_all("the sglc worker connection closed")
+                return
+            kind = msg[0]
+            if kind == "out":
+                for ev in msg[1]:
+                    with self._lock:
+                        sink = self._sinks.pop(ev["rid"], None) if ev["finished"] else self._sinks.get(ev["rid"])
+                    if sink is not None:
+                        sink.put(ev)
+                if self._closed and not self._sinks:
+                    return
+            elif kind == "reply":
+                q = self._replies.pop(msg[1], None)
+                if q is not None:
+                    q.put(msg[2])
+            elif kind == "fatal":
+                logger.error("sglc worker crashed:\n%s", msg[1])
+                self._fail_all(f"the sglc worker crashed:\n{msg[1]}")
+                return
+
+    def _fail_all(self, why: str) -> None:
+        self._dead = why
+        with self._lock:
+            sinks, self._sinks = self._sinks, {}
+        for rid, sink in sinks.items():
+            sink.put({"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why,
+                      "meta_info": {"finish_reason": {"type": "abort", "message": why}}})
+        for q in self._replies.values():
+            q.put(None)
+
+    def shutdown(self) -> None:
+        """Abort everything in flight and stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._in.put(("shutdown",))
+            self._proc.join(timeout=10)
+        finally:
+            if isinstance(self._proc, mp.process.BaseProcess) and self._proc.is_alive():
+                self._proc.kill()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __del__(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # NOTE: interpreter teardown; nothing useful to report
+            pass
+
+    # -- request construction ---------------------------------------------------------------------
+    def _prepare(self, prompt, sampling_params, input_ids, stream, return_logprob, logprob_start_len,
+                 top_logprobs_num, rid) -> tuple[list[dict], bool]:
+        if self._closed or self._dead:
+            raise EngineError(f"the engine is not running ({self._dead or 'shut down'})")
+        if (prompt is None) == (input_ids is None):
+            raise EngineError("pass exactly one of prompt (text) or input_ids")
+        single = isinstance(prompt, str) or (input_ids is not None and input_ids and isinstance(input_ids[0], int))
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        ids_list = ([input_ids] if single else input_ids) if input_ids is not None else None
+        n_items = len(prompts if prompts is not None else ids_list)
+        if n_items == 0:
+            raise EngineError("empty batch: pass at least one prompt")
+        sps = sampling_params if isinstance(sampling_params, list) else [sampling_params] * n_items
+        if len(sps) != n_items:
+            raise EngineError(f"{len(sps)} sampling_params for {n_items} prompts")
+        base = rid or uuid.uuid4().hex
+        reqs = []
+        for i in range(n_items):
+            ids = self._tokenize(prompts[i]) if prompts is not None else list(ids_list[i])
+            sp = self._check(ids, SamplingParams.from_dict(sps[i]))
+            item_rid = base if single else (rid[i] if isinstance(rid, list) else f"{base}-{i}")
+            for k in range(sp.n):
+                reqs.append({"rid": f"{item_rid}#{k}", "input_ids": ids, "sampling_params": sp.to_dict(),
+                             "return_logprob": return_logprob,
+                             "logprob_start_len": -1 if logprob_start_len is None else logprob_start_len,
+                             "top_logprobs_num": top_logprobs_num or 0, "stream": stream, "index": len(reqs)})
+        return reqs, single
+
+    def _tokenize(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise EngineError(f"prompt must be a str, got {type(text).__name__}")
+        if self.tokenizer is None:
+            raise EngineError("this engine was started with skip_tokenizer_init=True: pass input_ids")
+        return self.tokenizer.encode(text)
+
+    def _check(self, ids: list[int], sp: SamplingParams) -> SamplingParams:
+        ctx = self._info["context_length"]
+        if not ids:
+            raise EngineError("the prompt is empty (0 tokens)")
+        if any((not isinstance(t, int)) or t < 0 or t >= self._info["vocab_size"] for t in ids):
+            raise EngineError(f"input_ids must be integers in [0, {self._info['vocab_size']})")
+        if len(ids) >= ctx:
+            raise EngineError(f"the prompt has {len(ids)} tokens but the context length is {ctx}")
+        if len(ids) + sp.max_new_tokens > ctx:
+            sp.max_new_tokens = ctx - len(ids)  # NOTE: as SGLang, cap the output at the context window
+            sp.min_new_tokens = min(sp.min_new_tokens, sp.max_new_tokens)
+        return sp
+
+    def _submit(self, reqs: list[dict], loop=None) -> _Sink:
+        sink = _Sink([r["rid"] for r in reqs], loop)
+        with self._lock:
+            for r in reqs:
+                if r["rid"] in self._sinks:
+                    raise EngineError(f"request id {r['rid'].split('#')[0]!r} is already in flight")
+            for r in reqs:
+                self._sinks[r["rid"]] = sink
+        self._in.put(("generate", reqs))
+        return sink
+
+    # -- generate ---------------------------------------------------------------------------------
+    def generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
+                 return_logprob: bool = False, logprob_start_len: int | None = None,
+                 top_logprobs_num: int | None = None, rid=None):
+        """Generate for one prompt (→ dict), a list (→ list), or stream chunks (→ iterator)."""
+        reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
+                                     logprob_start_len, top_logprobs_num, rid)
+        sink = self._submit(reqs)
+        if stream:
+            return self._stream_sync(sink)
+        results = _collect(sink, iter(lambda: sink.q.get(), None))
+        return results[0] if single and len(results) == 1 else results
+
+    def _stream_sync(self, sink: _Sink) -> Iterator[dict]:
+        try:
+            while sink.open:
+                ev = sink.q.get()
+                yield _chunk(sink, ev)
+        finally:
+            for rid in list(sink.open):
+                self.abort(rid.split("#")[0])
+
+    async def async_generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
+                             return_logprob: bool = False, logprob_start_len: int | None = None,
+                             top_logprobs_num: int | None = None, rid=None):
+        """``generate`` for asyncio callers; with ``stream=True`` returns an async iterator."""
+        reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
+                                     logprob_start_len, top_logprobs_num, rid)
+        sink = self._submit(reqs, asyncio.get_running_loop())
+        if stream:
+            return self._stream_async(sink)
+        try:
+            events = []
+            while sink.open:
+                ev = await sink.q.get()
+                events.append(ev)
+                if ev["finished"]:
+                    sink.open.discard(ev["rid"])
+        except asyncio.CancelledError:
+            for rid in list(sink.open):
+                self.abort(rid.split("#")[0])
+            raise
+        results = _collect(sink, iter(events))
+        return results[0] if single and len(results) == 1 else results
+
+    async def _stream_async(self, sink: _Sink) -> AsyncIterator[dict]:
+        try:
+            while sink.open:
+                ev = await sink.q.get()
+                yield _chunk(sink, ev)
+        finally:
+            for rid in list(sink.open):
+                self.abort(rid.split("#")[0])
+
+    # -- select / prefix hoisting -----------------------------------------------------------------
+    def _score_requests(self, prefix, continuations: list[str]) -> tuple[list[int], list[dict]]:
+        pre = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
+        if not continuations:
+            raise EngineError("score needs at least one continuation")
+        reqs = []
+        for c in continuations:
+            ids = pre + self.tokenizer.encode(c, add_special_tokens=False) if self.tokenizer else None
+            if ids is None or len(ids) == len(pre):
+                raise EngineError(f"continuation {c!r} has no tokens")
+            reqs.append(ids)
+        return pre, reqs
+
+    def score(self, prefix, continuations: list[str]) -> list[dict]:
+        """Log-likelihood of each continuation after ``prefix``; the prefix is computed once (radix)."""
+        pre, seqs = self._score_requests(prefix, continuations)
+        if pre:
+            self.warm(pre)
+        outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
+                             logprob_start_len=len(pre))
+        return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
+
+    async def async_score(self, prefix, continuations: list[str]) -> list[dict]:
+        pre, seqs = self._score_requests(prefix, continuations)
+        if pre:
+            await self.async_warm(pre)
+        outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
+                                         return_logprob=True, logprob_start_len=len(pre))
+        return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
+
+    def warm(self, prefix) -> dict:
+        """Prefill ``prefix`` (text or ids) into the radix cache; returns prompt and cached token counts."""
+        ids = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
+        out = self.generate(input_ids=ids, sampling_params={"max_new_tokens": 0})
+        return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
+
+    async def async_warm(self, prefix) -> dict:
+        ids = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
+        out = await self.async_generate(input_ids=ids, sampling_params={"max_new_tokens": 0})
+        return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
+
+    # -- control ----------------------------------------------------------------------------------
+    def abort(self, rid: str) -> None:
+        """Abort the request ``rid`` (all its samples); its KV is freed. Unknown ids are ignored."""
+        if not self._closed:
+            self._in.put(("abort", rid))
+
+    def _call(self, name: str, timeout: float = 60.0):
+        if self._closed or self._dead:
+            raise EngineError(f"the engine is not running ({self._dead or 'shut down'})")
+        token = next(self._tokens)
+        q: queue.Queue = queue.Queue()
+        self._replies[token] = q
+        self._in.put(("call", token, name))
+        return q.get(timeout=timeout)
+
+    def flush_cache(self) -> bool:
+        """Drop every cached prefix; returns False (and flushes nothing) while requests are in flight."""
+        return bool(self._call("flush_cache"))
+
+    def metrics(self) -> dict:
+        return self._call("metrics")
+
+    def model_info(self) -> dict:
+        info = dict(self._info)
+        if self.tokenizer is not None:
+            info["chat_template"] = getattr(self.tokenizer, "chat_template", None)
+        return info
+
+    get_server_info = model_info
+
+
+def _chunk(sink: _Sink, ev: dict) -> dict:
+    if ev["finished"]:
+        sink.open.discard(ev["rid"])
+    if ev.get("error") and (ev["meta_info"].get("finish_reason") or {}).get("type") == "abort" \
+            and "aborted by the client" not in ev["error"]:
+        raise EngineError(ev["error"])
+    return {"text": ev["text"], "output_ids": ev["output_ids"], "index": sink.index[ev["rid"]],
+            "finished": ev["finished"], "meta_info": ev["meta_info"]}
+
+
+def _collect(sink: _Sink, events) -> list[dict]:
+    """Accumulate events until every request of the sink finished; one output dict per request."""
+    acc = {rid: {"text": "", "output_ids": [], "index": i, "meta_info": {}} for rid, i in sink.index.items()}
+    pending = set(acc)
+    for ev in events:
+        if ev.get("error") and "aborted by the client" not in ev["error"]:
+            raise EngineError(ev["error"])
+        a = acc[ev["rid"]]
+        a["text"] += ev["text"]
+        a["output_ids"] += ev["output_ids"]
+        a["meta_info"] = ev["meta_info"]
+        if ev["finished"]:
+            pending.discard(ev["rid"])
+            if not pending:
+                break
+    sink.open.clear()
+    return [acc[rid] for rid in sorted(acc, key=sink.index.get)]
+
+
+def _score(out: dict, n: int) -> dict:
+    lps = [lp for lp, _ in out["meta_info"]["input_token_logprobs"][-n:]]
+    total = float(sum(lps))
+    return {"logprob_sum": total, "normalized_logprob": total / max(n, 1), "num_tokens": n,
+            "token_logprobs": lps}

@@ -1,0 +1,92 @@
+"""Loads the model, sizes and owns the KV pool and the attention backend, runs forward passes."""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from .attention import create_attention_backend, resolve_backend_name
+from .config import RuntimeConfig, resolve_device, resolve_dtype
+from .errors import EngineError
+from .forward_batch import ForwardBatch
+from .mem.kv_pool import KVPool
+from .model_files import default_model_path
+from .model_loader import load_model_source
+from .models import get_model_class
+
+logger = logging.getLogger(__name__)
+
+CPU_DEFAULT_MAX_TOTAL_TOKENS = 65536
+
+
+class ModelRunner:
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        t0 = time.perf_counter()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.model_path = cfg.model_path or default_model_path()
+        torch.manual_seed(cfg.random_seed)
+        hf_config, weights = load_model_source(self.model_path, cfg.load_format)
+        self.hf_config = hf_config
+        self.context_length = cfg.context_length or hf_config.max_position_embeddings
+        self.num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+        self.head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        self.vocab_size = hf_config.vocab_size
+        pool_size = self._pool_size(weights_bytes=self._weights_bytes(hf_config))
+        self.kv_pool = KVPool(pool_size, hf_config.num_hidden_layers, self.num_kv_heads, self.head_dim,
+                              self.dtype, self.device)
+        self.backend_name = resolve_backend_name(cfg.attention_backend, self.device)
+        self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool)
+        model_cls = get_model_class(hf_config)
+        with torch.device(self.device):
+            model = model_cls(hf_config, self.attn_backend)
+        model = model.to(self.dtype)
+        if weights is None:
+            _dummy_init(model)
+        else:
+            model.load_weights(weights)
+        self.model = model.eval()
+        self.load_seconds = time.perf_counter() - t0
+        logger.info("loaded %s (%s, %s on %s) in %.1fs; KV pool %d tokens", self.model_path,
+                    model_cls.__name__, self.dtype, self.device, self.load_seconds, pool_size)
+
+    def _weights_bytes(self, c) -> int:
+        h, i, L, v = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+        q = c.num_attention_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        per_layer = h * (q + 2 * kv) + q * h + 3 * h * i
+        n = L * per_layer + v * h * (1 if getattr(c, "tie_word_embeddings", False) else 2)
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+    def _pool_size(self, weights_bytes: int) -> int:
+        per_token = KVPool.bytes_per_token(self.hf_config.num_hidden_layers, self.num_kv_heads,
+                                           self.head_dim, self.dtype)
+        if self.cfg.max_total_tokens:
+            return self.cfg.max_total_tokens
+        if not self.device.startswith("cuda"):
+            return CPU_DEFAULT_MAX_TOTAL_TOKENS
+        free, total = torch.cuda.mem_get_info(torch.device(self.device))
+        budget = total * self.cfg.mem_fraction_static - (total - free) - weights_bytes
+        size = int(budget // per_token)
+        if size < 1024:
+            raise EngineError(f"not enough GPU memory for the KV cache ({budget / 2**30:.1f} GiB left after "
+                              "weights); raise mem_fraction_static or use a smaller model")
+        return size
+
+    def forward(self, batch: ForwardBatch) -> torch.Tensor:
+        """Float32 logits of ``batch.logits_rows`` (all rows when it is None)."""
+        self.attn_backend.init_forward_metadata(batch)
+        with torch.inference_mode():
+            return self.model.compute_logits(self.model(batch))
+
+
+@torch.no_grad()
+def _dummy_init(model: torch.nn.Module) -> None:
+    """Random weights of the right shapes (benchmarks: decoding speed doesn't depend on values)."""
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.fill_(1.0)
+        else:
+            p.uniform_(-0.02, 0.02)

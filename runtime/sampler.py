@@ -1,0 +1,77 @@
+"""Logits processing and sampling for a batch: penalties, masks, temperature, top-k/top-p/min-p."""
+from __future__ import annotations
+
+import torch
+
+from .scheduler.request import Req
+
+
+class Sampler:
+    def __init__(self, eos_ids: set[int], random_seed: int, device: str) -> None:
+        self.eos_ids = sorted(eos_ids)
+        self.generator = torch.Generator(device=device).manual_seed(random_seed)
+        self.device = device
+
+    def sample(self, logits: torch.Tensor, reqs: list[Req], masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Next token per row of ``logits [R, V]`` (modified in place). ``masks``: bool ``[R, V]`` allowed."""
+        self._penalize(logits, reqs)
+        if masks is not None:
+            logits.masked_fill_(~masks, float("-inf"))
+        greedy = [r.sampling_params.greedy for r in reqs]
+        out = logits.argmax(dim=-1)
+        sampled_rows = [i for i, g in enumerate(greedy) if not g]
+        if sampled_rows:
+            rows = torch.tensor(sampled_rows, device=logits.device)
+            toks = self._sample_rows(logits[rows], [reqs[i] for i in sampled_rows])
+            out[rows] = toks
+        return out
+
+    def _penalize(self, logits: torch.Tensor, reqs: list[Req]) -> None:
+        for i, r in enumerate(reqs):
+            sp = r.sampling_params
+            if len(r.output_ids) < sp.min_new_tokens and not sp.ignore_eos:
+                # NOTE: min_new_tokens: EOS and stop tokens are not allowed yet.
+                logits[i, self.eos_ids + sp.stop_token_ids] = float("-inf")
+            if sp.frequency_penalty or sp.presence_penalty:
+                if r.output_ids:
+                    ids, counts = torch.tensor(r.output_ids, device=logits.device).unique(return_counts=True)
+                    logits[i, ids] -= sp.frequency_penalty * counts.float() + sp.presence_penalty
+            if sp.repetition_penalty != 1.0:
+                ids = torch.tensor(r.fill_ids, device=logits.device).unique()
+                vals = logits[i, ids]
+                logits[i, ids] = torch.where(vals > 0, vals / sp.repetition_penalty, vals * sp.repetition_penalty)
+
+    def _sample_rows(self, logits: torch.Tensor, reqs: list[Req]) -> torch.Tensor:
+        sps = [r.sampling_params for r in reqs]
+        dev = logits.device
+        temp = torch.tensor([sp.temperature for sp in sps], device=dev).unsqueeze(1)
+        probs = torch.softmax(logits / temp, dim=-1)
+        if any(sp.top_k > 0 or sp.top_p < 1 or sp.min_p > 0 for sp in sps):
+            probs = _filter(probs, sps)
+        out = torch.empty(len(reqs), dtype=torch.long, device=dev)
+        seeded = [i for i, sp in enumerate(sps) if sp.seed is not None]
+        if len(seeded) < len(reqs):
+            rest = [i for i in range(len(reqs)) if sps[i].seed is None]
+            out[rest] = torch.multinomial(probs[rest], 1, generator=self.generator).squeeze(1)
+        for i in seeded:
+            # NOTE: seeded rows are reproducible: the generator depends only on (seed, step).
+            g = torch.Generator(device=dev).manual_seed(sps[i].seed * 1000003 + len(reqs[i].output_ids))
+            out[i] = torch.multinomial(probs[i], 1, generator=g)[0]
+        return out
+
+
+def _filter(probs: torch.Tensor, sps) -> torch.Tensor:
+    """Top-k, top-p and min-p over sorted probabilities, renormalized."""
+    dev = probs.device
+    top_k = torch.tensor([sp.top_k if sp.top_k > 0 else probs.shape[1] for sp in sps], device=dev)
+    top_p = torch.tensor([sp.top_p for sp in sps], device=dev)
+    min_p = torch.tensor([sp.min_p for sp in sps], device=dev)
+    sp_, idx = probs.sort(dim=-1, descending=True)
+    ranks = torch.arange(probs.shape[1], device=dev).unsqueeze(0)
+    cum = sp_.cumsum(dim=-1)
+    drop = (ranks >= top_k.unsqueeze(1)) | ((cum - sp_) > top_p.unsqueeze(1))
+    drop |= sp_ < (min_p * sp_[:, 0]).unsqueeze(1)
+    drop[:, 0] = False
+    sp_ = sp_.masked_fill(drop, 0.0)
+    out = torch.zeros_like(probs).scatter_(1, idx, sp_)
+    return out / out.sum(dim=-1, keepdim=True)

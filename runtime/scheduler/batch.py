@@ -1,0 +1,37 @@
+"""What the scheduler hands the model executor, and what comes back (pure Python)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .request import Req
+
+
+@dataclass
+class BatchEntry:
+    req: Req
+    new_ids: list[int]            # tokens computed in this pass
+    prefix_len: int               # tokens already in the KV before this pass
+    new_slots: list[int]          # KV slots receiving new_ids
+    sample: bool                  # sample the next token from the last row
+    # prompt logprobs wanted from this pass: local rows and the token each row predicts
+    lp_rows: list[int] = field(default_factory=list)
+    lp_targets: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleBatch:
+    decode: bool
+    entries: list[BatchEntry]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e.new_ids) for e in self.entries)
+
+
+@dataclass
+class EntryResult:
+    next_token: int | None = None
+    next_logprob: float | None = None
+    next_top: list | None = None
+    input_logprobs: list[float] = field(default_factory=list)
+    input_tops: list[list] = field(default_factory=list)

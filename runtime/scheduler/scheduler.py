@@ -1,0 +1,241 @@
+"""Continuous batching over the radix cache and the token-paged KV pool (no torch, no model).
+
+Each ``step()`` builds one batch — a prefill/extend batch when waiting requests can be admitted,
+else a decode batch of the running requests — runs it through ``executor.run(batch)`` and applies
+the results. KV ownership: ``req.kv_slots[:req.cached_len]`` belong to the radix tree (kept alive by
+``lock(req.last_node)``); the rest belong to the request until it is released into the tree.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from ..mem.allocator import SlotAllocator
+from ..mem.radix_cache import RadixCache
+from .batch import BatchEntry, EntryResult, ScheduleBatch
+from .request import FinishReason, Req
+
+logger = logging.getLogger(__name__)
+
+LPM_MAX_QUEUE = 128  # NOTE: past this many waiting requests, LPM's sort costs more than it saves: FCFS
+
+
+class Executor(Protocol):
+    def run(self, batch: ScheduleBatch) -> list[EntryResult]: ...
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_running_requests: int = 128
+    chunked_prefill_size: int = 1024
+    max_prefill_tokens: int = 2048
+    schedule_policy: str = "lpm"
+
+
+class Scheduler:
+    def __init__(self, cfg: SchedulerConfig, allocator: SlotAllocator, cache: RadixCache,
+                 executor: Executor, check_finish: Callable[[Req], None]) -> None:
+        self.cfg = cfg
+        self.allocator = allocator
+        self.cache = cache
+        self.executor = executor
+        self.check_finish = check_finish   # sets req.finish for stop strings / EOS / length
+        self.waiting: deque[Req] = deque()
+        self.running: list[Req] = []
+        self.stats = {"forward_passes": 0, "prefill_tokens": 0, "decode_tokens": 0, "retractions": 0}
+
+    # -- queue management ---------------------------------------------------------------------
+    def add(self, req: Req) -> None:
+        self.waiting.append(req)
+
+    def abort(self, rid: str | None) -> list[Req]:
+        """Abort every request whose rid is ``rid`` or starts with ``rid#`` (all when None); returns them."""
+        hit = [r for r in (*self.waiting, *self.running) if _rid_matches(r.rid, rid)]
+        for r in hit:
+            self._release(r)
+            r.finish, r.error = FinishReason.ABORT, "aborted by the client"
+            if r in self.running:
+                self.running.remove(r)
+            else:
+                self.waiting.remove(r)
+        return hit
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self) -> list[Req]:
+        """Run one batch; returns the requests it touched (finished ones are already released)."""
+        batch = self._prefill_batch() or self._decode_batch()
+        if batch is None:
+            return []
+        results = self.executor.run(batch)
+        self.stats["forward_passes"] += 1
+        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        touched = []
+        for entry, res in zip(batch.entries, results):
+            self._apply(entry, res)
+            touched.append(entry.req)
+        return touched
+
+    def _apply(self, e: BatchEntry, res: EntryResult) -> None:
+        req = e.req
+        req.forward_passes += 1
+        req.kv_slots.extend(e.new_slots)
+        if e.lp_targets:
+            req.input_token_logprobs.extend(zip(res.input_logprobs, e.lp_targets))
+            req.input_top_logprobs.extend(res.input_tops)
+        if res.next_token is not None:
+            req.output_ids.append(res.next_token)
+            if req.return_logprob:
+                req.output_token_logprobs.append((res.next_logprob, res.next_token))
+                if req.top_logprobs_num:
+                    req.output_top_logprobs.append(res.next_top)
+        if not self._prompt_pending(req):
+            self.check_finish(req)   # may also append jump-forward tokens
+        if req.finished:
+            self._release(req)
+            if req in self.running:
+                self.running.remove(req)
+        elif self._prompt_pending(req) or len(req.kv_slots) < req.seq_len - 1:
+            if req in self.running:          # more tokens to extend (next chunk / jump-forward)
+                self.running.remove(req)
+            self.waiting.appendleft(req)
+        elif req not in self.running:
+            self.running.append(req)
+
+    @staticmethod
+    def _prompt_pending(req: Req) -> bool:
+        return not req.output_ids and len(req.kv_slots) < req.seq_len
+
+    def step_or_unstick(self) -> list[Req]:
+        """``step()``; if nothing could run although requests wait, free the KV that waiting
+        (partially prefilled) requests hold and try once more."""
+        touched = self.step()
+        if not touched and self.waiting and not self.running:
+            for r in self.waiting:
+                self._release(r)
+            touched = self.step()
+            if not touched:
+                for r in list(self.waiting):
+                    r.finish, r.error = FinishReason.ABORT, "request does not fit in the KV pool"
+                    self.waiting.remove(r)
+                    touched.append(r)
+        return touched
+
+    # -- prefill ----------------------------------------------------------------------------------
+    def _prefill_batch(self) -> ScheduleBatch | None:
+        if not self.waiting:
+            return None
+        room = self.cfg.max_running_requests - len(self.running)
+        budget = self.cfg.max_prefill_tokens
+        entries: list[BatchEntry] = []
+        for req in self._waiting_order():
+            if room <= 0 or budget <= 0:
+                break
+            entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size))
+            if entry is None:
+                break
+            self.waiting.remove(req)
+            entries.append(entry)
+            budget -= len(entry.new_ids)
+            room -= 1
+        return ScheduleBatch(decode=False, entries=entries) if entries else None
+
+    def _waiting_order(self) -> list[Req]:
+        reqs = list(self.waiting)
+        resumed = [r for r in reqs if r.kv_slots]     # partially prefilled / jump-forwarded: first
+        fresh = [r for r in reqs if not r.kv_slots]
+        if self.cfg.schedule_policy == "lpm" and not self.cache.disabled and len(fresh) <= LPM_MAX_QUEUE:
+            fresh.sort(key=lambda r: -self.cache.match_prefix(r.fill_ids[:r.prefix_cap()]).length)
+        return resumed + fresh
+
+    def _admit(self, req: Req, max_tokens: int) -> BatchEntry | None:
+        fill = req.fill_ids
+        if not req.kv_slots:
+            m = self.cache.match_prefix(fill[:req.prefix_cap()])
+            req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
+            self.cache.lock(m.node)
+            if not req.output_ids:
+                req.cached_tokens = m.length
+        prefix = len(req.kv_slots)
+        target = len(fill) if not req.output_ids or req.sampling_params.max_new_tokens == 0 else len(fill) - 1
+        # NOTE: a request with output tokens keeps its newest token out of the KV: decode computes it.
+        n = min(target - prefix, max_tokens)
+        if req.output_ids and n == 0:
+            target, n = len(fill), min(len(fill) - prefix, max_tokens)
+        slots = self._alloc(n)
+        if slots is None:
+            if req.cached_len == len(req.kv_slots):
+                self._release(req)  # holds nothing of its own: drop the lock so eviction can proceed
+            return None
+        new_ids = fill[prefix:prefix + n]
+        last_chunk = prefix + n == len(fill)
+        sample = last_chunk and req.sampling_params.max_new_tokens > len(req.output_ids)
+        entry = BatchEntry(req, new_ids, prefix, slots, sample)
+        if req.needs_input_logprobs and not req.output_ids:
+            self._plan_input_logprobs(entry, fill)
+        return entry
+
+    @staticmethod
+    def _plan_input_logprobs(e: BatchEntry, fill: list[int]) -> None:
+        req, start = e.req, e.req.logprob_start_len
+        n_prompt = len(req.input_ids)
+        if start == 0 and e.prefix_len == 0:
+            req.input_token_logprobs.append((None, fill[0]))
+            req.input_top_logprobs.append(None)
+        lo = max(start, e.prefix_len + 1, 1)
+        hi = min(e.prefix_len + len(e.new_ids) + 1, n_prompt)
+        for p in range(lo, hi):
+            e.lp_rows.append(p - 1 - e.prefix_len)
+            e.lp_targets.append(fill[p])
+
+    # -- decode -----------------------------------------------------------------------------------
+    def _decode_batch(self) -> ScheduleBatch | None:
+        if not self.running:
+            return None
+        while self.running:
+            slots = self._alloc(len(self.running))
+            if slots is not None:
+                break
+            self._retract(self.running[-1])
+        else:
+            return None
+        entries = [BatchEntry(r, [r.fill_ids[-1]], len(r.kv_slots), [s], True)
+                   for r, s in zip(self.running, slots)]
+        return ScheduleBatch(decode=True, entries=entries)
+
+    def _retract(self, req: Req) -> None:
+        """Out of KV during decode: put ``req`` back in the waiting queue; its tokens go to the cache."""
+        self.running.remove(req)
+        self._release(req)
+        self.waiting.appendleft(req)
+        self.stats["retractions"] += 1
+        logger.info("KV pool exhausted: retracted %s (%d tokens) to the waiting queue", req.rid, req.seq_len)
+
+    # -- KV ownership -----------------------------------------------------------------------------
+    def _alloc(self, n: int) -> list[int] | None:
+        if n > self.allocator.available:
+            self.cache.evict(n - self.allocator.available)
+        return self.allocator.alloc(n)
+
+    def _release(self, req: Req) -> None:
+        """Give the request's KV to the radix tree (or free it) and drop its lock."""
+        if req.last_node is None and not req.kv_slots:
+            return
+        tokens = req.fill_ids[:len(req.kv_slots)]
+        if self.cache.disabled:
+            self.allocator.free(req.kv_slots[req.cached_len:])
+        else:
+            done = self.cache.insert(tokens, req.kv_slots)
+            self.allocator.free(req.kv_slots[req.cached_len:done])
+        if req.last_node is not None:
+            self.cache.unlock(req.last_node)
+        req.kv_slots, req.cached_len, req.last_node = [], 0, None
+
+
+def _rid_matches(req_rid: str, rid: str | None) -> bool:
+    return rid is None or req_rid == rid or req_rid.startswith(rid + "#")

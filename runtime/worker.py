@@ -1,0 +1,209 @@
+"""The worker: owns the model, KV pool, radix cache and scheduler; runs in its own process (or thread).
+
+Messages in: ``("generate", [req dicts])``, ``("abort", rid)``, ``("call", token, name)`` for
+``flush_cache``/``metrics``, ``("shutdown",)``. Messages out: ``("ready", info)``, ``("fatal", text)``,
+``("out", [events])``, ``("reply", token, value)``.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+import traceback
+from typing import Any
+
+from .config import RuntimeConfig, scheduler_defaults
+from .mem.radix_cache import RadixCache
+from .output import OutputProcessor
+from .sampling_params import SamplingParams
+from .scheduler.request import FinishReason, Req
+from .scheduler.scheduler import Scheduler, SchedulerConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        import torch
+
+        from .executor import ModelExecutor
+        from .model_runner import ModelRunner
+        from .sampler import Sampler
+        from .tokenizer import load_tokenizer
+
+        self.cfg = cfg
+        self.runner = ModelRunner(cfg)
+        self.tokenizer = None if cfg.skip_tokenizer_init else load_tokenizer(cfg.model_path, cfg.tokenizer_path)
+        self.eos_ids = _eos_ids(self.tokenizer, self.runner.hf_config)
+        pool = self.runner.kv_pool
+        self.cache = RadixCache(pool.allocator, disabled=cfg.disable_radix_cache)
+        self.out = OutputProcessor(self.tokenizer, self.eos_ids)
+        sampler = Sampler(self.eos_ids, cfg.random_seed, self.runner.device)
+        from .constrained import GrammarManager
+
+        self.grammar = GrammarManager(self.tokenizer, self.runner.vocab_size, cfg)
+        executor = ModelExecutor(self.runner, sampler, self.grammar.masks)
+        sd = scheduler_defaults(cfg, self.runner.device)
+        self.scheduler = Scheduler(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
+                                                   sd["max_prefill_tokens"], cfg.schedule_policy),
+                                   pool.allocator, self.cache, executor, self._check_finish)
+        self.counters = {"num_requests_total": 0, "prompt_tokens_total": 0, "generation_tokens_total": 0,
+                         "cached_tokens_total": 0, "num_aborted_total": 0}
+        self.sched_defaults = sd
+        self._arrival = 0
+        self.torch_threads = torch.get_num_threads()
+
+    def _check_finish(self, req: Req) -> None:
+        self.out.check_finish(req)
+        if not req.finished and req.matcher is not None and not self.cfg.disable_jump_forward:
+            self.grammar.jump_forward(req)
+
+    # -- info -------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        r = self.runner
+        c = r.hf_config
+        return {
+            "model_path": r.model_path, "architecture": type(r.model).__name__,
+            "context_length": r.context_length, "vocab_size": r.vocab_size, "dtype": str(r.dtype).removeprefix("torch."),
+            "device": r.device, "attention_backend": r.backend_name, "max_total_tokens": r.kv_pool.size,
+            "num_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+            "num_attention_heads": c.num_attention_heads, "num_kv_heads": r.num_kv_heads,
+            "eos_token_ids": sorted(self.eos_ids), "disable_radix_cache": self.cfg.disable_radix_cache,
+            "load_seconds": round(r.load_seconds, 2), **self.sched_defaults,
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        s, a = self.scheduler, self.runner.kv_pool.allocator
+        c = dict(self.counters)
+        c["cache_hit_rate"] = c["cached_tokens_total"] / max(c["prompt_tokens_total"], 1)
+        c.update(num_running_reqs=len(s.running), num_waiting_reqs=len(s.waiting),
+                 kv_total_tokens=a.size, kv_used_tokens=a.used, kv_free_tokens=a.available,
+                 kv_cached_tokens=self.cache.total_size, kv_evictable_tokens=self.cache.evictable_size,
+                 forward_passes_total=s.stats["forward_passes"], prefill_tokens_total=s.stats["prefill_tokens"],
+                 decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"])
+        return c
+
+    # -- requests ---------------------------------------------------------------------------------
+    def add_requests(self, items: list[dict]) -> list[dict]:
+        events = []
+        for d in items:
+            sp = SamplingParams.from_dict(d["sampling_params"])
+            self._arrival += 1
+            req = Req(rid=d["rid"], input_ids=list(d["input_ids"]), sampling_params=sp,
+                      return_logprob=d.get("return_logprob", False),
+                      logprob_start_len=d.get("logprob_start_len", -1),
+                      top_logprobs_num=d.get("top_logprobs_num", 0), stream=d.get("stream", False),
+                      index=d.get("index", 0), arrival=self._arrival)
+            self.counters["num_requests_total"] += 1
+            if len(req.input_ids) + sp.max_new_tokens > self.runner.kv_pool.size:
+                req.finish, req.error = FinishReason.ABORT, (
+                    f"prompt ({len(req.input_ids)} tokens) + max_new_tokens ({sp.max_new_tokens}) exceeds the "
+                    f"KV pool ({self.runner.kv_pool.size} tokens); raise max_total_tokens")
+                events.append(self.out.event(req))
+                continue
+            self.grammar.submit(req, self.scheduler.add, events.append, self.out.event)
+        return events
+
+    def step(self) -> list[dict]:
+        self.grammar.poll()
+        touched = self.scheduler.step_or_unstick()
+        events = []
+        for req in touched:
+            if req.finished:
+                self._count(req)
+            ev = self.out.event(req)
+            if ev is not None:
+                events.append(ev)
+        return events
+
+    def _count(self, req: Req) -> None:
+        self.counters["prompt_tokens_total"] += len(req.input_ids)
+        self.counters["generation_tokens_total"] += len(req.output_ids)
+        self.counters["cached_tokens_total"] += req.cached_tokens
+        if req.finish is FinishReason.ABORT:
+            self.counters["num_aborted_total"] += 1
+
+    def abort(self, rid: str | None) -> list[dict]:
+        events = []
+        for req in self.scheduler.abort(rid) + self.grammar.abort(rid):
+            self._count(req)
+            events.append(self.out.event(req))
+        return events
+
+    def flush_cache(self) -> bool:
+        if self.scheduler.has_work:
+            return False
+        return self.cache.clear()
+
+    @property
+    def busy(self) -> bool:
+        return self.scheduler.has_work or self.grammar.pending
+
+
+def _eos_ids(tokenizer, hf_config) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(tokenizer, "eos_token_id", None), getattr(hf_config, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(x) for x in src)
+    return ids
+
+
+def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
+    """Entry point of the worker process/thread: set up, then loop until shutdown."""
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        w = Worker(cfg)
+        out_q.put(("ready", w.info()))
+    except BaseException:  # NOTE: report any start-up failure to the Engine instead of dying silently
+        out_q.put(("fatal", traceback.format_exc()))
+        return
+    while True:
+        msgs = _drain(in_q, block=not w.busy)
+        events: list[dict] = []
+        for m in msgs:
+            kind = m[0]
+            if kind == "shutdown":
+                for ev in w.abort(None):
+                    events.append(ev)
+                out_q.put(("out", events))
+                return
+            try:
+                if kind == "generate":
+                    events.extend(w.add_requests(m[1]))
+                elif kind == "abort":
+                    events.extend(w.abort(m[1]))
+                elif kind == "call":
+                    out_q.put(("reply", m[1], getattr(w, m[2])()))
+            except Exception:
+                logger.exception("worker failed handling %s", kind)
+                out_q.put(("reply", m[1], None)) if kind == "call" else None
+        try:
+            events.extend(w.step())
+        except Exception:
+            out_q.put(("fatal", traceback.format_exc()))
+            raise
+        if events:
+            out_q.put(("out", events))
+        elif not w.scheduler.has_work:
+            time.sleep(0.002)  # NOTE: only constraint compiles pending: don't spin a core
+
+
+def _drain(q, block: bool) -> list:
+    msgs = []
+    if block:
+        while True:
+            try:
+                msgs.append(q.get(timeout=1.0))
+                break
+            except queue.Empty:
+                continue
+    while True:
+        try:
+            msgs.append(q.get_nowait())
+        except queue.Empty:
+            return msgs
+        except (EOFError, OSError):
+            time.sleep(0.01)
+            return msgs
