@@ -1,0 +1,258 @@
+"""``rx`` IR → symbol NFA (Thompson) → DFA (subset construction) → minimal DFA.
+
+A :class:`CharDFA` is a plain value over the constraint's :class:`Alphabet`: ``trans[state,
+symbol]`` (int32) and ``accept[state]``; state 0 is dead (absorbing, rejecting), 1 the start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import rx
+from .alphabet import Alphabet, build_alphabet
+from .errors import GrammarError
+
+DEAD, START = 0, 1
+MAX_DFA_STATES = 100_000
+
+
+@dataclass(frozen=True, eq=False)
+class CharDFA:
+    """A DFA over symbols: ``trans`` int32 [S, K], ``accept`` bool [S]; 0 dead, 1 start."""
+
+    trans: np.ndarray
+    accept: np.ndarray
+    alphabet: Alphabet
+
+    @property
+    def num_states(self) -> int:
+        return int(self.trans.shape[0])
+
+    def run(self, text: str, state: int = START) -> int:
+        if not text:
+            return state
+        syms = self.alphabet.symbols_of(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
+        for s in syms.tolist():
+            state = int(self.trans[state, s])
+            if state == DEAD:
+                break
+        return state
+
+    def fullmatch(self, text: str) -> bool:
+        return bool(self.accept[self.run(text)])
+
+
+class _NFA:
+    def __init__(self, alphabet: Alphabet) -> None:
+        self.alphabet = alphabet
+        self.eps: list[list[int]] = []
+        self.edges: list[list[tuple[tuple[int, ...], int]]] = []
+
+    def new(self) -> int:
+        self.eps.append([])
+        self.edges.append([])
+        return len(self.eps) - 1
+
+    def build(self, node: rx.Node) -> tuple[int, int]:
+        return getattr(self, "_" + node[0])(node)
+
+    def _chars(self, node: rx.Node) -> tuple[int, int]:
+        start, end = self.new(), self.new()
+        syms = self.alphabet.class_syms[node[1]]
+        if syms:
+            self.edges[start].append((syms, end))
+        return start, end
+
+    def _seq(self, node: rx.Node) -> tuple[int, int]:
+        start = cur = self.new()
+        for sub in node[1]:
+            s, e = self.build(sub)
+            self.eps[cur].append(s)
+            cur = e
+        return start, cur
+
+    def _alt(self, node: rx.Node) -> tuple[int, int]:
+        start, end = self.new(), self.new()
+        for sub in node[1]:
+            s, e = self.build(sub)
+            self.eps[start].append(s)
+            self.eps[e].append(end)
+        return start, end
+
+    def _rep(self, node: rx.Node) -> tuple[int, int]:
+        _, sub, lo, hi = node
+        start = cur = self.new()
+        for _ in range(lo):
+            s, e = self.build(sub)
+            self.eps[cur].append(s)
+            cur = e
+        end = self.new()
+        self.eps[cur].append(end)
+        if hi is None:
+            s, e = self.build(sub)
+            self.eps[cur].append(s)
+            self.eps[e].append(cur)
+            return start, end
+        for _ in range(hi - lo):  # nested optionals x(x(x)?)? keep the subset construction small
+            s, e = self.build(sub)
+            self.eps[cur].append(s)
+            self.eps[e].append(end)
+            cur = e
+        return start, end
+
+    def _and(self, node: rx.Node) -> tuple[int, int]:
+        return self._embed(product(self._sub(node[1]), self._sub(node[2]), "and"))
+
+    def _diff(self, node: rx.Node) -> tuple[int, int]:
+        return self._embed(product(self._sub(node[1]), self._sub(node[2]), "diff"))
+
+    def _sub(self, node: rx.Node) -> CharDFA:
+        return _compile(node, self.alphabet)
+
+    def _embed(self, dfa: CharDFA) -> tuple[int, int]:
+        base = len(self.eps)
+        for _ in range(dfa.num_states):
+            self.new()
+        end = self.new()
+        for s in range(1, dfa.num_states):
+            row = dfa.trans[s]
+            for tgt in np.unique(row[row != DEAD]).tolist():
+                self.edges[base + s].append((tuple(np.flatnonzero(row == tgt).tolist()), base + tgt))
+            if dfa.accept[s]:
+                self.eps[base + s].append(end)
+        return base + START, end
+
+
+def _closure(nfa: _NFA, states) -> frozenset[int]:
+    seen = set(states)
+    stack = list(states)
+    while stack:
+        for t in nfa.eps[stack.pop()]:
+            if t not in seen:
+                seen.add(t)
+                stack.append(t)
+    return frozenset(seen)
+
+
+def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
+    k = nfa.alphabet.num_symbols
+    init = _closure(nfa, (start,))
+    index = {frozenset(): DEAD, init: START}
+    order = [frozenset(), init]
+    rows: list[list[int]] = [[DEAD] * k]
+    i = 1
+    while i < len(order):
+        moves: dict[int, set[int]] = {}
+        for s in order[i]:
+            for syms, t in nfa.edges[s]:
+                for c in syms:
+                    moves.setdefault(c, set()).add(t)
+        row = [DEAD] * k
+        closures: dict[frozenset, frozenset] = {}
+        for c, targets in moves.items():
+            ft = frozenset(targets)
+            key = closures.get(ft)
+            if key is None:
+                key = closures[ft] = _closure(nfa, ft)
+            if key not in index:
+                if len(order) >= MAX_DFA_STATES:
+                    raise GrammarError(f"the constraint needs more than {MAX_DFA_STATES} automaton "
+                                       "states; simplify it (smaller repetition counts, fewer options)")
+                index[key] = len(order)
+                order.append(key)
+            row[c] = index[key]
+        rows.append(row)
+        i += 1
+    trans = np.asarray(rows, dtype=np.int32).reshape(len(order), k)
+    accept = np.array([final in s for s in order], dtype=bool)
+    return CharDFA(trans, accept, nfa.alphabet)
+
+
+def minimize(dfa: CharDFA) -> CharDFA:
+    """Prune states that cannot reach acceptance, merge equivalent states (Moore), renumber by BFS."""
+    trans, accept = dfa.trans, dfa.accept
+    alive = accept.copy()
+    while True:  # co-reachability
+        nxt = alive | alive[trans].any(axis=1)
+        nxt[DEAD] = False
+        if (nxt == alive).all():
+            break
+        alive = nxt
+    trans = np.where(alive[trans], trans, DEAD)
+    part = np.where(alive, np.where(accept, 2, 1), 0).astype(np.int64)
+    nparts = len(np.unique(part))
+    while True:
+        sig = np.concatenate([part[:, None], part[trans]], axis=1)
+        _, new = np.unique(sig, axis=0, return_inverse=True)
+        new = new.reshape(-1)
+        count = int(new.max()) + 1
+        part = new
+        if count == nparts:
+            break
+        nparts = count
+    reps = np.zeros(nparts, dtype=np.int64)
+    reps[part[::-1]] = np.arange(len(part))[::-1]  # first state of each part
+    ptrans = part[trans[reps]]  # [P, K] over parts
+    rows = ptrans.tolist()
+    order = {int(part[DEAD]): DEAD}
+    queue = [int(part[START])] if alive[START] else []
+    for p in queue:
+        order.setdefault(p, len(order))
+    head = 0
+    while head < len(queue):
+        for q in rows[queue[head]]:
+            if q not in order:
+                order[q] = len(order)
+                queue.append(q)
+        head += 1
+    mapping = np.zeros(nparts, dtype=np.int32)
+    for p, idx in order.items():
+        mapping[p] = idx
+    n = max(len(order), 2)
+    out = np.zeros((n, trans.shape[1]), dtype=np.int32)
+    acc = np.zeros(n, dtype=bool)
+    for p, idx in order.items():
+        if idx != DEAD:
+            out[idx] = mapping[ptrans[p]]
+            acc[idx] = accept[reps[p]]
+    return CharDFA(out, acc, dfa.alphabet)
+
+
+def product(a: CharDFA, b: CharDFA, op: str) -> CharDFA:
+    """Intersection (``op="and"``) or difference (``"diff"``) of two DFAs on one alphabet."""
+    nb = b.num_states
+    index = {(START, START): START}
+    pairs = [(DEAD, DEAD), (START, START)]
+    rows = [np.zeros(a.trans.shape[1], dtype=np.int32)]
+    i = 1
+    while i < len(pairs):
+        sa, sb = pairs[i]
+        keys = a.trans[sa].astype(np.int64) * nb + b.trans[sb]
+        row = np.zeros(len(keys), dtype=np.int32)
+        live = a.trans[sa] != DEAD
+        for k in np.unique(keys[live]).tolist():
+            pair = (k // nb, k % nb)
+            if pair not in index:
+                index[pair] = len(pairs)
+                pairs.append(pair)
+            row[keys == k] = index[pair]
+        row[~live] = DEAD
+        rows.append(row)
+        i += 1
+    pa = np.array([p[0] for p in pairs])
+    pb = np.array([p[1] for p in pairs])
+    acc = a.accept[pa] & (b.accept[pb] if op == "and" else ~b.accept[pb])
+    acc[DEAD] = False
+    return minimize(CharDFA(np.stack(rows), acc, a.alphabet))
+
+
+def _compile(node: rx.Node, alphabet: Alphabet) -> CharDFA:
+    nfa = _NFA(alphabet)
+    start, end = nfa.build(node)
+    return minimize(_determinize(nfa, start, end))
+
+
+def compile_rx(node: rx.Node) -> CharDFA:
+    """Compile an ``rx`` node to a minimal DFA over its own symbol alphabet."""
+    return _compile(node, build_alphabet(node))

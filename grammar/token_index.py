@@ -1,0 +1,183 @@
+"""Token index: for each DFA state, the allowed tokens and the state each one leads to.
+
+Tokens are walked over the symbol DFA, all states at once, with numpy: tokens are grouped by
+their first symbol (a depth-1 trie), then every live (state, token) pair advances one character
+per step and dead pairs are dropped. Tokens that end inside a multi-byte UTF-8 character lead to
+*mid states* ``(state, pending bytes)``; those rare states get their rows lazily (see
+:meth:`TokenIndex.mid_row`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .fsm import DEAD, CharDFA
+from .tokenizer_info import TokenizerInfo, split_utf8, tail_interval
+
+
+# NOTE: states whose first step alone admits more tokens than this (free-text states) are
+# indexed lazily, on first visit (a few ms each); all others are indexed at compile time.
+EAGER_PAIRS_PER_STATE = 6000
+
+
+@dataclass(eq=False)
+class TokenIndex:
+    """Per state: (sorted allowed token ids, next states), computed eagerly or on first use.
+
+    Next states ≥ ``num_char_states`` are mid states ``mid[i] = (char state, pending bytes)``.
+    """
+
+    num_char_states: int
+    rows: dict = field(default_factory=dict)
+    mid: list = field(default_factory=list)
+    mid_ids: dict = field(default_factory=dict)
+
+    def row(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted allowed token ids, next states) of ``state`` (char or mid state)."""
+        cached = self.rows.get(state)
+        if cached is None:
+            if state < self.num_char_states:
+                index_states(self, dfa, info, np.array([state], dtype=np.int32))
+            else:
+                self.rows[state] = self._mid_row(dfa, info, state)
+            cached = self.rows[state]
+        return cached
+
+    def mid_state(self, q: int, pending: bytes) -> int:
+        key = (q, pending)
+        m = self.mid_ids.get(key)
+        if m is None:
+            m = self.mid_ids[key] = self.num_char_states + len(self.mid)
+            self.mid.append(key)
+        return m
+
+    def _mid_row(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens starting with UTF-8 continuation bytes that complete the pending character."""
+        q, pending = self.mid[state - self.num_char_states]
+        toks, nexts = [], []
+        for tid, data in sorted(info.token_data().cont.items()):
+            nxt = self.walk_bytes(dfa, q, pending + data)
+            if nxt is not None:
+                toks.append(tid)
+                nexts.append(nxt)
+        return np.asarray(toks, dtype=np.int32), np.asarray(nexts, dtype=np.int32)
+
+    def walk_bytes(self, dfa: CharDFA, q: int, data: bytes) -> Optional[int]:
+        """State after ``data`` from char state ``q`` (None if rejected); may add a mid state."""
+        if q >= self.num_char_states:
+            q, pending = self.mid[q - self.num_char_states]
+            data = pending + data
+        text, tail = split_utf8(data)
+        if text is None:
+            return None
+        q = dfa.run(text, q)
+        if q == DEAD:
+            return None
+        if not tail:
+            return q
+        lo, hi = tail_interval(tail)
+        if not _tail_allowed(dfa, q, lo, hi):
+            return None
+        return self.mid_state(q, tail)
+
+
+def _tail_allowed(dfa: CharDFA, q: int, lo: int, hi: int) -> bool:
+    alpha = dfa.alphabet
+    a0 = int(np.searchsorted(alpha.atom_starts, lo, side="right")) - 1
+    a1 = int(np.searchsorted(alpha.atom_starts, hi, side="right")) - 1
+    atoms = np.arange(a0, a1 + 1)
+    atoms = atoms[alpha.live_atoms()[atoms]]
+    return bool((dfa.trans[q, alpha.atom_sym[atoms]] != DEAD).any())
+
+
+def build_index(dfa: CharDFA, info: TokenizerInfo) -> TokenIndex:
+    """Index the narrow states now; broad (free-text) states wait for their first visit."""
+    td = info.token_data()
+    index = TokenIndex(dfa.num_states)
+    counts = _prepare(index, dfa, td)[2]
+    per_state = ((dfa.trans != DEAD) * counts[None, :]).sum(axis=1)
+    eager = np.flatnonzero(per_state <= EAGER_PAIRS_PER_STATE)
+    index_states(index, dfa, info, eager[eager != DEAD].astype(np.int32))
+    index.rows[DEAD] = (np.zeros(0, np.int32), np.zeros(0, np.int32))
+    return index
+
+
+def index_states(index: TokenIndex, dfa: CharDFA, info: TokenizerInfo, states: np.ndarray) -> None:
+    """Walk every token from each of ``states`` (vectorized) and store their rows."""
+    td = info.token_data()
+    trans = dfa.trans
+    flat_sym, order, counts, group_start = _prepare(index, dfa, td)
+    starts_at = td.off[:-1]
+    qi, syms = np.nonzero(trans[states] != DEAD)
+    qs = states[qi]
+    per = counts[syms]
+    total = int(per.sum())
+    pair_q = np.repeat(qs, per).astype(np.int32)
+    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+    pair_t = order[np.repeat(group_start[syms], per) + within]
+    cur = np.repeat(trans[qs, syms], per)
+    out_q, out_t, out_s = [], [], []
+    j = 1
+    while len(pair_t):
+        done = td.clen[pair_t] == j
+        out_q.append(pair_q[done])
+        out_t.append(pair_t[done])
+        out_s.append(cur[done])
+        keep = ~done
+        pair_q, pair_t, cur = pair_q[keep], pair_t[keep], cur[keep]
+        # NOTE: one gather per character position for all live (state, token) pairs at once
+        cur = trans[cur, flat_sym[starts_at[pair_t] + j]]
+        live = cur != DEAD
+        pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
+        j += 1
+    fq = np.concatenate(out_q) if out_q else np.zeros(0, np.int32)
+    ft = np.concatenate(out_t) if out_t else np.zeros(0, np.int64)
+    fs = np.concatenate(out_s).astype(np.int32) if out_s else np.zeros(0, np.int32)
+    fq, ft, fs = _resolve_tails(dfa, td, index, states, fq, ft, fs)
+    tok_ids = td.ids[ft]
+    srt = np.lexsort((tok_ids, fq))
+    fq, tok_ids, fs = fq[srt], tok_ids[srt].astype(np.int32), fs[srt].astype(np.int32)
+    bounds = np.searchsorted(fq, states, side="left"), np.searchsorted(fq, states, side="right")
+    for q, lo, hi in zip(states.tolist(), bounds[0].tolist(), bounds[1].tolist()):
+        index.rows[q] = (tok_ids[lo:hi], fs[lo:hi])
+
+
+def _prepare(index: TokenIndex, dfa: CharDFA, td) -> tuple:
+    """Tokens as symbols, grouped by first symbol (kept on the index for lazy rows)."""
+    prep = index.__dict__.get("_prep")
+    if prep is None:
+        flat_sym = dfa.alphabet.symbols_of(td.cps)[td.cp_idx]
+        has = np.flatnonzero(td.clen > 0)
+        first = flat_sym[td.off[:-1][has]]
+        order = has[np.argsort(first, kind="stable")]
+        counts = np.bincount(first, minlength=dfa.trans.shape[1])
+        group_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        prep = index.__dict__["_prep"] = (flat_sym, order, counts, group_start)
+    return prep
+
+
+def _resolve_tails(dfa: CharDFA, td, index: TokenIndex, states: np.ndarray, fq, ft, fs):
+    """Tokens ending in a partial character: keep those some allowed character can complete."""
+    has_tail = td.tail_lo[ft] >= 0
+    pure = np.flatnonzero((td.clen == 0) & (td.tail_lo >= 0))
+    if not has_tail.any() and not len(pure):
+        return fq, ft, fs
+    tq = np.concatenate([fq[has_tail], np.repeat(states, len(pure))])
+    tt = np.concatenate([ft[has_tail], np.tile(pure, len(states))])
+    ts = np.concatenate([fs[has_tail], np.repeat(states, len(pure))])
+    alpha = dfa.alphabet
+    live = (dfa.trans[:, alpha.atom_sym] != DEAD) & alpha.live_atoms()[None, :]
+    cum = np.zeros((dfa.num_states, live.shape[1] + 1), dtype=np.int32)
+    np.cumsum(live, axis=1, out=cum[:, 1:])
+    a0 = np.searchsorted(alpha.atom_starts, td.tail_lo[tt], side="right") - 1
+    a1 = np.searchsorted(alpha.atom_starts, td.tail_hi[tt], side="right") - 1
+    ok = cum[ts, a1 + 1] - cum[ts, a0] > 0
+    tq, tt, ts = tq[ok], tt[ok], ts[ok]
+    mids = np.empty(len(tt), dtype=np.int32)
+    for i, (s, tid) in enumerate(zip(ts.tolist(), td.ids[tt].tolist())):
+        mids[i] = index.mid_state(s, td.tail_bytes[tid])
+    keep = ~has_tail
+    return (np.concatenate([fq[keep], tq]), np.concatenate([ft[keep], tt]),
+            np.concatenate([fs[keep], mids]))
