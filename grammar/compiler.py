@@ -61,6 +61,11 @@ class GrammarCompiler:
         self.memory = MemoryCache(capacity)
 
     def compile(self, kind: str, source: str, info: TokenizerInfo) -> TokenFSM:
+        if kind not in FRONTENDS:
+            raise GrammarError(f"unknown constraint kind {kind!r}; use one of {sorted(FRONTENDS)}")
+        if not isinstance(source, str):
+            raise GrammarError(f"a {kind} constraint must be given as text (str), got {type(source).__name__}"
+                               " (for a schema dict, pass json.dumps(schema))")
         key = cache_key(kind, source, info)
         fsm = self.memory.get(key)
         if fsm is not None:
