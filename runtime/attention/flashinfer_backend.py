@@ -32,7 +32,7 @@ class FlashInferMeta:
     planned_scale: float | None = None
 
 
-class FlashInferAttnBackend(AttentionBackend):
+class FlashInferAttentionBackend(AttentionBackend):
     """Decode through ``BatchDecodeWithPagedKVCacheWrapper``, extend through
     ``BatchPrefillWithPagedKVCacheWrapper`` (causal, cached prefix included). ``num_heads`` is needed
     for the plan: pass it, or the first layer's call plans lazily."""

@@ -27,11 +27,14 @@ class TritonAttnMeta:
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
-class TritonAttnBackend(AttentionBackend):
+class TritonAttentionBackend(AttentionBackend):
     """Attention through Triton kernels; see the module docstring.
 
     ``max_kv_splits`` caps the split-KV factor of decode; ``num_sms`` defaults to the device's count.
     """
+
+    # Decode metadata depends on the batch size alone (all lengths stay on the device): graph-capturable.
+    supports_cuda_graph = True
 
     def __init__(self, kv_pool, max_kv_splits: int = 16, num_sms: int | None = None, **_: object) -> None:
         super().__init__(kv_pool)

@@ -39,3 +39,80 @@ def ref_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix: int
     mask = torch.arange(m, device=q.device)[None, :] > (torch.arange(n, device=q.device)[:, None] + prefix)
     s = s.masked_fill(mask[None], float("-inf"))
     return torch.einsum("hnm,mhd->nhd", s.softmax(-1), vf)
+
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
+    "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "vocab_size": 512, "max_position_embeddings": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    "tie_word_embeddings": False, "torch_dtype": "float32",
+}
+
+
+def write_tiny_config(path, **overrides) -> str:
+    import json
+
+    cfg = dict(TINY_LLAMA, **overrides)
+    (path / "config.json").write_text(json.dumps(cfg))
+    return str(path)
+
+
+def make_runner(model_dir: str, device: str, backend: str, dtype: str = "float32", tokens: int = 8192):
+    from runtime.config import RuntimeConfig
+    from runtime.model_runner import ModelRunner
+
+    cfg = RuntimeConfig(model_path=model_dir, load_format="dummy", device=device, dtype=dtype,
+                        attention_backend=backend, max_total_tokens=tokens, disable_cuda_graph=True,
+                        skip_tokenizer_init=True)
+    return ModelRunner(cfg)
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
+    """Peaky random weights (so greedy argmax margins are large), identical on any device."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            w = 1.0 + 0.1 * torch.randn(p.shape, generator=g)
+        else:
+            w = torch.randn(p.shape, generator=g) * (1.5 / p.shape[-1] ** 0.5)
+        p.copy_(w.to(p.dtype))
+
+
+class MiniDriver:
+    """Builds ForwardBatches for a handful of requests straight on a ModelRunner (no scheduler)."""
+
+    def __init__(self, runner) -> None:
+        self.r = runner
+        self.dev = runner.device
+        self.slots: list[list[int]] = []
+
+    def new_request(self, share_from: int | None = None, shared: int = 0) -> int:
+        """A new request; it starts with ``shared`` cached slots of request ``share_from`` (a radix hit)."""
+        self.slots.append(list(self.slots[share_from][:shared]) if share_from is not None else [])
+        return len(self.slots) - 1
+
+    def batch(self, items: list[tuple[int, list[int]]], decode: bool = False):
+        """One forward batch: for each ``(request, new tokens)`` allocate slots; all rows' logits."""
+        from runtime.forward_batch import ForwardBatch, ForwardMode
+
+        ids, pos, loc, kvi, qo, kvp, pre, ext = [], [], [], [], [0], [0], [], []
+        for r, toks in items:
+            have = self.slots[r]
+            new = self.r.kv_pool.allocator.alloc(len(toks))
+            ids += toks
+            pos += list(range(len(have), len(have) + len(toks)))
+            loc += new
+            pre.append(len(have))
+            have += new
+            kvi += have
+            qo.append(qo[-1] + len(toks))
+            kvp.append(len(kvi))
+            ext.append(len(toks))
+        t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=self.dev)  # noqa: E731
+        return ForwardBatch(mode=ForwardMode.DECODE if decode else ForwardMode.EXTEND, input_ids=t(ids),
+                            positions=t(pos), out_cache_loc=t(loc), qo_indptr=t(qo, torch.int32),
+                            kv_indptr=t(kvp, torch.int32), kv_indices=t(kvi),
+                            prefix_lens=t(pre, torch.int32),
+                            seq_lens=t([p + e for p, e in zip(pre, ext)], torch.int32),
+                            extend_lens_cpu=ext, prefix_lens_cpu=pre, logits_rows=t([q - 1 for q in qo[1:]]))

@@ -107,7 +107,7 @@ def _batch(mode, prefix, ext, slots, device):
 def test_triton_backend_store_and_attend(device, decode):
     """The backend stores this pass's K/V at out_cache_loc and attends over prefix + new tokens."""
     from runtime.attention.base import AttentionLayer
-    from runtime.attention.triton_backend import TritonAttnBackend
+    from runtime.attention.triton_backend import TritonAttentionBackend
     from runtime.forward_batch import ForwardMode
     from runtime.mem.kv_pool import KVPool
 
@@ -122,7 +122,7 @@ def test_triton_backend_store_and_attend(device, decode):
     slots = torch.randperm(pool.size, device=device)[:sum(seq)]
     mode = ForwardMode.DECODE if decode else ForwardMode.EXTEND
     batch = _batch(mode, prefix, ext, slots, device)
-    backend = TritonAttnBackend(pool)
+    backend = TritonAttentionBackend(pool)
     backend.init_forward_metadata(batch)
     layer = AttentionLayer(layer_id=1, num_heads=h, num_kv_heads=hkv, head_dim=d, scaling=d ** -0.5)
     t = sum(ext)

@@ -20,6 +20,11 @@ import triton.language as tl
 _LOG2E = 1.4426950408889634
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact (IEEE) dots, as cuBLAS does by default; 16-bit inputs use the tensor cores."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 @triton.jit
 def _decode_stage1(
     Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Mid_O, Mid_LSE,
@@ -32,6 +37,7 @@ def _decode_stage1(
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -66,14 +72,14 @@ def _decode_stage1(
         k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
                     mask=mask_n[None, :] & mask_d[:, None], other=0.0)
         # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
-        qk = tl.dot(q, k) * sm_scale_log2
+        qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
         qk = tl.where(mask_n[None, :], qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(qk - m_new[:, None])
         v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                     mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
 
@@ -154,7 +160,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1),
         GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split, DOT_PREC=dot_precision(q.dtype),
         num_warps=num_warps, num_stages=num_stages,
     )
     _decode_stage2[(batch, num_heads)](

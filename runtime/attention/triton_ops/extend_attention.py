@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_attention import dot_precision
+
 _LOG2E = 1.4426950408889634
 
 
@@ -27,7 +29,7 @@ def _extend_fwd(
     stride_vt, stride_vh,
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -67,7 +69,7 @@ def _extend_fwd(
         k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
                     mask=mask_n[None, :] & mask_d[:, None], other=0.0)
         # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
-        qk = tl.dot(q, k) * sm_scale_log2
+        qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
         if start + BLOCK_N > full_end:
             causal = (offs_n[None, :] <= qpos[:, None]) & mask_n[None, :]
             qk = tl.where(causal, qk, float("-inf"))
@@ -80,7 +82,7 @@ def _extend_fwd(
         p = tl.exp2(qk - m_safe[:, None])
         v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                     mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
 
@@ -121,7 +123,7 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         v_buffer.stride(0), v_buffer.stride(1),
         o.stride(0), o.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
-        BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(q.dtype),
         num_warps=num_warps, num_stages=num_stages,
     )
     return o
