@@ -16,6 +16,14 @@ _STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": 
             "gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up")}
 
 
+def rope_config(cfg) -> tuple[float, dict | None]:
+    """(rope_theta, scaling) from an HF config: transformers 5 ``rope_parameters`` or the older fields."""
+    params = getattr(cfg, "rope_parameters", None) or {}
+    theta = params.get("rope_theta", getattr(cfg, "rope_theta", None) or 10000.0)
+    scaling = params if params.get("rope_type", "default") != "default" else getattr(cfg, "rope_scaling", None)
+    return float(theta), scaling
+
+
 class Attention(nn.Module):
     def __init__(self, cfg, layer_id: int, backend: AttentionBackend, qkv_bias: bool) -> None:
         super().__init__()
@@ -25,8 +33,8 @@ class Attention(nn.Module):
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.qkv_proj = MergedLinear(cfg.hidden_size, {"q": q, "k": kv, "v": kv}, bias=qkv_bias)
         self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
-        self.rotary = RotaryEmbedding(self.head_dim, cfg.max_position_embeddings,
-                                      getattr(cfg, "rope_theta", 10000.0), getattr(cfg, "rope_scaling", None))
+        theta, scaling = rope_config(cfg)
+        self.rotary = RotaryEmbedding(self.head_dim, cfg.max_position_embeddings, theta, scaling)
         self.layer = AttentionLayer(layer_id, self.num_heads, self.num_kv_heads, self.head_dim,
                                     self.head_dim ** -0.5)
         self.backend = backend

@@ -1,0 +1,124 @@
+"""End-to-end on the embedded SmolLM2-135M-Instruct through the in-process Engine (worker process)."""
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from runtime.engine import Engine
+from runtime.errors import EngineError
+from runtime.sampling_params import SamplingParams
+
+GREEDY = {"temperature": 0, "max_new_tokens": 8}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with Engine(max_total_tokens=8192) as e:
+        yield e
+
+
+def test_paris(engine):
+    out = engine.generate("The capital of France is", GREEDY)
+    assert "Paris" in out["text"]
+    m = out["meta_info"]
+    assert m["prompt_tokens"] == 5 and m["completion_tokens"] == 8
+    assert m["finish_reason"] == {"type": "length", "length": 8}
+
+
+def test_weights_match_transformers_on_converted_checkpoint(engine):
+    """Our GGUF conversion + model give the same next-token logits as transformers on those weights."""
+    from transformers import AutoModelForCausalLM
+
+    from runtime.model_loader import gguf_to_hf_dir
+
+    hf = AutoModelForCausalLM.from_pretrained(gguf_to_hf_dir(engine.model_info()["model_path"])).eval()
+    ids = engine.tokenizer.encode("The capital of France is")
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1].float(), -1)
+    out = engine.generate(input_ids=ids, sampling_params={"max_new_tokens": 1, "temperature": 0},
+                          return_logprob=True, top_logprobs_num=5)
+    top = out["meta_info"]["output_top_logprobs"][0]
+    assert [t for _, t in top] == ref.topk(5).indices.tolist()
+    assert all(abs(lp - float(ref[t])) < 1e-3 for lp, t in top)
+
+
+def test_stream_joins_to_full_text(engine):
+    full = engine.generate("List three colors:", {**GREEDY, "max_new_tokens": 16})
+    chunks = list(engine.generate("List three colors:", {**GREEDY, "max_new_tokens": 16}, stream=True))
+    assert len(chunks) > 1 and chunks[-1]["finished"]
+    assert "".join(c["text"] for c in chunks) == full["text"]
+    assert sum((c["output_ids"] for c in chunks), []) == full["output_ids"]
+
+
+def test_async_generate_and_stream(engine):
+    async def main():
+        a = await engine.async_generate("The capital of France is", GREEDY)
+        pieces = [c["text"] async for c in await engine.async_generate("The capital of France is", GREEDY,
+                                                                          stream=True)]
+        return a, pieces
+
+    a, pieces = asyncio.run(main())
+    assert "".join(pieces) == a["text"] and "Paris" in a["text"]
+
+
+def test_batch_n_and_stop(engine):
+    outs = engine.generate(["1, 2, 3,", "The capital of France is"],
+                           [{"temperature": 0, "max_new_tokens": 20, "stop": [" 6"]}, GREEDY])
+    assert outs[0]["text"] == " 4, 5,"
+    assert outs[0]["meta_info"]["finish_reason"] == {"type": "stop", "matched": " 6"}
+    samples = engine.generate("Once upon a time", {"temperature": 1.0, "max_new_tokens": 12, "n": 3, "seed": 7})
+    assert len(samples) == 3 and [s["index"] for s in samples] == [0, 1, 2]
+    again = engine.generate("Once upon a time", {"temperature": 1.0, "max_new_tokens": 12, "n": 3, "seed": 7})
+    assert [s["output_ids"] for s in samples] == [s["output_ids"] for s in again]  # seeded: reproducible
+
+
+def test_logprobs_and_score(engine):
+    out = engine.generate("The capital of France is", {"temperature": 0, "max_new_tokens": 3},
+                          return_logprob=True, logprob_start_len=0)
+    m = out["meta_info"]
+    assert len(m["input_token_logprobs"]) == 5 and m["input_token_logprobs"][0][0] is None
+    assert all(lp <= 0 for lp, _ in m["input_token_logprobs"][1:] + m["output_token_logprobs"])
+    scores = engine.score("The capital of France is", [" Paris", " London", " a banana"])
+    assert len(scores) == 3 and scores[2]["num_tokens"] == 2
+    assert scores[0]["normalized_logprob"] > scores[1]["normalized_logprob"]
+    assert math.isclose(scores[0]["logprob_sum"], sum(scores[0]["token_logprobs"]), rel_tol=1e-6)
+    # the prefix was warmed once and reused by every continuation
+    assert engine.warm("The capital of France is")["cached_tokens"] >= 4
+
+
+def test_abort_frees_kv(engine):
+    it = engine.generate("Write a long story about a dragon.", {"max_new_tokens": 500, "ignore_eos": True},
+                         stream=True, rid="victim")
+    next(it)
+    engine.abort("victim")
+    last = list(it)[-1]
+    assert last["meta_info"]["finish_reason"]["type"] == "abort"
+    m = engine.metrics()
+    assert m["num_running_reqs"] == 0 and m["kv_used_tokens"] == m["kv_cached_tokens"]
+    assert engine.flush_cache()
+    assert engine.metrics()["kv_free_tokens"] == engine.metrics()["kv_total_tokens"]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"temperature": -1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"top_k": 0}, "top_k"),
+    ({"max_new_tokens": -1}, "max_new_tokens"), ({"n": 0}, "n"), ({"bogus": 1}, "bogus"),
+    ({"regex": "a", "json_schema": "{}"}, "regex/json_schema/ebnf"), ({"stop": [""]}, "stop"),
+])
+def test_sampling_params_validation(params, field):
+    with pytest.raises(EngineError, match=field.replace("/", ".")):
+        SamplingParams.from_dict(params)
+
+
+def test_bad_inputs(engine):
+    with pytest.raises(EngineError, match="exactly one"):
+        engine.generate()
+    with pytest.raises(EngineError, match="context length"):
+        engine.generate(input_ids=[1] * 9000)
+    with pytest.raises(EngineError, match="input_ids"):
+        engine.generate(input_ids=[10**9])
+    with pytest.raises(EngineError, match="temperature"):
+        engine.generate("hi", {"temperature": -0.5})
+    assert "Paris" in engine.generate("The capital of France is", GREEDY)["text"]  # still serving
