@@ -15,21 +15,26 @@ P2 = [1]
 P3 = [42, 43, 44] * 23
 
 
-def run_greedy(runner, steps: int = 12, graph=None):
+def run_greedy(runner, steps: int = 12, graph=None, forced: list[list[int]] | None = None):
     """Prefill P0; then P1 over P0's cached prefix together with P2, P3 (extend with prefixes);
-    then greedy decode of all four. Returns tokens and the per-pass logits (on the CPU)."""
+    then greedy decode of all four. Returns tokens and the per-pass logits (on the CPU).
+    ``forced`` (tokens of an earlier run) replaces the argmax: logits compare step by step."""
     d = MiniDriver(runner)
     r0 = d.new_request()
     lg0 = runner.forward(d.batch([(r0, P0)]))
     r1, r2, r3 = d.new_request(r0, 12), d.new_request(), d.new_request()
     lg1 = runner.forward(d.batch([(r1, P1[12:]), (r2, P2), (r3, P3)]))
     toks = [int(lg0[0].argmax())] + [int(x) for x in lg1.argmax(-1).tolist()]
+    if forced is not None:
+        toks = [s[0] for s in forced]
     logits = [torch.cat([lg0, lg1]).float().cpu()]
     seqs = [[t] for t in toks]
     for _ in range(steps):
         fb = d.batch(list(zip(range(4), [[t] for t in toks])), decode=True)
         lg = graph.replay(fb) if graph is not None and graph.can_run(fb) else runner.forward(fb)
         toks = [int(x) for x in lg.argmax(-1).tolist()]
+        if forced is not None:
+            toks = [s[len(seqs[0])] for s in forced]
         logits.append(lg.float().cpu())
         for s, t in zip(seqs, toks):
             s.append(t)
@@ -77,10 +82,15 @@ def test_cuda_graph_matches_eager(cuda_only, tmp_path):
 
 
 def test_flashinfer_matches_triton(cuda_only, tmp_path):
+    """FlashInfer (bf16, GQA 4, head dim 128) vs Triton on the same weights, same tokens (teacher-forced)."""
     pytest.importorskip("flashinfer")
-    cpu, gpu = _pair(tmp_path, "flashinfer")
-    ref_toks, ref_logits = run_greedy(cpu)
-    toks, logits = run_greedy(gpu)
+    model_dir = write_tiny_config(tmp_path, hidden_size=1024, num_attention_heads=8, num_key_value_heads=2,
+                                  intermediate_size=1024)
+    tri = make_runner(model_dir, "cuda", "triton", dtype="bfloat16")
+    fi = make_runner(model_dir, "cuda", "flashinfer", dtype="bfloat16")
+    randomize_(tri.model)
+    randomize_(fi.model)
+    toks, ref_logits = run_greedy(tri)
+    _, logits = run_greedy(fi, forced=toks)
     for a, b in zip(logits, ref_logits):
-        assert rel_err(a, b) < 1e-2
-    assert toks == ref_toks
+        assert rel_err(a, b) < 3e-2

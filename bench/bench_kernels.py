@@ -1,0 +1,171 @@
+"""Attention kernel microbenchmarks on the GPU: Triton vs FlashInfer (when it imports) at page size 1,
+Llama-3-8B head shapes (32 q heads, 8 KV heads, head dim 128, bf16), plus the fused norm/act/rotary ops.
+
+    python bench/bench_kernels.py [--extend-configs]
+
+Decode reports µs and GB/s of KV read (the bytes floor); extend reports TFLOP/s (causal FLOPs).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from gpu_common import gpu_info, print_table, save_json
+
+H, HKV, D = 32, 8, 128
+DT = torch.bfloat16
+POOL = 400_000
+
+
+def _bench(fn) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")  # ms
+
+
+def _indptr(lens):
+    out = torch.zeros(len(lens) + 1, dtype=torch.int32, device="cuda")
+    out[1:] = torch.tensor(lens, device="cuda").cumsum(0)
+    return out
+
+
+def _fi():
+    try:
+        import flashinfer
+        return flashinfer
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _rel(a, b) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def bench_decode(kb, vb, cases) -> list[dict]:
+    from runtime.attention.triton_ops.decode_attention import (alloc_decode_buffers, decode_attention_fwd,
+                                                               decode_num_splits)
+
+    fi = _fi()
+    rows = []
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for bs, ctx in cases:
+        lens = [ctx] * bs
+        total = sum(lens)
+        idx = torch.randperm(POOL, device="cuda")[:total]
+        indptr = _indptr(lens)
+        q = torch.randn(bs, H, D, dtype=DT, device="cuda")
+        o = torch.empty_like(q)
+        splits = decode_num_splits(bs, HKV, sms)
+        mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
+        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)  # noqa: E731
+        t_ms = _bench(run_t)
+        gbytes = total * HKV * D * 2 * 2 / 1e9
+        row = {"bs": bs, "ctx": ctx, "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
+        if fi is not None:
+            ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
+            w = fi.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
+            w.plan(indptr.cpu(), idx.int(), torch.ones(bs, dtype=torch.int32), H, HKV, D, 1,
+                   pos_encoding_mode="NONE", q_data_type=DT, kv_data_type=DT, sm_scale=D ** -0.5)
+            cache = (kb.unsqueeze(1), vb.unsqueeze(1))
+            ref = w.run(q, cache)
+            f_ms = _bench(lambda: w.run(q, cache))
+            row.update(fi_us=f_ms * 1e3, fi_GB_s=gbytes / f_ms * 1e3, triton_vs_fi=f_ms / t_ms,
+                       rel_err_vs_fi=_rel(o, ref))
+        rows.append(row)
+    return rows
+
+
+def bench_extend(kb, vb, cases, configs) -> list[dict]:
+    from runtime.attention.triton_ops.extend_attention import extend_attention_fwd, extend_block_config
+
+    fi = _fi()
+    rows = []
+    for name, prefix, ext in cases:
+        seq = [p + e for p, e in zip(prefix, ext)]
+        idx = torch.randperm(POOL, device="cuda")[:sum(seq)]
+        kv_indptr, qo_indptr = _indptr(seq), _indptr(ext)
+        q = torch.randn(sum(ext), H, D, dtype=DT, device="cuda")
+        o = torch.empty_like(q)
+        flops = sum(4 * e * (p + (e + 1) / 2) * H * D for p, e in zip(prefix, ext))
+        row = {"case": name, "q_tokens": sum(ext), "kv_tokens": sum(seq)}
+        best = None
+        for cfg in configs or [extend_block_config(D)]:
+            fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),  # noqa
+                                                    D ** -0.5, config=c)
+            try:
+                ms = _bench(fn)
+            except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for a config
+                print(f"config {cfg} failed: {type(e).__name__}")
+                continue
+            if configs:
+                row[f"cfg{cfg}_TF"] = flops / ms / 1e9
+            if best is None or ms < best[0]:
+                best = (ms, cfg)
+        row.update(triton_us=best[0] * 1e3, triton_TFLOP_s=flops / best[0] / 1e9, best_cfg=str(best[1]))
+        if fi is not None:
+            ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
+            w = fi.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
+            w.plan(qo_indptr.cpu(), kv_indptr.cpu(), idx.int(), torch.ones(len(ext), dtype=torch.int32), H, HKV,
+                   D, 1, causal=True, q_data_type=DT, kv_data_type=DT, sm_scale=D ** -0.5)
+            cache = (kb.unsqueeze(1), vb.unsqueeze(1))
+            ref = w.run(q, cache)
+            extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5, config=best[1])
+            f_ms = _bench(lambda: w.run(q, cache))
+            row.update(fi_us=f_ms * 1e3, fi_TFLOP_s=flops / f_ms / 1e9, triton_vs_fi=f_ms / best[0],
+                       rel_err_vs_fi=_rel(o, ref))
+        rows.append(row)
+    return rows
+
+
+def bench_fused() -> list[dict]:
+    from runtime.layers import basic
+    from runtime.layers import triton_fused as tf
+
+    rows = []
+    for t in (1, 32, 8192):
+        x = torch.randn(t, 4096, dtype=DT, device="cuda")
+        r = torch.randn_like(x)
+        norm = basic.RMSNorm(4096, 1e-5).to("cuda", DT)
+        gu = torch.randn(t, 2 * 14336, dtype=DT, device="cuda")
+        rope = basic.RotaryEmbedding(D, 8192, 500000.0).to("cuda")
+        qkv = torch.randn(t, (H + 2 * HKV) * D, dtype=DT, device="cuda")
+        q, k = qkv[:, :H * D].view(t, H, D), qkv[:, H * D:(H + HKV) * D].view(t, HKV, D)
+        pos = torch.randint(0, 8192, (t,), device="cuda")
+        pairs = {
+            "rmsnorm+res": (lambda: norm(x, r), lambda: tf.rms_norm(x, norm.weight, 1e-5, r)),
+            "silu_and_mul": (lambda: basic.silu_and_mul(gu), lambda: tf.silu_and_mul(gu)),
+            "rotary": (lambda: rope(pos, q, k), lambda: tf.rotary_embedding(pos, q, k, rope.cos, rope.sin)),
+        }
+        for name, (ref_fn, fused_fn) in pairs.items():
+            rows.append({"op": name, "tokens": t, "torch_us": _bench(ref_fn) * 1e3,
+                         "fused_us": _bench(fused_fn) * 1e3})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--extend-configs", action="store_true", help="sweep Triton extend block configs")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    kb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
+    vb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
+    dec = bench_decode(kb, vb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800)])
+    print_table(dec, "decode attention (bf16, 32/8 heads, d128, page size 1)")
+    g = torch.Generator().manual_seed(1)
+    rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
+    rnd_e = torch.randint(1, 512, (16,), generator=g).tolist()
+    cases = [("prefill 8x1024", [0] * 8, [1024] * 8), ("fewshot 64x(1500+64)", [1500] * 64, [64] * 64),
+             ("fork 32x(1000+16)", [1000] * 32, [16] * 32), ("probe mix 16", rnd_p, rnd_e)]
+    configs = None
+    if args.extend_configs:
+        configs = [(128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 128, 8, 2), (128, 32, 4, 3),
+                   (64, 128, 4, 2), (128, 64, 8, 3)]
+    ext = bench_extend(kb, vb, cases, configs)
+    print_table(ext, "extend attention (causal, cached prefix)")
+    fused = bench_fused()
+    print_table(fused, "fused ops vs torch layers")
+    save_json({"info": gpu_info(), "decode": dec, "extend": ext, "fused": fused}, "bench_kernels.json")
+
+
+if __name__ == "__main__":
+    main()

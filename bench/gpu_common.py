@@ -1,0 +1,101 @@
+"""Shared helpers for the GPU benchmarks: a dummy-weight model runner, backend switching, tables."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LLAMA3_8B = str(ROOT / "bench" / "configs" / "llama3-8b")
+
+
+def make_runner(model_dir: str = LLAMA3_8B, backend: str = "triton", max_total_tokens: int | None = None,
+                mem_fraction_static: float = 0.85):
+    """A ModelRunner with random (dummy) bf16 weights; CUDA graphs are managed by the caller."""
+    from runtime.config import RuntimeConfig
+    from runtime.model_runner import ModelRunner
+
+    # SGLC_BENCH_DEVICE=cpu: a smoke run of the script logic on a tiny config (no timings worth reading).
+    device = os.environ.get("SGLC_BENCH_DEVICE", "cuda")
+    cfg = RuntimeConfig(model_path=model_dir, load_format="dummy", dtype="bfloat16" if device == "cuda" else "float32",
+                        device=device,
+                        attention_backend=backend, max_total_tokens=max_total_tokens,
+                        mem_fraction_static=mem_fraction_static, disable_cuda_graph=True,
+                        skip_tokenizer_init=True)
+    return ModelRunner(cfg)
+
+
+def set_backend(runner, name: str) -> None:
+    """Point every attention layer of ``runner`` at a fresh backend ``name`` over the same KV pool."""
+    from runtime.attention import create_attention_backend
+
+    backend = create_attention_backend(name, runner.kv_pool)
+    runner.attn_backend = backend
+    runner.backend_name = name
+    for mod in runner.model.modules():
+        if hasattr(mod, "backend") and hasattr(mod, "layer"):
+            mod.backend = backend
+
+
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def gpu_info() -> dict:
+    import torch
+
+    try:
+        import triton
+        tv = triton.__version__
+    except ImportError:
+        tv = "-"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"gpu": gpu, "torch": torch.__version__, "triton": tv,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit()}
+
+
+def git_commit() -> str:
+    head = ROOT / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref:"):
+            return (ROOT / ".git" / ref[5:]).read_text().strip()[:10]
+        return ref[:10]
+    except OSError:
+        return os.environ.get("SGLC_COMMIT", "unknown")
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """A fixed-width table of ``rows`` (dicts with the same keys)."""
+    if not rows:
+        return
+    keys = list(rows[0].keys())
+    cells = [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print(f"\n## {title}")
+    print(" | ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for c in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(c, widths)))
+    sys.stdout.flush()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def save_json(obj, name: str) -> None:
+    out = os.environ.get("OUT") or os.environ.get("SGLC_BENCH_OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name).write_text(json.dumps(obj, indent=1))

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# All GPU checks and benchmarks in one command; prints a table per stage (and writes logs/JSON to $OUT).
+#   bash scripts/gpu_check.sh [STAGE ...]     STAGE: tests kernels latency offline prefix  (default: all)
+# FlashInfer is optional: wheels in /tmp/fiw (or .fi/ and .fi2/), installed to /tmp/fisite; a compiled
+# kernel cache in .fi2/fi_cache.tar is unpacked to skip its first-use JIT (see docs/gpu.md).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+OUT=${OUT:-out/gpu_check}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(tests kernels latency offline prefix)
+
+# -- FlashInfer (optional) ------------------------------------------------------------------------
+mkdir -p /tmp/fiw
+for d in .fi .fi2; do [ -d "$d" ] && cp -n "$d"/*.whl /tmp/fiw/ 2>/dev/null; done
+if [ ! -f /tmp/fisite/.ok ] && [ "$(ls /tmp/fiw/*.whl 2>/dev/null | wc -l)" -ge 3 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fisite /tmp/fiw/*.whl && touch /tmp/fisite/.ok
+fi
+[ -f /tmp/fisite/.ok ] && export PYTHONPATH=/tmp/fisite${PYTHONPATH:+:$PYTHONPATH}
+if [ -f .fi2/fi_cache.tar ] && [ ! -d ~/.cache/flashinfer ]; then mkdir -p ~/.cache && tar -xf .fi2/fi_cache.tar -C ~/.cache; fi
+$PY - <<'EOF'
+import torch, triton
+print(f"# {torch.cuda.get_device_name(0)}  torch {torch.__version__}  triton {triton.__version__}")
+try:
+    import flashinfer; print(f"# flashinfer {flashinfer.__version__}")
+except Exception as e:
+    print(f"# flashinfer unavailable: {type(e).__name__}")
+EOF
+
+status=0
+run() {  # run NAME CMD...: tee the log into $OUT, remember failures
+  local name=$1; shift
+  echo "=== $name: $*"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: rc=$rc in $((SECONDS - t0))s"
+  [ "$rc" -ne 0 ] && status=1
+  return 0
+}
+
+for s in "${stages[@]}"; do
+  case $s in
+    tests)   run tests $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider ;;
+    kernels) run kernels $PY bench/bench_kernels.py ${KERNEL_ARGS:-} ;;
+    latency) run latency $PY bench/bench_latency.py --batch 1,32 --input-len 256 --output-len 32 \
+                 --backends ${LAT_BACKENDS:-triton,flashinfer} --graph ${LAT_GRAPH:-both} ;;
+    prefill) run prefill $PY bench/bench_latency.py --batch 8 --input-len 1024 --output-len 1 \
+                 --backends triton --graph off --json bench_prefill.json ;;
+    offline) run offline $PY bench/bench_offline_gpu.py ${OFFLINE_ARGS:-} ;;
+    prefix)  run prefix $PY bench/bench_prefix.py ${PREFIX_ARGS:-} ;;
+    *) echo "unknown stage $s"; status=1 ;;
+  esac
+done
+if [ -d ~/.cache/flashinfer ] && [ ! -f .fi2/fi_cache.tar ]; then tar -cf "$OUT/fi_cache.tar" -C ~/.cache flashinfer; fi
+exit $status
