@@ -17,10 +17,10 @@ DT = torch.bfloat16
 POOL = 400_000
 
 
-def _bench(fn) -> float:
+def _bench(fn, quick: bool = False) -> float:
     from triton.testing import do_bench
 
-    return do_bench(fn, warmup=25, rep=100, return_mode="median")  # ms
+    return do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100, return_mode="median")  # ms
 
 
 def _indptr(lens):
@@ -39,6 +39,37 @@ def _fi():
 
 def _rel(a, b) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def sweep_decode(kb, vb, cases) -> list[dict]:
+    """Triton decode: every (splits, BLOCK_N, num_warps, num_stages) on each case; the best five each."""
+    from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
+
+    rows = []
+    for bs, ctx in cases:
+        total = bs * ctx
+        idx = torch.randperm(POOL, device="cuda")[:total]
+        indptr = _indptr([ctx] * bs)
+        q = torch.randn(bs, H, D, dtype=DT, device="cuda")
+        o = torch.empty_like(q)
+        res = []
+        for splits in [s for s in (1, 2, 4, 8, 16) if s == 1 or bs * HKV * s <= 8 * 132]:
+            mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
+            for bn in (32, 64, 128):
+                for w in (4, 8):
+                    for st in (1, 2, 3):
+                        fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,  # noqa
+                                                          block_n=bn, num_warps=w, num_stages=st)
+                        try:
+                            res.append((_bench(fn, quick=True), splits, bn, w, st))
+                        except Exception as e:  # noqa: BLE001
+                            print(f"decode cfg {(splits, bn, w, st)} failed: {type(e).__name__}")
+        res.sort()
+        gb = total * HKV * D * 4 / 1e9
+        for ms, splits, bn, w, st in res[:5]:
+            rows.append({"bs": bs, "ctx": ctx, "splits": splits, "block_n": bn, "warps": w, "stages": st,
+                         "us": ms * 1e3, "GB_s": gb / ms * 1e3})
+    return rows
 
 
 def bench_decode(kb, vb, cases) -> list[dict]:
@@ -145,12 +176,17 @@ def bench_fused() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--extend-configs", action="store_true", help="sweep Triton extend block configs")
+    ap.add_argument("--decode-sweep", action="store_true", help="sweep Triton decode configs")
     args = ap.parse_args()
     torch.manual_seed(0)
     kb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
     vb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
     dec = bench_decode(kb, vb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800)])
     print_table(dec, "decode attention (bf16, 32/8 heads, d128, page size 1)")
+    sweep = []
+    if args.decode_sweep:
+        sweep = sweep_decode(kb, vb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (256, 800)])
+        print_table(sweep, "decode sweep: best 5 configs per case")
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
     rnd_e = torch.randint(1, 512, (16,), generator=g).tolist()
@@ -158,13 +194,13 @@ def main() -> None:
              ("fork 32x(1000+16)", [1000] * 32, [16] * 32), ("probe mix 16", rnd_p, rnd_e)]
     configs = None
     if args.extend_configs:
-        configs = [(128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 128, 8, 2), (128, 32, 4, 3),
-                   (64, 128, 4, 2), (128, 64, 8, 3)]
+        configs = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 128, 4, 2), (64, 64, 4, 3), (128, 64, 4, 3),
+                   (64, 128, 4, 3), (128, 32, 8, 3), (128, 128, 8, 3), (64, 64, 8, 2), (128, 64, 8, 4)]
     ext = bench_extend(kb, vb, cases, configs)
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()
     print_table(fused, "fused ops vs torch layers")
-    save_json({"info": gpu_info(), "decode": dec, "extend": ext, "fused": fused}, "bench_kernels.json")
+    save_json({"info": gpu_info(), "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
 
 
 if __name__ == "__main__":

@@ -40,14 +40,24 @@ class ModelRunner:
         self.backend_name = resolve_backend_name(cfg.attention_backend, self.device)
         self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool)
         model_cls = get_model_class(hf_config)
-        with torch.device(self.device):
-            model = model_cls(hf_config, self.attn_backend)
+        # NOTE: build the parameters in the target dtype: an fp32 Llama-3-8B would need 32 GB on the GPU
+        # next to a KV pool already sized for a 16 GB bf16 model.
+        prev_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype if self.dtype.is_floating_point else prev_dtype)
+        try:
+            with torch.device(self.device):
+                model = model_cls(hf_config, self.attn_backend)
+        finally:
+            torch.set_default_dtype(prev_dtype)
         model = model.to(self.dtype)
         if weights is None:
             _dummy_init(model)
         else:
             model.load_weights(weights)
         self.model = model.eval()
+        self.cuda_graph = None
+        if self.device.startswith("cuda"):
+            self._setup_gpu(cfg)
         self.load_seconds = time.perf_counter() - t0
         logger.info("loaded %s (%s, %s on %s) in %.1fs; KV pool %d tokens", self.model_path,
                     model_cls.__name__, self.dtype, self.device, self.load_seconds, pool_size)
@@ -75,8 +85,22 @@ class ModelRunner:
                               "weights); raise mem_fraction_static or use a smaller model")
         return size
 
+    def _setup_gpu(self, cfg: RuntimeConfig) -> None:
+        """Fused Triton norm/rotary kernels, and CUDA graphs for decode (see runtime/cuda_graph_runner.py)."""
+        from .config import scheduler_defaults
+        from .layers.triton_fused import enable_fused_ops
+
+        enable_fused_ops(self.model)
+        if not cfg.disable_cuda_graph and getattr(self.attn_backend, "supports_cuda_graph", False):
+            from .cuda_graph_runner import CudaGraphRunner
+
+            max_bs = scheduler_defaults(cfg, self.device)["max_running_requests"]
+            self.cuda_graph = CudaGraphRunner(self, max_bs=min(max_bs, 512))
+
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """Float32 logits of ``batch.logits_rows`` (all rows when it is None)."""
+        if self.cuda_graph is not None and self.cuda_graph.can_run(batch):
+            return self.cuda_graph.replay(batch)
         self.attn_backend.init_forward_metadata(batch)
         with torch.inference_mode():
             return self.model.compute_logits(self.model(batch))

@@ -12,7 +12,7 @@ import torch
 
 from ..forward_batch import ForwardBatch, ForwardMode
 from .base import AttentionBackend, AttentionLayer
-from .triton_backend import store_kv
+from .triton_ops.store_kv import store_kv
 
 try:  # pragma: no cover - only on GPU machines with flashinfer installed
     import flashinfer

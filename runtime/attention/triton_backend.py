@@ -15,6 +15,7 @@ from ..forward_batch import ForwardBatch, ForwardMode
 from .base import AttentionBackend, AttentionLayer
 from .triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd, decode_num_splits
 from .triton_ops.extend_attention import extend_attention_fwd
+from .triton_ops.store_kv import store_kv
 
 
 @dataclass
@@ -80,11 +81,3 @@ class TritonAttentionBackend(AttentionBackend):
                                  batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling)
         return o
 
-
-def store_kv(k_buf: torch.Tensor, v_buf: torch.Tensor, loc: torch.Tensor, k: torch.Tensor,
-             v: torch.Tensor) -> None:
-    """Write this pass's K/V rows into the pool at ``loc`` (no host sync; graph-capturable)."""
-    k = k.reshape(k.shape[0], k_buf.shape[1], k_buf.shape[2])
-    v = v.reshape(v.shape[0], v_buf.shape[1], v_buf.shape[2])
-    k_buf.index_copy_(0, loc, k.to(k_buf.dtype))
-    v_buf.index_copy_(0, loc, v.to(v_buf.dtype))

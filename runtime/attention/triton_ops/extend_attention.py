@@ -53,35 +53,46 @@ def _extend_fwd(
     # request's new tokens (the grid covers the longest request) loops zero times and stores nothing.
     kv_end = tl.minimum(seq_len, prefix + (mblk + 1) * BLOCK_M)
     kv_end = tl.where(mblk * BLOCK_M < ext_len, kv_end, 0)
-    # NOTE: blocks wholly before the first query of this block need no causal mask; only the last
-    # few (the diagonal) pay for it.
-    full_end = prefix + mblk * BLOCK_M  # every query of this block sees keys < full_end
+    # NOTE: two loops: keys before the block's first query (whole BLOCK_N blocks) need no mask at all,
+    # which keeps the main loop branch-free for the software pipeliner; only the diagonal pays for it.
+    full_end = tl.minimum((prefix + mblk * BLOCK_M) // BLOCK_N * BLOCK_N, kv_end // BLOCK_N * BLOCK_N)
     qpos = prefix + offs_m
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    kv_base = KV_Indices + kv_start
+    k_base = K_Buf + kvh * stride_kh + offs_d[:, None]
+    v_base = V_Buf + kvh * stride_vh + offs_d[None, :]
 
-    for start in range(0, kv_end, BLOCK_N):
+    for start in range(0, full_end, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < kv_end
-        loc = tl.load(KV_Indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)
-        k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
-                    mask=mask_n[None, :] & mask_d[:, None], other=0.0)
+        loc = tl.load(kv_base + offs_n).to(tl.int64)
+        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
         # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
         qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
-        if start + BLOCK_N > full_end:
-            causal = (offs_n[None, :] <= qpos[:, None]) & mask_n[None, :]
-            qk = tl.where(causal, qk, float("-inf"))
-        else:
-            qk = tl.where(mask_n[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+
+    for start in range(full_end, kv_end, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < kv_end
+        loc = tl.load(kv_base + offs_n, mask=mask_n, other=0).to(tl.int64)
+        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_n[None, :] & mask_d[:, None], other=0.0)
+        qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
+        causal = (offs_n[None, :] <= qpos[:, None]) & mask_n[None, :]
+        qk = tl.where(causal, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         # Rows that have seen no key yet keep m = -inf; shift them by 0 so exp2 gives 0, not NaN.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(qk - m_safe[:, None])
-        v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
-                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_n[:, None] & mask_d[None, :], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
