@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (every closure below is timed inside its own loop iteration)
 """Attention kernel microbenchmarks on the GPU: Triton vs FlashInfer (when it imports) at page size 1,
 Llama-3-8B head shapes (32 q heads, 8 KV heads, head dim 128, bf16), plus the fused norm/act/rotary ops.
 
@@ -58,7 +59,7 @@ def sweep_decode(kb, vb, cases) -> list[dict]:
             for bn in (32, 64, 128):
                 for w in (4, 8):
                     for st in (1, 2, 3):
-                        fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,  # noqa
+                        fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,
                                                           block_n=bn, num_warps=w, num_stages=st)
                         try:
                             res.append((_bench(fn, quick=True), splits, bn, w, st))
@@ -73,8 +74,11 @@ def sweep_decode(kb, vb, cases) -> list[dict]:
 
 
 def bench_decode(kb, vb, cases) -> list[dict]:
-    from runtime.attention.triton_ops.decode_attention import (alloc_decode_buffers, decode_attention_fwd,
-                                                               decode_num_splits)
+    from runtime.attention.triton_ops.decode_attention import (
+        alloc_decode_buffers,
+        decode_attention_fwd,
+        decode_num_splits,
+    )
 
     fi = _fi()
     rows = []
@@ -88,7 +92,7 @@ def bench_decode(kb, vb, cases) -> list[dict]:
         o = torch.empty_like(q)
         splits = decode_num_splits(bs, HKV, sms)
         mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
-        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)  # noqa: E731
+        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)
         t_ms = _bench(run_t)
         gbytes = total * HKV * D * 2 * 2 / 1e9
         row = {"bs": bs, "ctx": ctx, "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
@@ -121,7 +125,7 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         row = {"case": name, "q_tokens": sum(ext), "kv_tokens": sum(seq)}
         best = None
         for cfg in configs or [extend_block_config(D)]:
-            fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),  # noqa
+            fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
                                                     D ** -0.5, config=c)
             try:
                 ms = _bench(fn)

@@ -48,7 +48,6 @@ def _batches(runner, bs: int, in_len: int, out_len: int):
 
 
 def run_one(runner, bs: int, in_len: int, out_len: int, graph, reps: int = 2) -> dict:
-    import torch
 
     prefill, decode = _batches(runner, bs, in_len, out_len)
     res = {}

@@ -99,3 +99,21 @@ def save_json(obj, name: str) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / name).write_text(json.dumps(obj, indent=1))
+
+
+def make_engine(backend: str = "triton", context_length: int = 2048, radix: bool = True, **kw):
+    """An Engine over the dummy Llama-3-8B (input ids only, no tokenizer)."""
+    from runtime.engine import Engine
+
+    device = os.environ.get("SGLC_BENCH_DEVICE", "cuda")
+    model = kw.pop("model_path", LLAMA3_8B)
+    return Engine(model_path=model, load_format="dummy", skip_tokenizer_init=True,
+                  dtype="bfloat16" if device == "cuda" else "float32", device=device,
+                  attention_backend=backend, context_length=context_length,
+                  disable_radix_cache=not radix, **kw)
+
+
+def token_prompt(rng, n: int, vocab: int = 128256) -> list[int]:
+    """Random token ids exactly as the vLLM peer scripts draw them (same generator, same calls)."""
+    lo = min(1000, vocab // 4)
+    return rng.integers(lo, vocab - lo, n).tolist()

@@ -69,7 +69,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         kv_indptr[1:] = torch.tensor(seq_cpu, dtype=torch.int32).cumsum(0)
         last = torch.ones(bsz, dtype=torch.int32)
         indices = batch.kv_indices.to(torch.int32)
-        common = dict(q_data_type=pool.dtype, kv_data_type=pool.dtype, sm_scale=sm_scale)
+        common = {"q_data_type": pool.dtype, "kv_data_type": pool.dtype, "sm_scale": sm_scale}
         if batch.mode is ForwardMode.DECODE:
             self.decode_wrapper.plan(kv_indptr, indices, last, self.num_heads, pool.num_kv_heads,
                                      pool.head_dim, 1, pos_encoding_mode="NONE", **common)

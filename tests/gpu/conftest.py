@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gpu_helpers import INTERPRET, has_triton
 
 

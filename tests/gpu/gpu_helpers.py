@@ -109,7 +109,7 @@ class MiniDriver:
             qo.append(qo[-1] + len(toks))
             kvp.append(len(kvi))
             ext.append(len(toks))
-        t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=self.dev)  # noqa: E731
+        t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=self.dev)
         return ForwardBatch(mode=ForwardMode.DECODE if decode else ForwardMode.EXTEND, input_ids=t(ids),
                             positions=t(pos), out_cache_loc=t(loc), qo_indptr=t(qo, torch.int32),
                             kv_indptr=t(kvp, torch.int32), kv_indices=t(kvi),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gpu_helpers import kv_dtype, rel_err
 
 pytestmark = pytest.mark.gpu

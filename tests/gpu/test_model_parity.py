@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gpu_helpers import MiniDriver, make_runner, randomize_, rel_err, write_tiny_config
 
 pytestmark = pytest.mark.gpu

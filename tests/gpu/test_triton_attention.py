@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gpu_helpers import INTERPRET, kv_dtype, ref_attention, rel_err
 
 pytestmark = pytest.mark.gpu

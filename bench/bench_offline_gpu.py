@@ -1,0 +1,85 @@
+"""The vLLM peer workloads through sglc's Engine on the GPU (dummy Llama-3-8B, random token ids, no
+tokenizer), drawn with the same generator calls as ../shared/tools/peer-vllm/bench_peer.py:
+
+* batch-1 decode: 128 prompt tokens, (257-token run - 1-token run) / 256
+* prefill: 8 x 1024 prompt tokens, 1 output token
+* offline: 2,000 prompts, input uniform 256-1024, output uniform 128-512, ignore_eos
+
+    python bench/bench_offline_gpu.py [--backend triton] [--num-prompts 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from gpu_common import gpu_info, make_engine, print_table, save_json, token_prompt
+
+
+def _sp(n: int, temperature: float) -> dict:
+    return {"max_new_tokens": n, "ignore_eos": True, "temperature": temperature}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="triton")
+    ap.add_argument("--num-prompts", type=int, default=2000)
+    ap.add_argument("--temperature", type=float, default=1.0, help="vLLM's default sampling (1.0)")
+    ap.add_argument("--max-running-requests", type=int, default=None)
+    ap.add_argument("--mem-fraction-static", type=float, default=0.88)
+    ap.add_argument("--model-path", default=None)
+    ap.add_argument("--skip-offline", action="store_true")
+    args = ap.parse_args()
+
+    kw = {"mem_fraction_static": args.mem_fraction_static}
+    if args.max_running_requests:
+        kw["max_running_requests"] = args.max_running_requests
+    if args.model_path:
+        kw["model_path"] = args.model_path
+    t0 = time.perf_counter()
+    eng = make_engine(args.backend, context_length=2048, radix=False, **kw)
+    info = eng.model_info()
+    vocab = info["vocab_size"]
+    res = {"backend": args.backend, "init_s": round(time.perf_counter() - t0, 1),
+           "kv_tokens": info.get("max_total_tokens")}
+    rng = np.random.default_rng(0)
+    warm = [token_prompt(rng, 64, vocab) for _ in range(8)]
+    eng.generate(input_ids=warm, sampling_params=_sp(8, args.temperature))
+
+    p = token_prompt(rng, 128, vocab)
+    t = time.perf_counter()
+    eng.generate(input_ids=[p], sampling_params=_sp(1, args.temperature))
+    t_pf = time.perf_counter() - t
+    t = time.perf_counter()
+    eng.generate(input_ids=[p], sampling_params=_sp(257, args.temperature))
+    t_all = time.perf_counter() - t
+    res["bs1_decode_ms_per_token"] = round((t_all - t_pf) / 256 * 1000, 3)
+
+    ps = [token_prompt(rng, 1024, vocab) for _ in range(8)]
+    t = time.perf_counter()
+    eng.generate(input_ids=ps, sampling_params=_sp(1, args.temperature))
+    res["prefill_tok_per_s_8x1024"] = round(8 * 1024 / (time.perf_counter() - t))
+
+    if not args.skip_offline:
+        n = args.num_prompts
+        ins = rng.integers(256, 1025, 2000)[:n]
+        outs = rng.integers(128, 513, 2000)[:n]
+        prompts = [token_prompt(rng, int(k), vocab) for k in ins]
+        sps = [_sp(int(o), args.temperature) for o in outs]
+        t = time.perf_counter()
+        r = eng.generate(input_ids=prompts, sampling_params=sps)
+        dt = time.perf_counter() - t
+        n_out = sum(len(o["output_ids"]) for o in r)
+        res.update(offline_prompts=n, offline_s=round(dt, 2), offline_out_tok_per_s=round(n_out / dt),
+                   offline_total_tok_per_s=round((n_out + int(ins.sum())) / dt))
+    m = eng.metrics()
+    res["forward_passes"] = m.get("forward_passes_total")
+    eng.shutdown()
+    ginfo = gpu_info()
+    print("RESULT", res, flush=True)
+    print_table([res], f"bench_offline_gpu ({ginfo['gpu']}, {ginfo['date']}, commit {ginfo['commit']})")
+    save_json({"info": ginfo, "result": res}, f"bench_offline_{args.backend}.json")
+
+
+if __name__ == "__main__":
+    main()
