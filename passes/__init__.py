@@ -1,1 +1,27 @@
-"""passes"""
+"""IR → IR optimization passes: one pass per file, a registry, text pipelines and ``-O`` levels.
+
+    from passes import optimize, format_graph
+    g2 = optimize(graph, "fold-text,hoist-prefix,batch-forks,batch-selects,compile-constraints")
+    print(format_graph(g2))          # the IR plus the plan the passes recorded
+
+Pure Python over ``ir``: no torch, grammar, runtime or sglc imports (the tokenizer-bound constraint
+compiler comes in through ``CompileConstraints.compile_fn``).
+"""
+from __future__ import annotations
+
+from .base import Pass, PassError
+from .batch_forks import BatchForks
+from .batch_selects import BatchSelects
+from .compile_constraints import CompileConstraints
+from .fold_text import FoldText
+from .hoist_prefix import HoistPrefix
+from .ir_text import parse_graph
+from .pipeline import OPT_LEVELS, REGISTRY, PassManager, create, optimize, parse_pipeline, pipeline_for
+from .plan import ConstraintRef, Hoist, Plan, format_graph, get_plan, print_plan, verify_plan, with_plan
+
+__all__ = [
+    "Pass", "PassError", "BatchForks", "BatchSelects", "CompileConstraints", "FoldText", "HoistPrefix",
+    "parse_graph", "OPT_LEVELS", "REGISTRY", "PassManager", "create", "optimize", "parse_pipeline",
+    "pipeline_for", "ConstraintRef", "Hoist", "Plan", "format_graph", "get_plan", "print_plan",
+    "verify_plan", "with_plan",
+]

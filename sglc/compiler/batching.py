@@ -1,0 +1,117 @@
+"""Batched runtime calls for plan groups: one ``generate`` for sibling gens, one warm + one scoring
+call for sibling selects, and a rendezvous that gathers a group's members from their threads."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from ..backend.base import Backend, GenResult, Prompt, SelectResult
+from ..choices import BY_NAME
+from ..sampling import split_params
+
+logger = logging.getLogger(__name__)
+
+
+def engine_of(backend: Backend) -> Any:
+    """The in-process runtime ``Engine`` behind ``backend`` (None for other backends: no batching)."""
+    from ..backend.engine import EngineBackend
+
+    return backend.engine if isinstance(backend, EngineBackend) else None
+
+
+class Rendezvous:
+    """Collects one item per group member; the last to arrive runs ``run(items)`` for everyone."""
+
+    def __init__(self, members: Sequence[int], run: Callable[[list[Any]], list[Any]]) -> None:
+        self.members = tuple(members)
+        self.run = run
+        self.items: dict[int, Any] = {}
+        self.futures = {m: Future() for m in self.members}
+        self.lock = threading.Lock()
+
+    def arrive(self, nid: int, item: Any) -> Any:
+        """Hand in ``item`` for member ``nid``; blocks until the group's call returned."""
+        with self.lock:
+            self.items[nid] = item
+            last = len(self.items) == len(self.members)
+        if last:
+            try:
+                results = self.run([self.items[m] for m in self.members])
+                for m, r in zip(self.members, results):
+                    self.futures[m].set_result(r)
+            except BaseException as e:  # noqa: BLE001 -- every member re-raises it on its own stream
+                self.fail(e)
+        return self.futures[nid].result()
+
+    def fail(self, error: BaseException) -> None:
+        for fut in self.futures.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+
+def _sampling(params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ..backend.engine import DTYPE_REGEX
+
+    sampling, extra = split_params(params)
+    if dtype in DTYPE_REGEX and not any(sampling.get(k) for k in ("regex", "json_schema", "ebnf")):
+        sampling["regex"] = DTYPE_REGEX[dtype]  # NOTE: the same rule as EngineBackend.generate
+    return sampling, extra
+
+
+def batch_generate(backend: Backend, items: list[tuple[Prompt, dict[str, Any], str | None]]) -> list[GenResult]:
+    """One ``engine.generate([...])`` for all ``(prompt, params, dtype)``; per-item calls if the
+    items cannot share one call (different per-call logprob options, ``n > 1``, no engine)."""
+    engine = engine_of(backend)
+    reqs = [_sampling(p, d) for _, p, d in items]
+    extras = {tuple(sorted(e.items())) for _, e in reqs}
+    if engine is None or len(extras) != 1 or any(int(s.get("n", 1) or 1) != 1 for s, _ in reqs):
+        return [backend.generate(prompt, params, dtype) for prompt, params, dtype in items]
+    outs = engine.generate(prompt=[prompt.text for prompt, _, _ in items], sampling_params=[s for s, _ in reqs],
+                           **reqs[0][1])
+    return [GenResult(o["text"], o["meta_info"]) for o in outs]
+
+
+def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], str]]) -> list[SelectResult]:
+    """Score every (prefix, choice) of all items: one call warms the prefixes, one scores them all."""
+    engine = engine_of(backend)
+    if engine is None or engine.tokenizer is None:
+        return [backend.select(prompt, choices, method) for prompt, choices, method in items]
+    tok = engine.tokenizer
+    pres = [tok.encode(prompt.text) for prompt, _, _ in items]
+    seqs, spans = [], []
+    for pre, (_, choices, _) in zip(pres, items):
+        start = len(seqs)
+        for c in choices:
+            seqs.append(pre + tok.encode(c, add_special_tokens=False))
+        spans.append((start, len(seqs), len(pre)))
+    # NOTE: warm first so each prefix is prefilled once, not once per choice.
+    engine.generate(input_ids=pres, sampling_params={"max_new_tokens": 0})
+    outs = engine.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
+                           logprob_start_len=min(len(p) for p in pres))
+    results = []
+    for (lo, hi, n_pre), (_, choices, method) in zip(spans, items):
+        scores = [_score(outs[i], len(seqs[i]) - n_pre) for i in range(lo, hi)]
+        best = BY_NAME[method].pick([s["token_logprobs"] for s in scores], None)
+        meta = {"method": method, "scores": scores,
+                "normalized_prompt_logprobs": [s["normalized_logprob"] for s in scores]}
+        results.append(SelectResult(choices[best], meta))
+    return results
+
+
+def _score(out: dict[str, Any], n: int) -> dict[str, Any]:
+    # NOTE: the same numbers Engine.score returns for one continuation.
+    lps = [float(lp) for lp, _ in out["meta_info"]["input_token_logprobs"][-n:]]
+    total = float(sum(lps))
+    return {"logprob_sum": total, "normalized_logprob": total / max(n, 1), "num_tokens": n, "token_logprobs": lps}
+
+
+def warm_ids(backend: Backend, text: str, suffix: str) -> None:
+    """Warm ``text`` followed by ``suffix`` tokenized the way ``Engine.score`` tokenizes a choice."""
+    engine = engine_of(backend)
+    if engine is None or engine.tokenizer is None:
+        return
+    ids = engine.tokenizer.encode(text) + engine.tokenizer.encode(suffix, add_special_tokens=False)
+    engine.warm(ids)

@@ -1,0 +1,147 @@
+"""Executing an optimized graph: the graph interpreter's stream executors, plus the plan.
+
+- ``hoist`` at a fork: warm ``text + shared branch text`` before the branches start;
+- ``hoist`` at a select: warm the prompt plus the choices' common prefix;
+- ``batch-gen`` / ``batch-select`` groups: members meet at a :class:`Rendezvous` and one call serves all.
+
+Without a plan (``-O0``) this is exactly graph mode (``sglc.graph_interpreter.run_graph``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ir
+from passes import Plan
+
+from ..backend.base import Backend
+from ..errors import InterpreterError
+from ..executor import RunContext, StreamExecutor
+from ..sampling import merge
+from ..state import ProgramState
+from .batching import Rendezvous, batch_generate, batch_select, engine_of, warm_ids
+
+logger = logging.getLogger(__name__)
+
+
+class PlanContext(RunContext):
+    """A run context that knows the plan and hands out one rendezvous per batch group."""
+
+    def __init__(self, backend: Backend, defaults: dict[str, Any], arguments: dict[str, Any], stream: bool,
+                 plan: Plan) -> None:
+        super().__init__(backend, defaults, arguments, stream)
+        self.plan = plan
+        self.hoists = plan.hoist_at()
+        batching = engine_of(backend) is not None and not stream
+        self.gen_group = plan.batch_of(plan.gen_batches) if batching else {}
+        self.select_group = plan.batch_of(plan.select_batches) if batching else {}
+        self.meetings: dict[tuple[int, ...], Rendezvous] = {}
+
+    def new_executor(self, sid: str) -> StreamExecutor:
+        ex = PlanExecutor(sid, self)
+        with self._lock:
+            self.executors.append(ex)
+        return ex
+
+    def meeting(self, group: tuple[int, ...], run: Any) -> Rendezvous:
+        with self._lock:
+            if group not in self.meetings:
+                self.meetings[group] = Rendezvous(group, run)
+            return self.meetings[group]
+
+    def fail_pending(self, error: BaseException) -> None:
+        super().fail_pending(error)
+        with self._lock:
+            meetings = list(self.meetings.values())
+        for m in meetings:
+            m.fail(error)
+
+
+class PlanExecutor(StreamExecutor):
+    """A stream executor that follows the plan at forks, gens and selects."""
+
+    ctx: PlanContext
+
+    def visit_fork(self, nid: int, n: ir.Fork) -> None:
+        hoist = self.ctx.hoists.get(nid)
+        if hoist is not None and (self.text or hoist.text):
+            # NOTE: warm before releasing the branches, so they all find the prefix cached.
+            self.ctx.backend.warm(self.text + hoist.text)
+        super().visit_fork(nid, n)
+
+    def visit_gen(self, nid: int, n: ir.Gen) -> None:
+        group = self.ctx.gen_group.get(nid)
+        if group is None:
+            return super().visit_gen(nid, n)
+        meeting = self.ctx.meeting(group, lambda items: batch_generate(self.ctx.backend, items))
+        out = meeting.arrive(nid, (self.prompt(), merge(self.ctx.defaults, n.params), n.dtype))
+        self.append(out.text, n.name)
+        self.set_var(nid, n.name, out.text, out.meta_info)
+
+    def visit_select(self, nid: int, n: ir.Select) -> None:
+        group = self.ctx.select_group.get(nid)
+        if group is None:
+            hoist = self.ctx.hoists.get(nid)
+            if hoist is not None and hoist.text:
+                warm_ids(self.ctx.backend, self.text, hoist.text)
+            return super().visit_select(nid, n)
+        meeting = self.ctx.meeting(group, lambda items: batch_select(self.ctx.backend, items))
+        out = meeting.arrive(nid, (self.prompt(), n.choices, n.choices_method))
+        self.append(out.choice, n.name)
+        self.set_var(nid, n.name, out.choice, out.meta_info)
+
+
+class _Issuer(ir.NodeVisitor):
+    """Sends each node to its stream's executor, registering fork children before their joins."""
+
+    def __init__(self, graph: ir.Graph, ctx: RunContext) -> None:
+        self.graph, self.ctx = graph, ctx
+        self.executors: dict[str, StreamExecutor] = {}
+
+    def executor(self, sid: str) -> StreamExecutor:
+        if sid not in self.executors:
+            self.executors[sid] = self.ctx.new_executor(sid)
+        return self.executors[sid]
+
+    def generic_visit(self, nid: int, node: ir.Node) -> None:
+        self.executor(node.stream).submit(nid, node)
+
+    def visit_get_fork_item(self, nid: int, node: ir.GetForkItem) -> None:
+        n = self.graph.node(node.fork).n
+        children = self.ctx.fork_children.setdefault(node.fork, [None] * n)  # type: ignore[list-item]
+        children[node.index] = self.executor(node.stream)
+        self.generic_visit(nid, node)
+
+
+def run_plan(graph: ir.Graph, plan: Plan, backend: Backend, defaults: dict[str, Any],
+             arguments: dict[str, Any], stream: bool = False) -> ProgramState:
+    """Run ``graph`` following ``plan``; returns the root stream's state (synced unless ``stream``)."""
+    missing = [a for a in graph.arguments if a not in arguments]
+    extra = sorted(set(arguments) - set(graph.arguments))
+    if missing or extra:
+        raise InterpreterError(f"program {graph.name!r} takes arguments {list(graph.arguments)}; "
+                               f"missing {missing}, unexpected {extra} (pass them as --arg name=value)")
+    ctx = PlanContext(backend, defaults, arguments, stream, plan)
+    issuer = _Issuer(graph, ctx)
+    root = issuer.executor(ir.ROOT_STREAM)
+    for nid, node in graph.items():
+        node.accept(issuer, nid)
+    ctx.end_all()
+    state = ProgramState(root)
+    if not stream:
+        for ex in list(ctx.executors):
+            ex.sync()
+    return state
+
+
+def constant_head(graph: ir.Graph, upto: int, backend: Backend) -> str:
+    """The root stream's text just before node ``upto`` (its head must be constant: text, roles)."""
+    ctx = RunContext(backend, {}, {})
+    ex = ctx.new_executor(ir.ROOT_STREAM)
+    for nid in graph.streams()[ir.ROOT_STREAM]:
+        if nid == upto:
+            break
+        ex.submit(nid, graph.node(nid))
+    ex.end()
+    ex.sync()
+    return ex.text
