@@ -69,6 +69,7 @@ class HoistPrefix(Pass):
         entry = self._entry(graph) if self.entry else None
         if entry is not None:
             hoists.append(entry)
+        hoists.sort(key=lambda h: (h.at, h.kind))
         return with_plan(graph, get_plan(graph).replace(hoists=tuple(hoists)))
 
     def _fork(self, graph: ir.Graph, nid: int, node: ir.Fork) -> Hoist:

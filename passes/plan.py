@@ -60,7 +60,8 @@ class Plan:
         return not (self.hoists or self.gen_batches or self.select_batches or self.constraints)
 
     def hoist_at(self) -> dict[int, Hoist]:
-        return {h.at: h for h in self.hoists}
+        """Fork and select hoists by node id (the ``entry`` hoist is for ``run_batch``)."""
+        return {h.at: h for h in self.hoists if h.kind != "entry"}
 
     def batch_of(self, batches: tuple[tuple[int, ...], ...]) -> dict[int, tuple[int, ...]]:
         return {nid: group for group in batches for nid in group}
@@ -120,7 +121,7 @@ def verify_plan(graph: ir.Graph) -> None:
 def print_plan(plan: Plan) -> str:
     """The plan as text, one decision per line (stable order)."""
     lines = []
-    for h in sorted(plan.hoists, key=lambda h: h.at):
+    for h in sorted(plan.hoists, key=lambda h: (h.at, h.kind)):
         lines.append(f"  hoist %{h.at} {h.kind} fanout={h.fanout} text={json.dumps(h.text, ensure_ascii=False)}")
     for group in plan.gen_batches:
         lines.append("  batch-gen [" + ", ".join(f"%{i}" for i in group) + "]")

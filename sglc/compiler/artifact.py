@@ -1,0 +1,122 @@
+"""The compiled artifact: a versioned JSON document with the optimized graph, the plan, the
+compiled-constraint table (by grammar cache key) and runtime hints. Never pickled; loading runs no code.
+
+Layout (``version`` 1)::
+
+    {"format": "sglc-artifact", "version": 1, "program": {"name", "target", "bound"},
+     "pipeline": "fold-text,...", "graph": <ir JSON>, "plan": {...},
+     "constraints": {"<sha256>": {"kind", "source", "tokenizer", "states"}}, "hints": {...}}
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ir
+from passes import Plan, get_plan, verify_plan, with_plan
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "sglc-artifact"
+VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """An artifact cannot be read (wrong format, newer version, inconsistent content)."""
+
+
+@dataclass
+class Artifact:
+    """An optimized program ready to run: ``graph`` carries its plan (``passes.get_plan``)."""
+
+    graph: ir.Graph
+    pipeline: str = ""
+    program: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> Plan:
+        return get_plan(self.graph)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "program": self.program, "pipeline": self.pipeline,
+                "graph": ir.to_dict(self.graph), "plan": self.plan.to_dict(), "constraints": self.constraints,
+                "hints": self.hints}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.dumps() + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Artifact:
+        """Rebuild from :meth:`to_dict` output; refuses other formats and newer versions."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ArtifactError(f"not an sglc artifact (expected \"format\": \"{FORMAT}\"); "
+                                "produce one with `sglc compile prog.py:func --emit json -o out.json`")
+        version = doc.get("version")
+        if not isinstance(version, int):
+            raise ArtifactError("the sglc artifact has no integer \"version\"")
+        if version > VERSION:
+            raise ArtifactError(f"this artifact has format version {version}, newer than the newest this sglc "
+                                f"reads ({VERSION}); upgrade sglc, or recompile the program with this one")
+        try:
+            graph = ir.from_dict(doc["graph"])
+            graph = with_plan(graph, Plan.from_dict(doc.get("plan", {})))
+            ir.verify(graph)
+            verify_plan(graph)
+        except (KeyError, TypeError, ir.VerifyError) as e:
+            raise ArtifactError(f"the artifact's graph is invalid: {e}") from e
+        constraints = dict(doc.get("constraints", {}))
+        for ref in get_plan(graph).constraints:
+            if ref.key and ref.key not in constraints:
+                raise ArtifactError(f"gen %{ref.node} references constraint {ref.key[:16]}… missing from the table")
+        return cls(graph, str(doc.get("pipeline", "")), dict(doc.get("program", {})), constraints,
+                   dict(doc.get("hints", {})))
+
+    @classmethod
+    def loads(cls, text: str) -> Artifact:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"the artifact is not valid JSON: {e}") from e
+        return cls.from_dict(doc)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Artifact:
+        return cls.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def runtime_hints(graph: ir.Graph) -> dict[str, Any]:
+    """What the runtime could plan for (item 4 of the compiler issue): per hoisted prefix, how many
+    requests will share it and how many tokens each may generate; the program's token budget.
+
+    NOTE: the Engine API has no hint channel yet; these are recorded for the scheduler to use
+    (keep a hoisted prefix locked until ``fanout`` requests arrived).
+    """
+    plan = get_plan(graph)
+    forks = []
+    for h in plan.hoists:
+        if h.kind != "fork":
+            continue
+        branch_gens = [[int(graph.node(m).params.get("max_new_tokens", 0))  # type: ignore[attr-defined]
+                        for m in _stream_nodes(graph, head) if graph.node(m).kind == "gen"]
+                       for head in graph.fork_children(h.at)]
+        forks.append({"fork": h.at, "fanout": h.fanout, "shared_text_chars": len(h.text),
+                      "branch_max_new_tokens": branch_gens})
+    gens = [n for _, n in graph.items() if isinstance(n, ir.Gen)]
+    return {"forks": forks, "num_gens": len(gens),
+            "num_selects": sum(isinstance(n, ir.Select) for _, n in graph.items()),
+            "max_new_tokens_total": sum(int(g.params.get("max_new_tokens", 0)) for g in gens),
+            "unset_max_new_tokens": sum("max_new_tokens" not in g.params for g in gens)}
+
+
+def _stream_nodes(graph: ir.Graph, head: int) -> list[int]:
+    from passes.rewrite import stream_chain
+
+    return stream_chain(graph, head)
