@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from .compiler import cli as compiler_cli  # compile, run, viz (sglc/compiler/cli.py)
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
@@ -42,7 +44,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 # The subcommand registry: each entry adds one subparser.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, compiler_cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
