@@ -1,0 +1,71 @@
+"""The plan executor on a model-free engine: same outputs as graph mode, fewer and batched calls."""
+from __future__ import annotations
+
+import pytest
+
+import passes
+import sglc as sgl
+from sglc.backend.engine import EngineBackend
+from sglc.compiler import build
+from sglc.compiler.executor import run_plan
+from fake_engine import FakeEngine
+
+
+@sgl.function
+def fanout(s, topic):
+    s += "Ideas about " + topic + ":\n"
+    forks = s.fork(3)
+    for i, f in enumerate(forks):
+        f += "Idea number " + str(i + 1) + ": " + sgl.gen("idea", max_tokens=3)
+        f += " Good? " + sgl.select("good", choices=["yes", "no"])
+    forks.join()
+    s += "Best: " + forks[1]["idea"] + sgl.select("pick", choices=["Answer: one", "Answer: two"])
+
+
+def _run(level: int, engine: FakeEngine) -> sgl.ProgramState:
+    art = build.compile_graph(fanout.trace(), level)
+    return run_plan(art.graph, art.plan, EngineBackend(engine, "chatml"), {}, {"topic": "tea"})
+
+
+def test_o2_gives_the_same_outputs_as_o0() -> None:
+    s0, s2 = _run(0, FakeEngine()), _run(2, FakeEngine())
+    assert s2.text() == s0.text()
+    assert s2.variables() == s0.variables()
+
+
+def test_o0_matches_the_frontend_graph_mode() -> None:
+    backend = EngineBackend(FakeEngine(), "chatml")
+    assert _run(0, FakeEngine()).text() == fanout.run_graph(topic="tea", backend=backend).text()
+
+
+def test_o2_batches_sibling_gens_and_selects_and_warms_before_the_fork() -> None:
+    e0, e2 = FakeEngine(), FakeEngine()
+    _run(0, e0)
+    _run(2, e2)
+    assert e0.calls.count(("generate", 1)) == 3 and ("generate", 3) not in e0.calls
+    assert ("generate", 3) in e2.calls  # the three branch gens in one call
+    assert ("generate", 6) in e2.calls  # 3 selects x 2 choices scored in one call
+    assert ("score", 2) in e2.calls  # the parent's lone select still scores its choices in one call
+    assert e2.warmed[0] == "Ideas about tea:\nIdea number"  # hoisted before the branches start
+    assert any(w.endswith("Answer:") for w in e2.warmed)  # the select's common choice prefix
+
+
+def test_a_failing_branch_does_not_deadlock_its_batch() -> None:
+    class Failing(FakeEngine):
+        def generate(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            raise RuntimeError("boom")
+
+    with pytest.raises(sgl.InterpreterError, match="boom"):
+        _run(2, Failing())
+
+
+def test_run_batch_warms_the_constant_head_once() -> None:
+    @sgl.function
+    def qa(s, q):
+        s += "You answer briefly.\nQ: " + q + "\nA:" + sgl.gen("a", max_tokens=2)
+
+    engine = FakeEngine()
+    art = build.compile_graph(qa.trace(), 2)
+    states = build.run_batch(art, EngineBackend(engine, "chatml"), [{"q": "x"}, {"q": "y"}, {"q": "z"}])
+    assert [s.text().split("\nA:")[0] for s in states] == [f"You answer briefly.\nQ: {q}" for q in "xyz"]
+    assert engine.warmed == ["You answer briefly.\nQ: "]
