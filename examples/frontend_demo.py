@@ -20,11 +20,11 @@ import sglc as sgl
 def travel_plan(s, city):
     s += sgl.system("You are a concise travel guide.")
     s += sgl.user("Name one famous sight in " + city + ".")
-    s += sgl.assistant(sgl.gen("sight", max_tokens=24, stop="\n"))
+    s += sgl.assistant(sgl.gen("sight", stop="\n"))
     forks = s.fork(2)
     for f, aspect in zip(forks, ["history", "best time to visit"]):
         f += sgl.user("In one sentence, tell me about its " + aspect + ".")
-        f += sgl.assistant(sgl.gen("detail", max_tokens=32, stop="\n"))
+        f += sgl.assistant(sgl.gen("detail", stop="\n"))
     forks.join()
     s += sgl.user("Is it worth a visit? Answer yes or no.")
     s += sgl.assistant(sgl.select("verdict", choices=["yes", "no"]))
@@ -37,7 +37,7 @@ def dynamic(s, question):
         s += " Great!"
 
 
-def main(backend=None):
+def main(backend=None, max_new_tokens: int = 24):
     graph = travel_plan.trace()
     print("== IR of travel_plan (traced with a symbolic `city`) ==")
     print(ir.print_graph(graph))
@@ -51,9 +51,9 @@ def main(backend=None):
     backend = backend or sgl.Engine()
     sgl.set_default_backend(backend)
     t0 = time.perf_counter()
-    g = travel_plan.run_graph(graph=graph, city="Paris", temperature=0)
+    g = travel_plan.run_graph(graph=graph, city="Paris", temperature=0, max_new_tokens=max_new_tokens)
     t1 = time.perf_counter()
-    e = travel_plan.run(city="Paris", temperature=0)
+    e = travel_plan.run(city="Paris", temperature=0, max_new_tokens=max_new_tokens)
     t2 = time.perf_counter()
     print("== answers (graph mode) ==")
     print("sight:   ", g["sight"].strip())
