@@ -17,13 +17,13 @@ class GrammarManager:
         self.vocab_size = vocab_size
         self._info = None
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[Req, Future, Callable, Callable, Callable]] = []
+        self._pending: list[tuple[Req, Future]] = []
 
     @property
     def pending(self) -> bool:
         return bool(self._pending)
 
-    def submit(self, req: Req, add: Callable, emit: Callable, event: Callable) -> None:
+    def submit(self, req: Req, add: Callable[[Req], None]) -> None:
         """Schedule ``req`` now, or once its constraint is compiled (the batch never waits for a compile)."""
         c = req.sampling_params.constraint
         if c is None:
@@ -31,7 +31,7 @@ class GrammarManager:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sglc-grammar")
-        self._pending.append((req, self._pool.submit(self._compile, *c), add, emit, event))
+        self._pending.append((req, self._pool.submit(self._compile, *c)))
 
     def _compile(self, kind: str, source: str):
         import grammar
@@ -42,24 +42,26 @@ class GrammarManager:
             self._info = grammar.TokenizerInfo.from_hf(self.tokenizer)
         return grammar.compile_constraint(kind, source, self._info)
 
-    def poll(self) -> None:
-        still = []
-        for item in self._pending:
-            req, fut, add, emit, event = item
+    def poll(self, add: Callable[[Req], None]) -> list[Req]:
+        """Schedule requests whose constraint compiled; return those whose constraint failed (finished)."""
+        still, failed = [], []
+        for req, fut in self._pending:
             if not fut.done():
-                still.append(item)
+                still.append((req, fut))
                 continue
             err = fut.exception()
             if err is not None:
                 req.finish, req.error = FinishReason.ABORT, f"invalid constraint: {err}"
-                emit(event(req))
+                failed.append(req)
             else:
                 req.matcher = fut.result().matcher()
                 add(req)
         self._pending = still
+        return failed
 
     def abort(self, rid: str | None) -> list[Req]:
         hit = [it for it in self._pending if rid is None or it[0].rid == rid or it[0].rid.startswith(rid + "#")]
+        # NOTE: a compile already running finishes in its thread; its result is dropped
         for it in hit:
             it[0].finish, it[0].error = FinishReason.ABORT, "aborted by the client"
             self._pending.remove(it)

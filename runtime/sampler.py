@@ -17,6 +17,10 @@ class Sampler:
         self._penalize(logits, reqs)
         if masks is not None:
             logits.masked_fill_(~masks, float("-inf"))
+            dead = ~masks.any(dim=-1)
+            if bool(dead.any()):
+                # NOTE: a constraint that allows no token: emit EOS; the matcher then ends the request.
+                logits[dead, self.eos_ids[0] if self.eos_ids else 0] = 0.0
         greedy = [r.sampling_params.greedy for r in reqs]
         out = logits.argmax(dim=-1)
         sampled_rows = [i for i, g in enumerate(greedy) if not g]

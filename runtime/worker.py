@@ -101,12 +101,12 @@ class Worker:
                     f"KV pool ({self.runner.kv_pool.size} tokens); raise max_total_tokens")
                 events.append(self.out.event(req))
                 continue
-            self.grammar.submit(req, self.scheduler.add, events.append, self.out.event)
+            self.grammar.submit(req, self.scheduler.add)
         return events
 
     def step(self) -> list[dict]:
-        self.grammar.poll()
-        touched = self.scheduler.step_or_unstick()
+        touched = self.grammar.poll(self.scheduler.add)
+        touched += self.scheduler.step_or_unstick()
         events = []
         for req in touched:
             if req.finished:

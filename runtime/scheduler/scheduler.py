@@ -94,8 +94,9 @@ class Scheduler:
                 req.output_token_logprobs.append((res.next_logprob, res.next_token))
                 if req.top_logprobs_num:
                     req.output_top_logprobs.append(res.next_top)
-        if not self._prompt_pending(req):
             self.check_finish(req)   # may also append jump-forward tokens
+        elif not self._prompt_pending(req) and len(req.output_ids) >= req.sampling_params.max_new_tokens:
+            req.finish = FinishReason.LENGTH   # max_new_tokens=0 (scoring / warming): prompt done
         if req.finished:
             self._release(req)
             if req in self.running:
