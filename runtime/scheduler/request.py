@@ -14,7 +14,7 @@ class FinishReason(enum.Enum):
     ABORT = "abort"
 
 
-@dataclass
+@dataclass(eq=False)  # NOTE: identity equality: `req in running` must not compare token lists (O(n^2 L))
 class Req:
     rid: str
     input_ids: list[int]
