@@ -78,7 +78,7 @@ def render_ids(tokenizer: Any, template: str, messages: list[dict[str, Any]]) ->
     try:
         text = tokenizer.apply_chat_template(plain, chat_template=template, tokenize=False,
                                              add_generation_prompt=True)
-    except Exception as err:  # noqa: BLE001 - Jinja raises many types (e.g. "roles must alternate")
+    except Exception as err:
         raise EngineError(f"messages: the chat template could not render them: {err}") from err
     # NOTE: the template already holds BOS and role markers; don't let the tokenizer add them again.
     return list(tokenizer.encode(text, add_special_tokens=False))

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from typing_extensions import Self
+
 from runtime.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class GenerationStream:
             await self.close()
             raise
 
-    def __aiter__(self) -> GenerationStream:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> dict:
@@ -103,13 +105,13 @@ class GenerationStream:
         if it is not None and hasattr(it, "aclose"):
             try:
                 await it.aclose()
-            except Exception:  # noqa: BLE001 - closing must not mask the original outcome
+            except Exception:
                 logger.exception("closing the engine stream of %s failed", self.rid)
         if not self._done:
             self._done = True
             _abort_quietly(self.engine, self.rid)
 
-    async def __aenter__(self) -> GenerationStream:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -123,7 +125,7 @@ def _abort_quietly(engine: Any, rid: str | None) -> None:
     logger.info("aborting request %s (client gone)", rid)
     try:
         engine.abort(rid)
-    except Exception:  # noqa: BLE001 - abort is best effort; the request may have just finished
+    except Exception:
         logger.exception("abort(%s) failed", rid)
 
 

@@ -5,11 +5,13 @@ input is HTTP 400 with a message naming the field, a missing/wrong API key 401.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +23,9 @@ from runtime.errors import EngineError
 from . import engine_calls, metrics
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.5
 
 
 @dataclass
@@ -62,6 +67,23 @@ def require_api_key(request: Request) -> None:
     if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
         raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                        "authentication_error")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (which aborts its engine requests)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                logger.info("client of %s disconnected before the response; cancelling", request.url.path)
+                raise ApiError(499, "client disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def sse(obj: Any) -> bytes:
@@ -159,12 +181,13 @@ async def generate(request: Request) -> Response:
     n = max(1, int(batch[0]["sampling_params"].get("n") or 1))
     tokenizer = getattr(st.engine, "tokenizer", None)
     if not req.stream:
-        results = await engine_calls.gather_all([engine_calls.generate(st.engine, **kw) for kw in batch])
+        results = await until_disconnect(
+            request, engine_calls.gather_all([engine_calls.generate(st.engine, **kw) for kw in batch]))
         flat = [o for r in results for o in (r if isinstance(r, list) else [r])]
         outs = [_native_out(o, i, req, tokenizer) for i, o in enumerate(flat)]
         return JSONResponse(outs if is_batch or len(outs) > 1 else outs[0])
     streams = [engine_calls.GenerationStream(st.engine, **kw) for kw in batch]
-    await engine_calls.start_all(streams)
+    await until_disconnect(request, engine_calls.start_all(streams))
     return StreamingResponse(_native_events(streams, n, req, tokenizer), media_type="text/event-stream")
 
 
@@ -180,7 +203,7 @@ async def _native_events(streams: list[engine_calls.GenerationStream], n: int, r
             out = {"text": texts[index], "output_ids": list(ids[index]),
                    "meta_info": chunk.get("meta_info", {}), "finished": bool(chunk.get("finished"))}
             yield sse(_native_out(out, index, req, tokenizer))
-    except Exception as err:  # noqa: BLE001 - the status is sent; report in-band, then end the stream
+    except Exception as err:
         logger.exception("stream failed")
         yield sse_error(err)
     yield SSE_DONE

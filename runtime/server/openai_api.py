@@ -17,7 +17,7 @@ from runtime.errors import EngineError
 
 from . import chat_template, engine_calls
 from . import openai_protocol as oai
-from .http_server import SSE_DONE, ServerState, require_api_key, sse, sse_error, state_of
+from .http_server import SSE_DONE, ServerState, require_api_key, sse, sse_error, state_of, until_disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,11 @@ def _requests(st: ServerState, inputs: list[dict[str, Any]], params: dict[str, A
             for i, inp in enumerate(inputs)]
 
 
-async def _run(st: ServerState, kws: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _run(request: Request, kws: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Non-streaming: every prompt's outputs, flattened in choice order."""
-    results = await engine_calls.gather_all([engine_calls.generate(st.engine, **kw) for kw in kws])
+    engine = state_of(request).engine
+    results = await until_disconnect(
+        request, engine_calls.gather_all([engine_calls.generate(engine, **kw) for kw in kws]))
     return [o for r in results for o in (r if isinstance(r, list) else [r])]
 
 
@@ -74,16 +76,16 @@ async def _events(streams: list[engine_calls.GenerationStream], n: int, base: di
         if include_usage:
             ordered = [metas[k] for k in sorted(metas)]
             yield sse({**base, "choices": [], "usage": oai.usage(ordered, n)})
-    except Exception as err:  # noqa: BLE001 - headers are sent; report in-band, then end the stream
+    except Exception as err:
         logger.exception("stream failed")
         yield sse_error(err)
     yield SSE_DONE
 
 
-async def _stream_response(st: ServerState, kws: list[dict[str, Any]], n: int, base: dict[str, Any],
+async def _stream_response(request: Request, kws: list[dict[str, Any]], n: int, base: dict[str, Any],
                            choice: ChoiceFn, include_usage: bool) -> Response:
-    streams = [engine_calls.GenerationStream(st.engine, **kw) for kw in kws]
-    await engine_calls.start_all(streams)  # NOTE: input errors surface here, as a 400, before any SSE
+    streams = [engine_calls.GenerationStream(state_of(request).engine, **kw) for kw in kws]
+    await until_disconnect(request, engine_calls.start_all(streams))  # NOTE: input errors surface here, as a 400, before any SSE
     return StreamingResponse(_events(streams, n, base, choice, include_usage), media_type="text/event-stream")
 
 
@@ -112,8 +114,8 @@ async def completions(req: oai.CompletionRequest, request: Request) -> Response:
 
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        return await _stream_response(st, kws, n, base, choice, include)
-    outs = await _run(st, kws)
+        return await _stream_response(request, kws, n, base, choice, include)
+    outs = await _run(request, kws)
     choices = []
     for index, out in enumerate(outs):
         meta = out["meta_info"]
@@ -152,8 +154,8 @@ async def chat_completions(req: oai.ChatCompletionRequest, request: Request) -> 
 
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        return await _stream_response(st, kws, req.n, base, chunk_choice, include)
-    outs = await _run(st, kws)
+        return await _stream_response(request, kws, req.n, base, chunk_choice, include)
+    outs = await _run(request, kws)
     choices = []
     for index, out in enumerate(outs):
         meta = out["meta_info"]
