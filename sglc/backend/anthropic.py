@@ -7,6 +7,7 @@ constraints and ``dtype`` are not enforced.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -34,11 +35,16 @@ class Anthropic(Backend):
         self.model_name = model_name
         self.client = anthropic.Anthropic(base_url=base_url, api_key=api_key, **client_kwargs)
         self.chat_template = get_chat_template("chatml")
+        self._accepted = set(inspect.signature(self.client.messages.create).parameters)
 
     def _kwargs(self, prompt: Prompt, params: dict[str, Any]) -> dict[str, Any]:
         sampling, _ = split_params(params)
         kw = {_FIELDS[k]: v for k, v in sampling.items() if k in _FIELDS and v not in (None, -1)}
         kw.setdefault("max_tokens", 128)
+        # NOTE: recent clients dropped temperature/top_p/top_k from the signature; send those in extra_body.
+        extra = {k: kw.pop(k) for k in list(kw) if k not in self._accepted}
+        if extra:
+            kw["extra_body"] = extra
         messages = chat_messages(prompt, "Anthropic")
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
         if system:
