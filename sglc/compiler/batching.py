@@ -22,6 +22,17 @@ def engine_of(backend: Backend) -> Any:
     return backend.engine if isinstance(backend, EngineBackend) else None
 
 
+def prefix_cache_enabled(backend: Backend) -> bool:
+    """False when the backend's engine runs without a radix cache (warming would be wasted prefill)."""
+    engine = engine_of(backend)
+    if engine is None:
+        return True
+    try:
+        return not engine.model_info().get("disable_radix_cache", False)
+    except Exception:  # noqa: BLE001 -- an engine without model_info: assume a cache
+        return True
+
+
 class Rendezvous:
     """Collects one item per group member; the last to arrive runs ``run(items)`` for everyone."""
 

@@ -16,6 +16,7 @@ from ..errors import InterpreterError
 from ..program import SglFunction
 from ..state import ProgramState
 from .artifact import Artifact, ArtifactError, runtime_hints
+from .batching import prefix_cache_enabled
 from .executor import constant_head, run_plan
 
 logger = logging.getLogger(__name__)
@@ -131,15 +132,20 @@ def run_artifact(artifact: Artifact, backend: Backend, arguments: dict[str, Any]
     return run_plan(artifact.graph, artifact.plan, backend, dict(defaults or {}), dict(arguments or {}), stream)
 
 
+def warm_entry(artifact: Artifact, backend: Backend) -> None:
+    """Warm the program's constant head (the ``entry`` hoist), shared by every item of a batch."""
+    entry = next((h for h in artifact.plan.hoists if h.kind == "entry"), None)
+    if entry is not None and prefix_cache_enabled(backend):
+        head = constant_head(artifact.graph, entry.at, backend)
+        if head:
+            backend.warm(head)
+
+
 def run_batch(artifact: Artifact, backend: Backend, batch: list[dict[str, Any]], defaults: dict[str, Any] | None = None,
               num_threads: int = 16) -> list[ProgramState]:
     """Run once per arguments dict, concurrently. With an ``entry`` hoist, the program's constant head
     is warmed once before the items start (they then all find it cached)."""
-    entry = next((h for h in artifact.plan.hoists if h.kind == "entry"), None)
-    if entry is not None and batch:
-        head = constant_head(artifact.graph, entry.at, backend)
-        if head:
-            backend.warm(head)
+    warm_entry(artifact, backend)
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(batch) or 1))) as pool:
         futures = [pool.submit(run_artifact, artifact, backend, args, defaults) for args in batch]
         return [f.result() for f in futures]

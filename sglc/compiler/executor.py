@@ -19,7 +19,7 @@ from ..errors import InterpreterError
 from ..executor import RunContext, StreamExecutor
 from ..sampling import merge
 from ..state import ProgramState
-from .batching import Rendezvous, batch_generate, batch_select, engine_of, warm_ids
+from .batching import Rendezvous, batch_generate, batch_select, engine_of, prefix_cache_enabled, warm_ids
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class PlanContext(RunContext):
                  plan: Plan) -> None:
         super().__init__(backend, defaults, arguments, stream)
         self.plan = plan
-        self.hoists = plan.hoist_at()
+        # NOTE: without a prefix cache a warm-up is pure extra prefill: skip the hoists.
+        self.hoists = plan.hoist_at() if prefix_cache_enabled(backend) else {}
         batching = engine_of(backend) is not None and not stream
         self.gen_group = plan.batch_of(plan.gen_batches) if batching else {}
         self.select_group = plan.batch_of(plan.select_batches) if batching else {}

@@ -1,0 +1,163 @@
+"""Program benchmark: SGLang-paper-style workloads at -O0 vs -O2, radix cache on vs off (embedded model).
+
+    .venv/bin/python bench/bench_programs.py [--items 4] [--no-radix-off] [--markdown]
+
+Per workload and configuration: programs/s (all items run concurrently), prefill tokens computed
+(``engine.metrics()``), tokens the program requested, the optimal prefill (distinct tokens of the
+token trie over every request: all shareable prefixes reused) and the cache hit rate against the
+optimal one. Each workload starts from an empty cache.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sglc as sgl  # noqa: E402
+from program_workloads import Workload, workloads  # noqa: E402
+from sglc.compiler import build  # noqa: E402
+from sglc.compiler.artifact import Artifact  # noqa: E402
+
+
+class Recorder:
+    """Wraps an Engine; records the token sequences programs ask for (warm-ups excluded)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.tokenizer = engine, engine.tokenizer
+        self.seqs: list[list[int]] = []
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def _record(self, seqs: list[list[int]]) -> None:
+        with self.lock:
+            self.seqs.extend(seqs)
+
+    def generate(self, prompt: Any = None, sampling_params: Any = None, input_ids: Any = None, **kw: Any) -> Any:
+        warm = sampling_params == {"max_new_tokens": 0} and not kw.get("return_logprob")
+        if not warm:
+            items = ([prompt] if isinstance(prompt, str) else prompt) if prompt is not None else \
+                ([input_ids] if input_ids and isinstance(input_ids[0], int) else input_ids)
+            self._record([self.tokenizer.encode(x) if isinstance(x, str) else list(x) for x in items])
+        return self.engine.generate(prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, **kw)
+
+    def score(self, prefix: str, continuations: list[str]) -> list[dict]:
+        pre = self.tokenizer.encode(prefix)
+        self._record([pre + self.tokenizer.encode(c, add_special_tokens=False) for c in continuations])
+        return self.engine.score(prefix, continuations)
+
+    def reset(self) -> None:
+        self.seqs = []
+
+    def requested(self) -> int:
+        return sum(len(s) for s in self.seqs)
+
+    def optimal(self) -> int:
+        """Distinct tokens of the trie over all requests = prefill with every shared prefix reused."""
+        root: dict = {}
+        count = 0
+        for seq in self.seqs:
+            node = root
+            for t in seq:
+                if t not in node:
+                    node[t] = {}
+                    count += 1
+                node = node[t]
+        return count
+
+
+def run_workload(wl: Workload, level: int, backend: sgl.EngineBackend, rec: Recorder,
+                 cache: dict[tuple[int, int], Artifact]) -> dict[str, Any]:
+    arts = []
+    for fn, _ in wl.items:
+        key = (id(fn), level)
+        if key not in cache:
+            cache[key] = build.compile_function(fn, {}, level, tokenizer=rec.tokenizer)
+        arts.append(cache[key])
+    rec.engine.flush_cache()
+    rec.reset()
+    m0 = rec.engine.metrics()
+    t0 = time.perf_counter()
+    for art in {id(a): a for a in arts}.values():  # NOTE: each program's constant head once (O2)
+        build.warm_entry(art, backend)
+    defaults = {"temperature": 0}
+    with ThreadPoolExecutor(max_workers=len(wl.items)) as pool:
+        futs = [pool.submit(build.run_artifact, art, backend, args, defaults) for art, (_, args) in zip(arts, wl.items)]
+        states = [f.result() for f in futs]
+    dt = time.perf_counter() - t0
+    m1 = rec.engine.metrics()
+    prefill = m1["prefill_tokens_total"] - m0["prefill_tokens_total"]
+    requested, optimal = rec.requested(), rec.optimal()
+    hit = 1 - prefill / requested if requested else 0.0
+    best = 1 - optimal / requested if requested else 0.0
+    return {"programs_s": len(states) / dt, "seconds": dt, "prefill": prefill, "requested": requested,
+            "optimal": optimal, "hit": hit, "hit_vs_opt": min(hit / best, 1.0) if best > 0 else 1.0,
+            "texts": [s.text() for s in states]}
+
+
+def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: list[dict[str, Any]]) -> None:
+    with sgl.Engine(**engine_kwargs) as engine:
+        rec = Recorder(engine)
+        backend = sgl.EngineBackend(rec)  # type: ignore[arg-type]
+        cache: dict[tuple[int, int], Artifact] = {}
+        for wl in wls:
+            results = {}
+            for level in (0, 2):
+                r = run_workload(wl, level, backend, rec, cache)
+                results[level] = r
+                rows.append({"workload": wl.name, "radix": label, "level": f"-O{level}", **r})
+                logging.info("%s %s -O%d: %.2f prog/s prefill %d", wl.name, label, level, r["programs_s"], r["prefill"])
+            rows[-1]["same_outputs"] = results[0]["texts"] == results[2]["texts"]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| workload | radix | level | programs/s | prefill tok | requested tok | optimal prefill | hit rate | "
+            "hit / optimal | -O2 speedup | same text |")
+    lines = [head, "|" + "---|" * 11]
+    base: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["workload"], r["radix"])
+        if r["level"] == "-O0":
+            base[key] = r["programs_s"]
+        speed = f"{r['programs_s'] / base[key]:.2f}x" if r["level"] == "-O2" and key in base else ""
+        same = ("yes" if r.get("same_outputs") else "no") if r["level"] == "-O2" else ""
+        lines.append(f"| {r['workload']} | {r['radix']} | {r['level']} | {r['programs_s']:.2f} | {r['prefill']} | "
+                     f"{r['requested']} | {r['optimal']} | {r['hit']:.1%} | {r['hit_vs_opt']:.1%} | {speed} | {same} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=4, help="programs per workload (run concurrently)")
+    ap.add_argument("--no-radix-off", action="store_true", help="skip the radix-off engine")
+    ap.add_argument("--only", help="run only workloads whose name contains this")
+    ap.add_argument("--regex-json", action="store_true", help="JSON extraction with a regex, not a JSON schema")
+    ns = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    wls = [w for w in workloads(ns.items, not ns.regex_json) if not ns.only or ns.only in w.name]
+    rows: list[dict[str, Any]] = []
+    t0 = time.time()
+    bench({"max_total_tokens": 16384}, "on", wls, rows)
+    if not ns.no_radix_off:
+        bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()} "
+          f"{os.cpu_count()}-core CPU, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
+          f"temperature 0, {time.time() - t0:.0f} s total\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

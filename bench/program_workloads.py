@@ -1,0 +1,119 @@
+"""Program workloads for ``bench_programs.py``, after the SGLang paper's benchmarks (small, CPU-sized)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sglc as sgl
+
+SHOTS = [
+    ("Which planet is known as the Red Planet?", ["Venus", "Mars", "Jupiter", "Saturn"], "B"),
+    ("What is the boiling point of water at sea level in Celsius?", ["90", "100", "110", "120"], "B"),
+    ("Which gas do plants absorb from the air?", ["Oxygen", "Nitrogen", "Carbon dioxide", "Helium"], "C"),
+    ("How many legs does a spider have?", ["Six", "Eight", "Ten", "Twelve"], "B"),
+    ("Which organ pumps blood through the body?", ["Heart", "Liver", "Lung", "Kidney"], "A"),
+]
+QUESTIONS = [
+    ("What is the largest ocean on Earth?", ["Atlantic", "Indian", "Arctic", "Pacific"]),
+    ("Which metal is liquid at room temperature?", ["Iron", "Mercury", "Copper", "Silver"]),
+    ("What is the capital of Japan?", ["Kyoto", "Osaka", "Tokyo", "Nagoya"]),
+    ("How many continents are there?", ["Five", "Six", "Seven", "Eight"]),
+    ("Which animal is the largest mammal?", ["Elephant", "Blue whale", "Giraffe", "Hippo"]),
+    ("What do bees make?", ["Milk", "Silk", "Honey", "Wax paper"]),
+    ("Which planet is closest to the Sun?", ["Mercury", "Venus", "Earth", "Mars"]),
+    ("What is frozen water called?", ["Steam", "Ice", "Fog", "Dew"]),
+]
+CONTEXTS = [
+    ("A man is standing on a ladder next to a house. He", ["climbs up and paints the wall.", "eats a sandwich.",
+                                                          "swims across the lake.", "flies away."]),
+    ("A woman pours batter into a hot pan. She", ["flips the pancake after a minute.", "reads a novel.",
+                                                  "plants a tree.", "drives to work."]),
+    ("A child kicks a ball across the park. The dog", ["runs after the ball.", "writes a letter.",
+                                                       "cooks dinner.", "opens a bank account."]),
+    ("Two people shake hands at the start of a meeting. They", ["sit down at the table.", "jump into a pool.",
+                                                               "climb a mountain.", "paint the ceiling."]),
+]
+PEOPLE = ["Alice Smith is a 34 year old engineer from Boston.", "Bob Jones, 51, works as a chef in Paris.",
+          "Carla Diaz is a teacher aged 28 living in Madrid.", "Dan Wu, a 45 year old doctor, lives in Toronto."]
+PERSON_SCHEMA = json.dumps({"type": "object", "properties": {"name": {"type": "string", "maxLength": 16},
+                                                             "age": {"type": "integer"}},
+                            "required": ["name", "age"]})
+PERSON_REGEX = r"\{\"name\": \"[A-Za-z ]{1,16}\", \"age\": [0-9]{1,3}\}"
+
+
+def mmlu_header() -> str:
+    text = "The following are multiple choice questions about general knowledge.\n\n"
+    for q, choices, answer in SHOTS:
+        text += _question(q, choices) + "Answer: " + answer + "\n\n"
+    return text
+
+
+def _question(q: str, choices: list[str]) -> str:
+    return q + "\n" + "".join(f"{letter}. {c}\n" for letter, c in zip("ABCD", choices))
+
+
+@sgl.function
+def mmlu(s, question):
+    s += mmlu_header() + question + "Answer:" + sgl.select("answer", choices=[" A", " B", " C", " D"])
+
+
+def hellaswag(endings: list[str]) -> sgl.SglFunction:
+    @sgl.function
+    def hellaswag_item(s, context):
+        s += "Pick the most likely continuation.\n" + context + sgl.select("ending", choices=[" " + e for e in endings])
+
+    return hellaswag_item
+
+
+@sgl.function
+def skeleton_of_thought(s, question, max_tokens=12):
+    s += "You are a helpful assistant. Answer in a few short points.\nQuestion: " + question + "\n"
+    s += "Skeleton: 1. Definition 2. Example 3. Benefit 4. Caveat\n"
+    forks = s.fork(4)
+    for i, f in enumerate(forks):
+        f += "Now expand point " + str(i + 1) + " in one sentence:" + sgl.gen("point", max_tokens=max_tokens, stop="\n")
+    forks.join()
+    s += "Summary:" + forks[0]["point"] + forks[1]["point"] + sgl.gen("summary", max_tokens=max_tokens, stop="\n")
+
+
+def json_extract(use_schema: bool) -> sgl.SglFunction:
+    constraint = {"json_schema": PERSON_SCHEMA} if use_schema else {"regex": PERSON_REGEX}
+
+    @sgl.function
+    def json_extraction(s, text):
+        s += "Extract the person's name and age as JSON.\nText: " + text + "\nJSON: "
+        s += sgl.gen("json", max_tokens=24, **constraint)
+
+    return json_extraction
+
+
+@sgl.function
+def multi_turn(s, question_1, question_2):
+    s += sgl.system("You are a helpful assistant who answers in one short sentence.")
+    s += sgl.user(question_1)
+    s += sgl.assistant(sgl.gen("answer_1", max_tokens=10, stop="\n"))
+    s += sgl.user(question_2)
+    s += sgl.assistant(sgl.gen("answer_2", max_tokens=10, stop="\n"))
+
+
+@dataclass
+class Workload:
+    """A name and a list of (program, arguments) items run concurrently as one batch."""
+
+    name: str
+    items: list[tuple[sgl.SglFunction, dict[str, Any]]] = field(default_factory=list)
+
+
+def workloads(n: int, use_schema: bool) -> list[Workload]:
+    qs = [(_question(q, c), ) for q, c in QUESTIONS][:n]
+    return [
+        Workload("mmlu-5shot select", [(mmlu, {"question": q}) for (q,) in qs]),
+        Workload("hellaswag 4-way select", [(hellaswag(e), {"context": c}) for c, e in CONTEXTS[:n]]),
+        Workload("skeleton-of-thought fork x4", [(skeleton_of_thought, {"question": q})
+                                                  for q in ["What is exercise?", "What is sleep?",
+                                                            "What is reading?", "What is tea?"][:n]]),
+        Workload("json extraction", [(json_extract(use_schema), {"text": t}) for t in PEOPLE[:n]]),
+        Workload("multi-turn chat", [(multi_turn, {"question_1": f"Name a {w}.", "question_2": "Why that one?"})
+                                     for w in ["fruit", "color", "city", "sport"][:n]]),
+    ]
