@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import Server, wait_idle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_harness import Server, wait_idle
 
 from proto import sglc_pb2 as pb
 from proto import sglc_pb2_grpc as pb_grpc

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, Server
+from server_harness import ROOT, Server
 
 
 def _sglc(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

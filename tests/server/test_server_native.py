@@ -5,7 +5,7 @@ import itertools
 import json
 
 import httpx
-from conftest import Server, metrics
+from server_harness import Server, metrics
 
 PROMPT = "The capital of France is"
 GREEDY = {"temperature": 0, "max_new_tokens": 12}

@@ -5,7 +5,7 @@ import json
 
 import openai
 import pytest
-from conftest import Server
+from server_harness import Server
 
 PROMPT = "Once upon a time"
 MESSAGES = [{"role": "user", "content": "Name three colors."}]

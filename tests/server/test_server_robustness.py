@@ -9,7 +9,7 @@ import time
 import grpc
 import httpx
 import pytest
-from conftest import Server, assert_kv_free, metrics, wait_idle
+from server_harness import Server, assert_kv_free, metrics, wait_idle
 
 from proto import sglc_pb2 as pb
 from proto import sglc_pb2_grpc as pb_grpc

@@ -1,0 +1,99 @@
+"""Adapter pieces that need no server or model: protocol mapping, chat templates, metrics text."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proto import sglc_pb2 as pb
+from runtime.errors import EngineError
+from runtime.server import chat_template, metrics, openai_protocol, proto_convert
+
+
+class _Tok:
+    """A stand-in tokenizer: renders with Jinja like transformers and "tokenizes" by characters."""
+
+    chat_template = None
+
+    def apply_chat_template(self, messages, chat_template, tokenize, add_generation_prompt):
+        import jinja2
+
+        return jinja2.Template(chat_template).render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        assert not add_special_tokens  # the template already holds the special tokens
+        return [ord(c) for c in text]
+
+
+def test_proto_sampling_params_keep_only_set_fields() -> None:
+    sp = pb.SamplingParams(temperature=0.9, max_new_tokens=5, stop=["\n"], json_schema="{}")
+    assert proto_convert.sampling_params_to_dict(sp) == {
+        "temperature": 0.9, "max_new_tokens": 5, "stop": ["\n"], "json_schema": "{}"}  # 0.9, not 0.8999999762
+    assert proto_convert.sampling_params_to_dict(pb.SamplingParams()) == {}
+
+
+def test_proto_meta_info_maps_finish_reasons() -> None:
+    meta = {"id": "r", "prompt_tokens": 3, "completion_tokens": 2, "finish_reason": {"type": "stop", "matched": 7},
+            "output_token_logprobs": [[-0.1, 5], [-0.2, 7]], "output_top_logprobs": [[[-0.1, 5]], [[-0.2, 7]]]}
+    msg = proto_convert.meta_info(meta)
+    assert msg.finish_reason == "stop" and msg.matched_stop_token_id == 7 and not msg.matched_stop
+    assert [t.token_id for t in msg.output_token_logprobs] == [5, 7]
+    assert msg.output_token_logprobs[1].top[0].token_id == 7
+    assert json.loads(msg.json)["prompt_tokens"] == 3
+    stream_msg = proto_convert.generate_response("r", {"output_ids": [7], "finished": False, "meta_info": meta},
+                                                 stream=True, sent_logprobs=1)
+    assert [t.token_id for t in stream_msg.logprobs] == [7] and not stream_msg.HasField("meta_info")
+
+
+def test_openai_response_format_maps_to_json_schema() -> None:
+    req = openai_protocol.ChatCompletionRequest(messages=[{"role": "user", "content": "x"}],
+                                                response_format={"type": "json_object"}, stop="END", max_tokens=3)
+    params = openai_protocol.sampling_params(req, req.max_tokens)
+    assert json.loads(params["json_schema"]) == {"type": "object"}
+    assert params["stop"] == "END" and params["max_new_tokens"] == 3
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    req = openai_protocol.ChatCompletionRequest(
+        messages=[{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    assert json.loads(openai_protocol.sampling_params(req, None)["json_schema"]) == schema
+
+
+@pytest.mark.parametrize("extra,field", [({"logit_bias": {"1": 2.0}}, "logit_bias"), ({"temperature": -1}, "temperature"),
+                                         ({"regex": "a", "response_format": {"type": "json_object"}}, "response_format")])
+def test_openai_bad_params_name_the_field(extra: dict, field: str) -> None:
+    req = openai_protocol.CompletionRequest(prompt="x", **extra)
+    with pytest.raises(EngineError, match=field):
+        openai_protocol.sampling_params(req, 4)
+
+
+def test_usage_counts_prompt_once_per_prompt() -> None:
+    metas = [{"prompt_tokens": 4, "completion_tokens": 2, "cached_tokens": 1}] * 3  # one prompt, n = 3
+    assert openai_protocol.usage(metas, 3) == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
+                                               "prompt_tokens_details": {"cached_tokens": 1}}
+
+
+def test_chat_template_names_files_and_errors(tmp_path: Path) -> None:
+    tok = _Tok()
+    assert chat_template.resolve(None, tok) == chat_template.BUILTIN["chatml"]  # no own template → ChatML
+    tok.chat_template = "{{ messages[0]['content'] }}"
+    assert chat_template.resolve(None, tok) == tok.chat_template
+    assert chat_template.resolve("llama-3", tok) == chat_template.BUILTIN["llama-3"]
+    f = tmp_path / "t.jinja"
+    f.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}")
+    ids = chat_template.render_ids(tok, chat_template.resolve(str(f), tok),
+                                   [{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    assert "".join(map(chr, ids)) == "[user] hi"
+    with pytest.raises(EngineError, match="neither a built-in"):
+        chat_template.resolve("no-such-template", tok)
+    with pytest.raises(EngineError, match=r"messages\[0\].content"):
+        chat_template.render_ids(tok, "x", [{"role": "user", "content": [{"type": "image_url"}]}])
+
+
+def test_metrics_text_round_trips() -> None:
+    m = {"num_requests_total": 3, "cache_hit_rate": 0.25, "kv_total_tokens": 100, "kv_used_tokens": 10,
+         "note": "not a number"}
+    text = metrics.render(m, metrics.kv_usage(m))
+    assert "# TYPE sglc_num_requests_total counter" in text and "# TYPE sglc_cache_hit_rate gauge" in text
+    assert metrics.parse(text) == {"num_requests_total": 3, "cache_hit_rate": 0.25, "kv_total_tokens": 100,
+                                   "kv_used_tokens": 10, "kv_usage": 0.1}
