@@ -99,3 +99,32 @@ def _default_system(text: str, sys_prefix: str, sys_suffix: str, user_prefix: st
     if head.startswith(sys_prefix) and head.endswith(sys_suffix) and len(head) > len(sys_prefix + sys_suffix):
         return head[len(sys_prefix):len(head) - len(sys_suffix)]
     return None
+
+
+class _JinjaRenderer:
+    """A tokenizer stand-in that renders a Jinja chat template the way ``transformers`` does."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "") -> None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = self._raise
+        self.chat_template = source
+        self._template = env.from_string(source)
+        self._tokens = {"bos_token": bos_token, "eos_token": eos_token}
+
+    @staticmethod
+    def _raise(message: str) -> None:
+        from jinja2 import TemplateError
+
+        raise TemplateError(message)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                     **self._tokens)
+
+
+def from_jinja(source: str, name: str = "jinja", bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """A template from Jinja chat-template source (e.g. a remote runtime's ``GetModelInfo``)."""
+    return from_tokenizer(_JinjaRenderer(source, bos_token, eos_token), name)

@@ -5,8 +5,9 @@ Each method gets, per choice, the token logprobs of the choice given the prompt 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,21 @@ def method_name(method: ChoicesMethod | str | None) -> str:
     if name not in BY_NAME:
         raise ValueError(f"unknown choices_method {name!r}; use one of {sorted(BY_NAME)}")
     return name
+
+
+ScoreFn = Callable[[str, list[str]], list[dict[str, Any]]]
+
+
+def select_by_scores(prefix: str, choices: Sequence[str], method: str, score: ScoreFn,
+                     unconditional_prefix: str = "\n") -> tuple[int, dict[str, Any]]:
+    """Score ``choices`` after ``prefix`` with ``score`` (the runtime's ``score`` call: one request,
+    prefix shared) and pick by ``method``; returns ``(index, meta_info)``."""
+    m = BY_NAME[method]
+    scores = score(prefix, list(choices))
+    lps = [[float(x) for x in s["token_logprobs"]] for s in scores]
+    unconditional = None
+    if m.needs_unconditional:
+        unconditional = [[float(x) for x in s["token_logprobs"]] for s in score(unconditional_prefix, list(choices))]
+    meta = {"method": method, "scores": scores,
+            "normalized_prompt_logprobs": [float(s["normalized_logprob"]) for s in scores]}
+    return m.pick(lps, unconditional), meta

@@ -66,16 +66,8 @@ class EngineBackend(Backend):
 
     def select(self, prompt: Prompt, choices: tuple[str, ...], choices_method: str,
                temperature: float = 0.0) -> SelectResult:
-        method = _choices.BY_NAME[choices_method]
-        scores = self.engine.score(prompt.text, list(choices))
-        lps = [[float(x) for x in s["token_logprobs"]] for s in scores]
-        unconditional = None
-        if method.needs_unconditional:
-            unc = self.engine.score(self._unconditional_prefix(), list(choices))
-            unconditional = [[float(x) for x in s["token_logprobs"]] for s in unc]
-        best = method.pick(lps, unconditional)
-        meta = {"method": choices_method, "scores": scores,
-                "normalized_prompt_logprobs": [s["normalized_logprob"] for s in scores]}
+        best, meta = _choices.select_by_scores(prompt.text, choices, choices_method, self.engine.score,
+                                               self._unconditional_prefix())
         return SelectResult(choices[best], meta)
 
     def _unconditional_prefix(self) -> str:

@@ -188,3 +188,37 @@ def test_openai_backend_rejects_gen_outside_assistant(openai_url):
 
     with pytest.raises(sgl.InterpreterError, match="only inside an assistant role"):
         bad.run(backend=sgl.OpenAI("smol", base_url=openai_url, api_key="unused"))
+
+
+@pytest.fixture(scope="module")
+def grpc_target(engine):
+    """The gRPC Runtime service over the shared engine, on its own event loop thread."""
+    import asyncio
+
+    from runtime.server.chat_template import resolve
+    from runtime.server.grpc_server import start_grpc_server
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, port = asyncio.run_coroutine_threadsafe(
+        start_grpc_server(engine, "127.0.0.1", 0, chat_template=resolve(None, engine.tokenizer)), loop).result(30)
+    yield f"grpc://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+def test_runtime_endpoint_matches_local_engine(engine, grpc_target):
+    remote = sgl.RuntimeEndpoint(grpc_target)
+    assert remote.chat_template.role_prefix_and_suffix == sgl.EngineBackend(engine).chat_template.role_prefix_and_suffix
+    via_grpc = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0)
+    local = chat_qa.run(question="What is the capital of Italy?", backend=engine, temperature=0)
+    assert via_grpc.text() == local.text()
+    assert via_grpc.get_meta_info("verdict")["normalized_prompt_logprobs"] == pytest.approx(
+        local.get_meta_info("verdict")["normalized_prompt_logprobs"], abs=1e-4)
+    streamed = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0, stream=True)
+    pieces = list(streamed.text_iter())
+    assert "".join(pieces) == local.text()
+    assert remote.flush_cache() in (True, False)
+    remote.shutdown()
