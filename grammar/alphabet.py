@@ -48,17 +48,24 @@ class Alphabet:
 
 
 def collect_classes(node: rx.Node, out: set) -> set:
-    kind = node[0]
-    if kind == "chars":
-        out.add(node[1])
-    elif kind in ("seq", "alt"):
-        for sub in node[1]:
-            collect_classes(sub, out)
-    elif kind == "rep":
-        collect_classes(node[1], out)
-    else:  # and / diff
-        collect_classes(node[1], out)
-        collect_classes(node[2], out)
+    """All character classes of ``node`` (a DAG: shared subtrees are visited once)."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        kind = n[0]
+        if kind == "chars":
+            out.add(n[1])
+        elif kind in ("seq", "alt"):
+            stack.extend(n[1])
+        elif kind in ("rep", "unit"):
+            stack.append(n[1])
+        else:  # and / diff
+            stack.append(n[1])
+            stack.append(n[2])
     return out
 
 

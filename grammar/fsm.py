@@ -5,6 +5,7 @@ symbol]`` (int32) and ``accept[state]``; state 0 is dead (absorbing, rejecting),
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,9 @@ class CharDFA:
 
 
 class _NFA:
-    def __init__(self, alphabet: Alphabet) -> None:
+    def __init__(self, alphabet: Alphabet, units: dict | None = None) -> None:
         self.alphabet = alphabet
+        self.units: dict[int, tuple[rx.Node, CharDFA]] = {} if units is None else units
         self.eps: list[list[int]] = []
         self.edges: list[list[tuple[tuple[int, ...], int]]] = []
 
@@ -102,24 +104,45 @@ class _NFA:
         return start, end
 
     def _and(self, node: rx.Node) -> tuple[int, int]:
-        return self._embed(product(self._sub(node[1]), self._sub(node[2]), "and"))
+        return self._embed(self._product(node, "and"))
 
     def _diff(self, node: rx.Node) -> tuple[int, int]:
-        return self._embed(product(self._sub(node[1]), self._sub(node[2]), "diff"))
+        return self._embed(self._product(node, "diff"))
+
+    def _product(self, node: rx.Node, op: str) -> CharDFA:
+        hit = self.units.get(id(node))
+        if hit is None:
+            hit = self.units[id(node)] = (node, product(self._sub(node[1]), self._sub(node[2]), op))
+        return hit[1]
+
+    def _unit(self, node: rx.Node) -> tuple[int, int]:
+        hit = self.units.get(id(node))
+        if hit is None:
+            hit = self.units[id(node)] = (node, remap(shared_unit(node[1]), self.alphabet))
+        return self._embed(hit[1])
 
     def _sub(self, node: rx.Node) -> CharDFA:
-        return _compile(node, self.alphabet)
+        # NOTE: keyed by identity: shared subtrees are compiled once (the node is kept alive here)
+        hit = self.units.get(id(node))
+        if hit is None:
+            hit = self.units[id(node)] = (node, _compile(node, self.alphabet, self.units))
+        return hit[1]
 
     def _embed(self, dfa: CharDFA) -> tuple[int, int]:
         base = len(self.eps)
         for _ in range(dfa.num_states):
             self.new()
         end = self.new()
-        for s in range(1, dfa.num_states):
-            row = dfa.trans[s]
-            for tgt in np.unique(row[row != DEAD]).tolist():
-                self.edges[base + s].append((tuple(np.flatnonzero(row == tgt).tolist()), base + tgt))
-            if dfa.accept[s]:
+        accept = dfa.accept.tolist()
+        for s, row in enumerate(dfa.trans.tolist()):
+            if s == DEAD:
+                continue
+            groups: dict[int, list[int]] = {}
+            for sym, tgt in enumerate(row):
+                if tgt != DEAD:
+                    groups.setdefault(tgt, []).append(sym)
+            self.edges[base + s].extend((tuple(syms), base + tgt) for tgt, syms in groups.items())
+            if accept[s]:
                 self.eps[base + s].append(end)
         return base + START, end
 
@@ -180,17 +203,7 @@ def minimize(dfa: CharDFA) -> CharDFA:
             break
         alive = nxt
     trans = np.where(alive[trans], trans, DEAD)
-    part = np.where(alive, np.where(accept, 2, 1), 0).astype(np.int64)
-    nparts = len(np.unique(part))
-    while True:
-        sig = np.concatenate([part[:, None], part[trans]], axis=1)
-        _, new = np.unique(sig, axis=0, return_inverse=True)
-        new = new.reshape(-1)
-        count = int(new.max()) + 1
-        part = new
-        if count == nparts:
-            break
-        nparts = count
+    part, nparts = _refine(trans, np.where(alive, np.where(accept, 2, 1), 0).astype(np.int64))
     reps = np.zeros(nparts, dtype=np.int64)
     reps[part[::-1]] = np.arange(len(part))[::-1]  # first state of each part
     ptrans = part[trans[reps]]  # [P, K] over parts
@@ -217,6 +230,40 @@ def minimize(dfa: CharDFA) -> CharDFA:
             out[idx] = mapping[ptrans[p]]
             acc[idx] = accept[reps[p]]
     return CharDFA(out, acc, dfa.alphabet)
+
+
+def _refine(trans: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
+    """Moore refinement to the coarsest stable partition.
+
+    NOTE: rows are compared through a random 64-bit hash (1-D unique is far faster than
+    unique over rows); the result is verified exactly and recomputed row-wise if a hash collided.
+    """
+    rng = np.random.default_rng(0x5EED)
+    weights = rng.integers(1, 2**62, size=trans.shape[1] + 1, dtype=np.uint64) | np.uint64(1)
+    _, part = np.unique(part, return_inverse=True)
+    nparts = int(part.max()) + 1
+    while True:
+        with np.errstate(over="ignore"):
+            sig = part.astype(np.uint64) * weights[0] + (part[trans].astype(np.uint64) * weights[1:]).sum(
+                axis=1, dtype=np.uint64)
+        _, new = np.unique(sig, return_inverse=True)
+        new = new.reshape(-1)
+        count = int(new.max()) + 1
+        part = new
+        if count == nparts:
+            break
+        nparts = count
+    reps = np.zeros(nparts, dtype=np.int64)
+    reps[part[::-1]] = np.arange(len(part))[::-1]
+    if not (part[trans] == part[trans[reps[part]]]).all():  # a hash collision merged too much
+        while True:
+            sig = np.concatenate([part[:, None], part[trans]], axis=1)
+            _, new = np.unique(sig, axis=0, return_inverse=True)
+            new = new.reshape(-1)
+            if int(new.max()) + 1 == nparts:
+                break
+            part, nparts = new, int(new.max()) + 1
+    return part, nparts
 
 
 def product(a: CharDFA, b: CharDFA, op: str) -> CharDFA:
@@ -247,10 +294,33 @@ def product(a: CharDFA, b: CharDFA, op: str) -> CharDFA:
     return minimize(CharDFA(np.stack(rows), acc, a.alphabet))
 
 
-def _compile(node: rx.Node, alphabet: Alphabet) -> CharDFA:
-    nfa = _NFA(alphabet)
+def _compile(node: rx.Node, alphabet: Alphabet, units: dict | None = None) -> CharDFA:
+    nfa = _NFA(alphabet, units)
     start, end = nfa.build(node)
     return minimize(_determinize(nfa, start, end))
+
+
+# NOTE: process-wide LRU of unit DFAs (each over its own alphabet), so a sub-language shared by
+# many constraints (e.g. free-form JSON values) is determinized once per process.
+_UNITS: "OrderedDict[rx.Node, CharDFA]" = OrderedDict()
+_UNITS_CAPACITY = 512
+
+
+def shared_unit(node: rx.Node) -> CharDFA:
+    dfa = _UNITS.get(node)
+    if dfa is None:
+        dfa = _UNITS[node] = compile_rx(node)
+        while len(_UNITS) > _UNITS_CAPACITY:
+            _UNITS.popitem(last=False)
+    else:
+        _UNITS.move_to_end(node)
+    return dfa
+
+
+def remap(dfa: CharDFA, alphabet: Alphabet) -> CharDFA:
+    """The same DFA over a finer ``alphabet`` (each new symbol lies inside one old symbol)."""
+    old = dfa.alphabet.symbols_of(alphabet.first_cp())
+    return CharDFA(np.ascontiguousarray(dfa.trans[:, old]), dfa.accept, alphabet)
 
 
 def compile_rx(node: rx.Node) -> CharDFA:

@@ -36,16 +36,18 @@ _REFUSED = {
 
 
 class _Ctx:
-    def __init__(self, flags: int) -> None:
+    def __init__(self, flags: int, ecma: bool = False) -> None:
         self.dotall = bool(flags & re.DOTALL)
-        self.ascii = bool(flags & re.ASCII)
+        self.ascii = bool(flags & re.ASCII) or ecma
+        self.ecma = ecma
 
 
-def parse_regex(pattern: str, *, search: bool = False) -> rx.Node:
+def parse_regex(pattern: str, *, search: bool = False, ecma: bool = False) -> rx.Node:
     """Parse ``pattern`` (fullmatch semantics) into the ``rx`` IR.
 
     With ``search=True`` (JSON-schema ``pattern``), an unanchored start/end matches anything
-    before/after, like ``re.search``.
+    before/after, like ``re.search``. ``ecma=True`` (JSON-schema patterns) reads ``\\d``/``\\w``
+    as ASCII and ``.`` as any character but line terminators (an under-approximation of ECMA-262).
     """
     try:
         parsed = P.parse(pattern, 0)
@@ -62,7 +64,7 @@ def parse_regex(pattern: str, *, search: bool = False) -> rx.Node:
     items = items[1:] if head else items
     tail = bool(items) and _is_at(items[-1], ("AT_END", "AT_END_STRING"))
     items = items[:-1] if tail else items
-    ctx = _Ctx(flags)
+    ctx = _Ctx(flags, ecma)
     node = rx.seq(*(_convert(it, ctx, pattern) for it in items))
     if search:
         anything = rx.star(rx.ANY_CHAR)
@@ -87,6 +89,8 @@ def _convert(item: Any, ctx: _Ctx, pattern: str) -> rx.Node:
     if name == "NOT_LITERAL":
         return ("chars", rx.negate_ranges([(arg, arg)]))
     if name == "ANY":
+        if ctx.ecma:
+            return ("chars", rx.negate_ranges([(10, 10), (13, 13), (0x2028, 0x2029)]))
         return rx.ANY_CHAR if ctx.dotall else ("chars", rx.negate_ranges([(10, 10)]))
     if name == "IN":
         return _convert_class(arg, ctx)
@@ -98,7 +102,7 @@ def _convert(item: Any, ctx: _Ctx, pattern: str) -> rx.Node:
         _group, add_flags, del_flags, sub = arg
         if add_flags & (re.IGNORECASE | re.MULTILINE):
             raise GrammarError(f"inline flags (?i)/(?m) are not supported in {pattern!r}")
-        inner = _Ctx(0)
+        inner = _Ctx(0, ctx.ecma)
         inner.dotall = (ctx.dotall or bool(add_flags & re.DOTALL)) and not del_flags & re.DOTALL
         inner.ascii = ctx.ascii or bool(add_flags & re.ASCII)
         return _convert_list(sub, inner, pattern)
@@ -116,9 +120,13 @@ def _convert(item: Any, ctx: _Ctx, pattern: str) -> rx.Node:
     raise GrammarError(f"regex construct {name} in {pattern!r} is not supported")
 
 
+_ECMA_SPACE = ((9, 13), (32, 32), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
+               (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000), (0xFEFF, 0xFEFF))
+
+
 def _category(arg: Any, ctx: _Ctx) -> tuple[tuple[int, int], ...]:
     cat, neg = _CATEGORIES[str(arg)]
-    ranges = category_ranges(cat, ctx.ascii)
+    ranges = _ECMA_SPACE if ctx.ecma and cat == "space" else category_ranges(cat, ctx.ascii)
     return rx.negate_ranges(ranges) if neg else ranges
 
 

@@ -7,6 +7,8 @@ Nodes::
     ("alt", (node, ...))         alternation ("alt", ()) is the empty language
     ("rep", node, min, max)      repetition, max None for unbounded
     ("and", a, b) / ("diff", a, b)   intersection / difference (done on DFAs)
+    ("unit", node)               same language; compiled once to a minimal DFA and embedded
+                                 (keeps shared subtrees such as nested JSON values small)
 """
 from __future__ import annotations
 
@@ -105,3 +107,8 @@ def minus(a: Node, b: Node) -> Node:
 
 
 ANY_CHAR: Node = ("chars", ((0, MAX_CP),))
+
+
+def unit(node: Node) -> Node:
+    """Mark ``node`` to be determinized and minimized on its own, once per compile."""
+    return node if node[0] in ("unit", "chars") else ("unit", node)

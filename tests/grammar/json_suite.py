@@ -1,0 +1,107 @@
+"""Runs the JSON Schema Test Suite (draft 2020-12) against the char-level automata.
+
+Usable as a module (``run_suite``) and a script (prints the coverage table).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def suite_dir() -> Path | None:
+    candidates = [os.environ.get("SGLC_JSON_SCHEMA_SUITE", ""),
+                  str(REPO.parent / "shared/data/json-schema-test-suite/draft2020-12"),
+                  "/work/shared/data/json-schema-test-suite/draft2020-12"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+@dataclass
+class SuiteResult:
+    groups: int = 0
+    compiled: int = 0
+    refused: int = 0
+    instances: int = 0
+    checked: int = 0
+    false_accepts: list = field(default_factory=list)
+    false_rejects: list = field(default_factory=list)
+    refusals: dict = field(default_factory=dict)
+    per_file: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
+
+
+def serialize(instance) -> str:
+    """The sglc whitespace policy: json.dumps defaults, ensure_ascii=False."""
+    return json.dumps(instance, ensure_ascii=False)
+
+
+def run_suite(root: Path, files: list[str] | None = None) -> SuiteResult:
+    from grammar import GrammarError
+    from grammar.fsm import compile_rx
+    from grammar.json_schema import schema_to_rx
+
+    res = SuiteResult()
+    for path in sorted(glob.glob(str(root / "*.json"))):
+        name = Path(path).stem
+        if files is not None and name not in files:
+            continue
+        ok = 0
+        for group in json.load(open(path)):
+            res.groups += 1
+            res.instances += len(group["tests"])
+            try:
+                dfa = compile_rx(schema_to_rx(group["schema"]))
+            except GrammarError as e:
+                res.refused += 1
+                res.refusals.setdefault(name, []).append(f"{group['description']}: {e}")
+                continue
+            except Exception as e:  # a crash is a bug: recorded and reported by the test
+                res.errors.append((name, group["description"], repr(e)))
+                continue
+            res.compiled += 1
+            ok += 1
+            for test in group["tests"]:
+                res.checked += 1
+                accepted = dfa.fullmatch(serialize(test["data"]))
+                where = (name, group["description"], test["description"], serialize(test["data"]))
+                if accepted and not test["valid"]:
+                    res.false_accepts.append(where)
+                elif not accepted and test["valid"]:
+                    res.false_rejects.append(where)
+        res.per_file[name] = ok
+    return res
+
+
+def main() -> None:
+    root = suite_dir()
+    if root is None:
+        print("JSON Schema Test Suite not found")
+        return
+    t0 = time.perf_counter()
+    res = run_suite(root, sys.argv[1:] or None)
+    print(f"groups {res.groups}  compiled {res.compiled}  refused {res.refused}  instances {res.instances} "
+          f"checked {res.checked}  false accepts {len(res.false_accepts)}  false rejects {len(res.false_rejects)}"
+          f"  ({time.perf_counter() - t0:.1f} s)")
+    for err in res.errors:
+        print("ERROR", err)
+    for fa in res.false_accepts:
+        print("FALSE ACCEPT", fa)
+    for fr in res.false_rejects:
+        print("false reject", fr)
+    if os.environ.get("SHOW_REFUSALS"):
+        for name, msgs in res.refusals.items():
+            for m in msgs:
+                print("refused", name, m[:200])
+
+
+if __name__ == "__main__":
+    main()
