@@ -5,15 +5,58 @@ Pure Python + networkx: this package never imports torch, sglc, passes, runtime 
 from __future__ import annotations
 
 from .graph import EDGE_KINDS, ROOT_STREAM, Graph
-from .nodes import (CHOICES_METHODS, JOIN_MODES, NODE_KINDS, ROLES, Argument, Fork, Gen, GetForkItem, Image,
-                    Join, Node, NodeVisitor, RoleBegin, RoleEnd, Select, Text, VarRef)
+from .nodes import (
+                    CHOICES_METHODS,
+                    JOIN_MODES,
+                    NODE_KINDS,
+                    ROLES,
+                    Argument,
+                    Fork,
+                    Gen,
+                    GetForkItem,
+                    Image,
+                    Join,
+                    Node,
+                    NodeVisitor,
+                    RoleBegin,
+                    RoleEnd,
+                    Select,
+                    Text,
+                    VarRef,
+)
 from .printer import print_graph, print_node
 from .serialize import FORMAT, VERSION, dumps, from_dict, loads, to_dict
 from .verify import VerifyError, verify
 
 __all__ = [
-    "EDGE_KINDS", "ROOT_STREAM", "Graph", "CHOICES_METHODS", "JOIN_MODES", "NODE_KINDS", "ROLES", "Argument",
-    "Fork", "Gen", "GetForkItem", "Image", "Join", "Node", "NodeVisitor", "RoleBegin", "RoleEnd", "Select",
-    "Text", "VarRef", "print_graph", "print_node", "FORMAT", "VERSION", "dumps", "from_dict", "loads",
-    "to_dict", "VerifyError", "verify",
+                    "CHOICES_METHODS",
+                    "EDGE_KINDS",
+                    "FORMAT",
+                    "JOIN_MODES",
+                    "NODE_KINDS",
+                    "ROLES",
+                    "ROOT_STREAM",
+                    "VERSION",
+                    "Argument",
+                    "Fork",
+                    "Gen",
+                    "GetForkItem",
+                    "Graph",
+                    "Image",
+                    "Join",
+                    "Node",
+                    "NodeVisitor",
+                    "RoleBegin",
+                    "RoleEnd",
+                    "Select",
+                    "Text",
+                    "VarRef",
+                    "VerifyError",
+                    "dumps",
+                    "from_dict",
+                    "loads",
+                    "print_graph",
+                    "print_node",
+                    "to_dict",
+                    "verify",
 ]

@@ -11,7 +11,6 @@ Edge kinds (the ``kind`` edge attribute):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import networkx as nx
 
@@ -123,7 +122,7 @@ class Graph:
         other._tails = dict(self._tails)
         return other
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
         return (self.name == other.name and self.arguments == other.arguments

@@ -19,8 +19,21 @@ import json
 from typing import Any
 
 from .graph import Graph
-from .nodes import (Argument, Fork, Gen, GetForkItem, Image, Join, Node, NodeVisitor, RoleBegin, RoleEnd,
-                    Select, Text, VarRef)
+from .nodes import (
+    Argument,
+    Fork,
+    Gen,
+    GetForkItem,
+    Image,
+    Join,
+    Node,
+    NodeVisitor,
+    RoleBegin,
+    RoleEnd,
+    Select,
+    Text,
+    VarRef,
+)
 
 
 def fmt_value(v: Any) -> str:

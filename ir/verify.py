@@ -4,8 +4,24 @@ from __future__ import annotations
 import networkx as nx
 
 from .graph import Graph
-from .nodes import (CHOICES_METHODS, JOIN_MODES, ROLES, Argument, Fork, Gen, GetForkItem, Image, Join, Node,
-                    NodeVisitor, RoleBegin, RoleEnd, Select, Text, VarRef)
+from .nodes import (
+    CHOICES_METHODS,
+    JOIN_MODES,
+    ROLES,
+    Argument,
+    Fork,
+    Gen,
+    GetForkItem,
+    Image,
+    Join,
+    Node,
+    NodeVisitor,
+    RoleBegin,
+    RoleEnd,
+    Select,
+    Text,
+    VarRef,
+)
 
 _DTYPES = (None, "int", "float", "str", "bool")
 

@@ -10,8 +10,22 @@ from typing import Any
 from .chat_template import ChatTemplate, get_chat_template
 from .choices import greedy_token_selection, token_length_normalized, unconditional_likelihood_normalized
 from .errors import InterpreterError, TraceError
-from .expr import (assistant, assistant_begin, assistant_end, gen, gen_int, gen_string, image, select, system,
-                   system_begin, system_end, user, user_begin, user_end)
+from .expr import (
+    assistant,
+    assistant_begin,
+    assistant_end,
+    gen,
+    gen_int,
+    gen_string,
+    image,
+    select,
+    system,
+    system_begin,
+    system_end,
+    user,
+    user_begin,
+    user_end,
+)
 from .program import SglFunction, flush_cache, function, get_server_info, set_default_backend
 from .state import ProgramState, ProgramStateGroup
 
@@ -39,10 +53,39 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "function", "gen", "gen_int", "gen_string", "select", "image", "system", "user", "assistant",
-    "system_begin", "system_end", "user_begin", "user_end", "assistant_begin", "assistant_end",
-    "set_default_backend", "flush_cache", "get_server_info", "Engine", "RuntimeEndpoint", "Runtime", "OpenAI",
-    "Anthropic", "EngineBackend", "ProgramState", "ProgramStateGroup", "SglFunction", "TraceError",
-    "InterpreterError", "ChatTemplate", "get_chat_template", "token_length_normalized",
-    "greedy_token_selection", "unconditional_likelihood_normalized", "run_graph",
+    "Anthropic",
+    "ChatTemplate",
+    "Engine",
+    "EngineBackend",
+    "InterpreterError",
+    "OpenAI",
+    "ProgramState",
+    "ProgramStateGroup",
+    "Runtime",
+    "RuntimeEndpoint",
+    "SglFunction",
+    "TraceError",
+    "assistant",
+    "assistant_begin",
+    "assistant_end",
+    "flush_cache",
+    "function",
+    "gen",
+    "gen_int",
+    "gen_string",
+    "get_chat_template",
+    "get_server_info",
+    "greedy_token_selection",
+    "image",
+    "run_graph",
+    "select",
+    "set_default_backend",
+    "system",
+    "system_begin",
+    "system_end",
+    "token_length_normalized",
+    "unconditional_likelihood_normalized",
+    "user",
+    "user_begin",
+    "user_end",
 ]

@@ -85,7 +85,7 @@ def from_tokenizer(tokenizer: Any, name: str = "tokenizer") -> ChatTemplate:
         user_prefix, user_suffix = su[len(sys_text):].split(u)
         sua = render([("system", s), ("user", u), ("assistant", a)])
         asst_prefix, asst_suffix = sua[len(su):].split(a)
-    except Exception as e:  # NOTE: Jinja templates raise arbitrary errors (e.g. "system role not supported").
+    except Exception as e:  # noqa: BLE001 -- NOTE: Jinja templates raise arbitrary errors (e.g. "system role not supported").
         logger.warning("could not derive role text from the tokenizer's chat template (%s); using chatml", e)
         return get_chat_template("chatml")
     default_system = _default_system(render([("user", u)]), sys_prefix, sys_suffix, user_prefix, u)

@@ -6,7 +6,8 @@ all speak one vocabulary: the node kinds of ``ir``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ir
 

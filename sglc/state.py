@@ -26,7 +26,7 @@ class ProgramState:
         self._anon = 0
 
     # -- appending --------------------------------------------------------------------------------
-    def __iadd__(self, value: Any) -> ProgramState:
+    def __iadd__(self, value: Any) -> ProgramState:  # noqa: PYI034
         loc = user_location(2)
         for node in as_expr(value).nodes:
             self._ex.submit(self._ex.ctx.next_id(), self._bind(node, loc))
@@ -169,7 +169,7 @@ class ProgramStateGroup:
     def __iter__(self) -> Iterator[ProgramState]:
         return iter(self.states)
 
-    def __iadd__(self, other: Any) -> ProgramStateGroup:
+    def __iadd__(self, other: Any) -> ProgramStateGroup:  # noqa: PYI034
         items = other if isinstance(other, (list, tuple)) else [other] * len(self.states)
         for state, item in zip(self.states, items):
             state += item

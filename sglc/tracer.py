@@ -139,7 +139,7 @@ class TracingState:
         self.defined: dict[str, int] = dict(defined or {})
         self._anon = [0]
 
-    def __iadd__(self, value: Any) -> TracingState:
+    def __iadd__(self, value: Any) -> TracingState:  # noqa: PYI034
         loc = user_location(2)
         for node in as_expr(value).nodes:
             self._check_params(node)
@@ -215,7 +215,7 @@ class TracingStateGroup:
     def __iter__(self) -> Iterator[TracingState]:
         return iter(self.states)
 
-    def __iadd__(self, other: Any) -> TracingStateGroup:
+    def __iadd__(self, other: Any) -> TracingStateGroup:  # noqa: PYI034
         items = other if isinstance(other, (list, tuple)) else [other] * len(self.states)
         for state, item in zip(self.states, items):
             state += item

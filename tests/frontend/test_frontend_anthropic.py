@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,7 @@ import sglc as sgl
 
 
 class _Handler(BaseHTTPRequestHandler):
-    requests: list[dict] = []
+    requests: ClassVar[list[dict]] = []
 
     def log_message(self, *args):  # keep test output quiet
         pass
@@ -90,7 +91,7 @@ def test_messages_request_and_response(fake_anthropic):
 
 
 def test_streaming_and_select_fallback(fake_anthropic):
-    url, requests = fake_anthropic
+    url, _ = fake_anthropic
 
     @sgl.function
     def pick(s):

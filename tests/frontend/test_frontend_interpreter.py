@@ -5,10 +5,10 @@ import asyncio
 
 import pytest
 from frontend_fakes import FakeBackend
+from test_frontend_trace import multi_turn, tip_suggestion, tool_use
 
 import sglc as sgl
 from sglc.sampling import to_params
-from test_frontend_trace import multi_turn, tip_suggestion, tool_use
 
 
 @pytest.fixture()

@@ -157,8 +157,8 @@ def read_text(s):
 
 
 @pytest.mark.parametrize("program, message", [
-    (branch_on_gen, r"test_frontend_trace.py:\d+: `if s\[\"answer\"\] == \"yes\":`: generated variable 'answer' is "
-                    r"compared\. Fix: .*sgl.select"),
+    (branch_on_gen, (r"test_frontend_trace.py:\d+: `if s\[\"answer\"\] == \"yes\":`: generated variable "
+                     r"'answer' is compared\. Fix: .*sgl.select")),
     (fstring_arg, r"`s \+= f\"Hello \{name\}\"`: argument 'name' is formatted .*concatenation"),
     (bool_arg, r"`if flag:`: argument 'flag' is used as a condition\. Fix: .*sgl.select"),
     (method_on_var, r"generated variable 'a'.strip is called"),
