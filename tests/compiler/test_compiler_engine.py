@@ -13,7 +13,7 @@ from sglc.compiler import build, cli
 from sglc.compiler.artifact import Artifact
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-DEFAULTS = {"temperature": 0, "max_new_tokens": 8}
+DEFAULTS = {"temperature": 0, "max_new_tokens": 6}
 
 
 @sgl.function
@@ -32,7 +32,6 @@ PROGRAMS = {
     "multi_turn": (f"{EXAMPLES / 'multi_turn_chat.py'}:multi_turn_question",
                    {"question_1": "What is the capital of France?", "question_2": "And of Spain?"}),
     "regex_ip": (f"{EXAMPLES / 'regex_ip.py'}:regular_expression_gen", {}),
-    "travel_plan": (f"{EXAMPLES / 'frontend_demo.py'}:travel_plan", {"city": "Rome"}),
 }
 
 
