@@ -24,10 +24,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sglc as sgl  # noqa: E402
-from program_workloads import Workload, workloads  # noqa: E402
-from sglc.compiler import build  # noqa: E402
-from sglc.compiler.artifact import Artifact  # noqa: E402
+from program_workloads import Workload, workloads
+
+import sglc as sgl
+from sglc.compiler import build
+from sglc.compiler.artifact import Artifact
+
+logger = logging.getLogger("bench_programs")
 
 
 class Recorder:
@@ -118,7 +121,7 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
                 r = run_workload(wl, level, backend, rec, cache)
                 results[level] = r
                 rows.append({"workload": wl.name, "radix": label, "level": f"-O{level}", **r})
-                logging.info("%s %s -O%d: %.2f prog/s prefill %d", wl.name, label, level, r["programs_s"], r["prefill"])
+                logger.info("%s %s -O%d: %.2f prog/s prefill %d", wl.name, label, level, r["programs_s"], r["prefill"])
             rows[-1]["same_outputs"] = results[0]["texts"] == results[2]["texts"]
 
 
@@ -152,7 +155,7 @@ def main() -> None:
     bench({"max_total_tokens": 16384}, "on", wls, rows)
     if not ns.no_radix_off:
         bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()} "
           f"{os.cpu_count()}-core CPU, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
           f"temperature 0, {time.time() - t0:.0f} s total\n")

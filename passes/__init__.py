@@ -16,12 +16,41 @@ from .compile_constraints import CompileConstraints
 from .fold_text import FoldText
 from .hoist_prefix import HoistPrefix
 from .ir_text import parse_graph
-from .pipeline import OPT_LEVELS, REGISTRY, AfterPass, PassManager, create, optimize, parse_pipeline, pipeline_for
+from .pipeline import (
+    OPT_LEVELS,
+    REGISTRY,
+    AfterPass,
+    PassManager,
+    create,
+    optimize,
+    parse_pipeline,
+    pipeline_for,
+)
 from .plan import ConstraintRef, Hoist, Plan, format_graph, get_plan, print_plan, verify_plan, with_plan
 
 __all__ = [
-    "Pass", "PassError", "BatchForks", "BatchSelects", "CompileConstraints", "FoldText", "HoistPrefix",
-    "parse_graph", "OPT_LEVELS", "REGISTRY", "AfterPass", "PassManager", "create", "optimize", "parse_pipeline",
-    "pipeline_for", "ConstraintRef", "Hoist", "Plan", "format_graph", "get_plan", "print_plan",
-    "verify_plan", "with_plan",
+    "OPT_LEVELS",
+    "REGISTRY",
+    "AfterPass",
+    "BatchForks",
+    "BatchSelects",
+    "CompileConstraints",
+    "ConstraintRef",
+    "FoldText",
+    "Hoist",
+    "HoistPrefix",
+    "Pass",
+    "PassError",
+    "PassManager",
+    "Plan",
+    "create",
+    "format_graph",
+    "get_plan",
+    "optimize",
+    "parse_graph",
+    "parse_pipeline",
+    "pipeline_for",
+    "print_plan",
+    "verify_plan",
+    "with_plan",
 ]

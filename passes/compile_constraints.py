@@ -45,7 +45,7 @@ class CompileConstraints(Pass):
             if self.compile_fn is not None:
                 try:
                     key, states = self.compile_fn(kind, source)
-                except Exception as e:  # noqa: BLE001 -- re-raised with the node named
+                except Exception as e:
                     where = f" at {node.loc}" if node.loc else ""
                     raise PassError(f"compile-constraints: gen {node.name!r} (%{nid}){where} has a {kind} "
                                     f"constraint that does not compile: {e}") from e

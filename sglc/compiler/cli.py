@@ -154,10 +154,9 @@ def _backend(spec: str) -> Any:
 
 
 def _run(ns: argparse.Namespace) -> int:
+    from ..errors import TraceError
     from ..sampling import to_params
     from .build import ensure_constraints, run_artifact
-
-    from ..errors import TraceError
 
     backend = None
     try:

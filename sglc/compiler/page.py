@@ -55,7 +55,7 @@ def render_html(views: list[View], title: str = "") -> str:
             f'<script>const VIEWS={len(views)};{_JS}</script></body></html>\n')
 
 
-def render_dot(graph) -> str:  # noqa: ANN001 -- ir.Graph
+def render_dot(graph) -> str:
     """Graphviz DOT: one cluster per stream, shapes and colors by kind, edges styled by kind."""
     shapes = {"rect": "box", "rounded": "box", "parallelogram": "parallelogram", "diamond": "diamond",
               "triangle": "triangle", "invtriangle": "invtriangle", "hexagon": "hexagon", "circle": "circle",
@@ -74,7 +74,7 @@ def render_dot(graph) -> str:  # noqa: ANN001 -- ir.Graph
                          f'color="{stroke}"{rounded}];')
         lines.append("  }")
     for src, dst, kind in graph.edges():
-        color, dash = EDGE_STYLE[kind]
+        color = EDGE_STYLE[kind][0]
         style = {"stream": "solid", "fork": "dashed", "join": "dashed", "data": "dotted"}[kind]
         lines.append(f'  n{src} -> n{dst} [color="{color}", style={style}];')
     lines.append("}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ir
-from passes import format_graph, get_plan
+from passes import get_plan
 
 # kind -> (shape, fill, stroke)
 STYLE: dict[str, tuple[str, str, str]] = {
@@ -98,10 +98,10 @@ def render_svg(graph: ir.Graph) -> str:
     streams = [s for s, ids in graph.streams().items() if ids]
     width = MARGIN * 2 + max(1, len(streams)) * LANE_W
     height = MARGIN * 2 + max(1, len(graph)) * ROW_H + 10
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="irgraph" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#78909c"/></marker></defs>']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="irgraph" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">'),
+           ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#78909c"/></marker></defs>')]
     for i, sid in enumerate(streams):
         x = MARGIN + i * LANE_W - 15
         out.append(f'<rect class="lane" x="{x}" y="4" width="{LANE_W - 10}" height="{height - 8}" rx="8" '

@@ -43,7 +43,7 @@ def test_artifact_from_a_newer_version_is_refused() -> None:
     (lambda d: d["plan"]["constraints"].append({"node": 6, "kind": "regex", "source": "x", "key": "ab" * 32}),
      "missing from the table"),
 ])
-def test_bad_artifacts_are_refused(mutate, message: str) -> None:  # noqa: ANN001
+def test_bad_artifacts_are_refused(mutate, message: str) -> None:
     doc = json.loads(_artifact().dumps())
     mutate(doc)
     with pytest.raises(ArtifactError, match=message):

@@ -41,7 +41,7 @@ def backend():
         yield sgl.EngineBackend(engine)
 
 
-def _run(backend, graph, level: int, args: dict) -> tuple[sgl.ProgramState, int]:  # noqa: ANN001
+def _run(backend, graph, level: int, args: dict) -> tuple[sgl.ProgramState, int]:
     art = build.compile_graph(graph, level, tokenizer=backend.engine.tokenizer)
     backend.engine.flush_cache()
     before = backend.engine.metrics()["prefill_tokens_total"]
@@ -50,7 +50,7 @@ def _run(backend, graph, level: int, args: dict) -> tuple[sgl.ProgramState, int]
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
-def test_o2_matches_o0_on_examples(backend, name: str) -> None:  # noqa: ANN001
+def test_o2_matches_o0_on_examples(backend, name: str) -> None:
     target, args = PROGRAMS[name]
     graph = build.load_function(target).trace()
     s0, _ = _run(backend, graph, 0, args)
@@ -59,7 +59,7 @@ def test_o2_matches_o0_on_examples(backend, name: str) -> None:  # noqa: ANN001
     assert s2.variables() == s0.variables()
 
 
-def test_fork_and_select_program_same_outputs_less_prefill(backend) -> None:  # noqa: ANN001
+def test_fork_and_select_program_same_outputs_less_prefill(backend) -> None:
     graph = judged_tips.trace()
     s0, prefill0 = _run(backend, graph, 0, {"topic": "sleep"})
     s2, prefill2 = _run(backend, graph, 2, {"topic": "sleep"})
@@ -68,7 +68,7 @@ def test_fork_and_select_program_same_outputs_less_prefill(backend) -> None:  # 
     assert prefill2 <= prefill0
 
 
-def test_constraints_are_compiled_ahead_into_the_grammar_cache(backend) -> None:  # noqa: ANN001
+def test_constraints_are_compiled_ahead_into_the_grammar_cache(backend) -> None:
     from grammar.cache import default_cache_dir
 
     target, _ = PROGRAMS["regex_ip"]
@@ -79,7 +79,7 @@ def test_constraints_are_compiled_ahead_into_the_grammar_cache(backend) -> None:
     assert build.ensure_constraints(Artifact.loads(art.dumps()), backend.engine.tokenizer) == 0
 
 
-def test_cli_run_artifact_prints_json(backend, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_cli_run_artifact_prints_json(backend, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "_backend", lambda spec: _Borrowed(backend))
     out = tmp_path / "qa.json"
     assert main(["compile", f"{EXAMPLES / 'batch_qa.py'}:text_qa", "-o", str(out)]) == 0
@@ -91,7 +91,7 @@ def test_cli_run_artifact_prints_json(backend, tmp_path: Path, monkeypatch, caps
     assert result["text"].endswith(result["variables"]["answer"])
 
 
-def test_cli_run_falls_back_to_eager_for_dynamic_programs(backend, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_cli_run_falls_back_to_eager_for_dynamic_programs(backend, monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "_backend", lambda spec: _Borrowed(backend))
     assert main(["run", f"{EXAMPLES / 'tool_use.py'}", "--arg", "question=What is 2 + 2?", "--temperature", "0",
                  "--max-tokens", "6"]) == 0

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from fake_engine import FakeEngine
 
-import passes
 import sglc as sgl
 from sglc.backend.engine import EngineBackend
 from sglc.compiler import build
 from sglc.compiler.executor import run_plan
-from fake_engine import FakeEngine
 
 
 @sgl.function
@@ -52,7 +51,7 @@ def test_o2_batches_sibling_gens_and_selects_and_warms_before_the_fork() -> None
 
 def test_a_failing_branch_does_not_deadlock_its_batch() -> None:
     class Failing(FakeEngine):
-        def generate(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        def generate(self, *args, **kwargs):
             raise RuntimeError("boom")
 
     with pytest.raises(sgl.InterpreterError, match="boom"):

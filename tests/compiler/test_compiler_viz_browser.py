@@ -48,7 +48,7 @@ def _chromium() -> str:
 
 def _run(browser: str, *args: str) -> subprocess.CompletedProcess[str]:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
-    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_visualizer_in_headless_chromium(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_visualizer_in_headless_chromium(tmp_path: Path) -> None:
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", PROBE))
     dom = _run(browser, "--dump-dom", probe.as_uri()).stdout
-    m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.DOTALL)
     assert m, f"the probe did not run; chromium printed: {dom[:300]!r}"
     out = json.loads(html.unescape(m.group(1)))
     assert out["title"] == "after compile-constraints" and out["svgs"] == 6  # trace + one view per pass
