@@ -29,15 +29,12 @@ def token_safe(prefix: str, texts: list[str]) -> str:
     """Cut ``prefix`` back to a point where a tokenizer splits every text the same way.
 
     NOTE: BPE merges across the cut (``" cats"`` is one token, ``" "`` + ``"cats"`` two), so a warmed
-    prefix ending mid-word would miss the cache on its last token. Cut where every text continues
-    with whitespace after a non-space, or with a non-space after a newline (or ends there).
+    prefix ending mid-word would miss the cache on its last token, and whitespace runs merge too
+    (``"\n\n"`` alone is one token, before ``"What"`` two). Cut after a non-space where every text
+    continues with whitespace (or ends).
     """
     for i in range(len(prefix), 0, -1):
-        nxt = {t[i:i + 1] for t in texts}
-        prev = prefix[i - 1]
-        if not prev.isspace() and all(c in ("", " ", "\n") for c in nxt):
-            return prefix[:i]
-        if prev == "\n" and all(not c.isspace() for c in nxt):
+        if not prefix[i - 1].isspace() and all(t[i:i + 1] in ("", " ", "\n") for t in texts):
             return prefix[:i]
     return ""
 

@@ -136,7 +136,7 @@ def warm_entry(artifact: Artifact, backend: Backend) -> None:
     """Warm the program's constant head (the ``entry`` hoist), shared by every item of a batch."""
     entry = next((h for h in artifact.plan.hoists if h.kind == "entry"), None)
     if entry is not None and prefix_cache_enabled(backend):
-        head = constant_head(artifact.graph, entry.at, backend)
+        head = constant_head(artifact.graph, entry.at, backend).rstrip()  # NOTE: see PlanExecutor.visit_fork
         if head:
             backend.warm(head)
 

@@ -65,9 +65,12 @@ class PlanExecutor(StreamExecutor):
 
     def visit_fork(self, nid: int, n: ir.Fork) -> None:
         hoist = self.ctx.hoists.get(nid)
-        if hoist is not None and (self.text or hoist.text):
+        # NOTE: with no shared branch text, what follows is unknown: drop trailing whitespace, which
+        # BPE may merge with the branch's first word (then the warmed last token would not match).
+        text = self.text + hoist.text if hoist is not None and hoist.text else self.text.rstrip()
+        if hoist is not None and text:
             # NOTE: warm before releasing the branches, so they all find the prefix cached.
-            self.ctx.backend.warm(self.text + hoist.text)
+            self.ctx.backend.warm(text)
         super().visit_fork(nid, n)
 
     def visit_gen(self, nid: int, n: ir.Gen) -> None:

@@ -67,4 +67,4 @@ def test_run_batch_warms_the_constant_head_once() -> None:
     art = build.compile_graph(qa.trace(), 2)
     states = build.run_batch(art, EngineBackend(engine, "chatml"), [{"q": "x"}, {"q": "y"}, {"q": "z"}])
     assert [s.text().split("\nA:")[0] for s in states] == [f"You answer briefly.\nQ: {q}" for q in "xyz"]
-    assert engine.warmed == ["You answer briefly.\nQ: "]
+    assert engine.warmed == ["You answer briefly.\nQ:"]

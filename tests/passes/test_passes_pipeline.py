@@ -87,7 +87,7 @@ def test_constraint_that_does_not_compile_names_the_gen() -> None:
     (["Tip 1: ", "Tip 2: "], "Tip"),
     (["Tell me about cats", "Tell me about dogs"], "Tell me about"),
     (["Same text", "Same text"], "Same text"),
-    (["line one\nA", "line one\nB"], "line one\n"),
+    (["line one\nA", "line one\nB"], "line one"),
     (["Q1", "Q2"], ""),
     (["abc"], "abc"),
 ])
