@@ -191,11 +191,20 @@ class SglFunction:
         given = {k: v for k, v in arguments.items() if k in graph.arguments}
         return run_graph(graph, resolve_backend(backend), defaults, given, stream)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ProgramState:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)`` runs the program; ``fn(s, ...)`` inside another program inlines it on state ``s``."""
+        if args and _is_state(args[0]):
+            return self.func(args[0], *args[1:], **{**self.bind_arguments, **kwargs})
         return self.run(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<sglc function {self.name}({', '.join(self.arg_names)})>"
+
+
+def _is_state(obj: Any) -> bool:
+    from .tracer import TracingState
+
+    return isinstance(obj, (ProgramState, TracingState))
 
 
 def function(func: Callable[..., Any] | None = None, **options: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Backend for a remote sglc runtime over gRPC (``proto/sglc.proto``), and ``Runtime`` that launches one.
+"""Backend for a remote sglc runtime (gRPC or SGLang-native HTTP), and ``Runtime`` that launches one.
 
 ``RuntimeEndpoint("grpc://host:port")`` (or ``"host:port"``) talks to ``sglc serve --grpc-port``:
 ``Generate`` for gen (streamed when the program runs with ``stream=True``), ``Score`` for select
@@ -26,47 +26,38 @@ logger = logging.getLogger(__name__)
 _MAX_MSG = 64 << 20
 
 
-class RuntimeEndpoint(Backend):
-    """A gRPC client of the sglc runtime service."""
+class GrpcTransport:
+    """The runtime service over gRPC (``proto/sglc.proto``)."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, chat_template: str | ChatTemplate | None = None,
-                 timeout: float | None = None) -> None:
+    def __init__(self, target: str, api_key: str | None, timeout: float | None) -> None:
         import grpc
 
         from proto import sglc_pb2, sglc_pb2_grpc
 
         self._grpc, self._pb = grpc, sglc_pb2
-        self.target = base_url.removeprefix("grpc://").rstrip("/")
+        self.target = target.removeprefix("grpc://").rstrip("/")
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.channel = grpc.insecure_channel(self.target, options=[("grpc.max_receive_message_length", _MAX_MSG),
                                                                    ("grpc.max_send_message_length", _MAX_MSG)])
         self.stub = sglc_pb2_grpc.RuntimeStub(self.channel)
-        info = self._call(self.stub.GetModelInfo, sglc_pb2.ModelInfoRequest())
-        self.model_info: dict[str, Any] = json.loads(info.json) if info.json else {"model_path": info.model_path}
-        if isinstance(chat_template, ChatTemplate):
-            self.chat_template = chat_template
-        elif chat_template:
-            self.chat_template = get_chat_template(chat_template)
-        elif info.chat_template:
-            self.chat_template = from_jinja(info.chat_template, "runtime")
-        else:
-            self.chat_template = get_chat_template("chatml")
 
-    def _call(self, method: Any, request: Any, **kw: Any) -> Any:
+    def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, metadata=self.metadata, timeout=self.timeout, **kw)
+            return method(request, metadata=self.metadata, timeout=self.timeout)
         except self._grpc.RpcError as e:
             raise RuntimeError(f"sglc runtime at {self.target}: {e.code().name}: {e.details()}") from None
 
-    def _request(self, prompt: Prompt, params: dict[str, Any], dtype: str | None, stream: bool) -> Any:
+    def model_info(self) -> dict[str, Any]:
+        info = self._call(self.stub.GetModelInfo, self._pb.ModelInfoRequest())
+        out = json.loads(info.json) if info.json else {"model_path": info.model_path}
+        return {**out, "chat_template": info.chat_template or out.get("chat_template")}
+
+    def _request(self, text: str, sampling: dict[str, Any], extra: dict[str, Any], stream: bool) -> Any:
         pb = self._pb
-        sampling, extra = split_params(params)
-        if dtype in DTYPE_REGEX and not any(sampling.get(k) for k in ("regex", "json_schema", "ebnf")):
-            sampling["regex"] = DTYPE_REGEX[dtype]
         known = pb.SamplingParams.DESCRIPTOR.fields_by_name
         sp = pb.SamplingParams(**{k: v for k, v in sampling.items() if k in known and v is not None})
-        req = pb.GenerateRequest(text=prompt.text, sampling_params=sp, stream=stream,
+        req = pb.GenerateRequest(text=text, sampling_params=sp, stream=stream,
                                  return_logprob=bool(extra.get("return_logprob")),
                                  top_logprobs_num=int(extra.get("top_logprobs_num") or 0))
         if extra.get("logprob_start_len") is not None:
@@ -81,17 +72,17 @@ class RuntimeEndpoint(Backend):
         return {"id": m.id, "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
                 "cached_tokens": m.cached_tokens, "finish_reason": m.finish_reason}
 
-    def generate(self, prompt: Prompt, params: dict[str, Any], dtype: str | None = None) -> GenResult:
-        text, meta = "", {}
-        for resp in self._call(self.stub.Generate, self._request(prompt, params, dtype, stream=False)):
+    def generate(self, text: str, sampling: dict[str, Any], extra: dict[str, Any]) -> GenResult:
+        out, meta = "", {}
+        for resp in self._call(self.stub.Generate, self._request(text, sampling, extra, stream=False)):
             if resp.index == 0:
-                text, meta = resp.text, self._meta(resp) if resp.finished else meta
-        return GenResult(text, meta)
+                out, meta = resp.text, (self._meta(resp) if resp.finished else meta)
+        return GenResult(out, meta)
 
-    def generate_stream(self, prompt: Prompt, params: dict[str, Any],
-                        dtype: str | None = None) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    def generate_stream(self, text: str, sampling: dict[str, Any],
+                        extra: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any] | None]]:
         meta: dict[str, Any] = {}
-        for resp in self._call(self.stub.Generate, self._request(prompt, params, dtype, stream=True)):
+        for resp in self._call(self.stub.Generate, self._request(text, sampling, extra, stream=True)):
             if resp.index != 0:
                 continue
             yield resp.text, None
@@ -99,15 +90,10 @@ class RuntimeEndpoint(Backend):
                 meta = self._meta(resp)
         yield "", meta
 
-    def _score(self, prefix: str, continuations: list[str]) -> list[dict[str, Any]]:
+    def score(self, prefix: str, continuations: list[str]) -> list[dict[str, Any]]:
         resp = self._call(self.stub.Score, self._pb.ScoreRequest(prefix=prefix, continuations=continuations))
         return [{"logprob_sum": c.logprob_sum, "normalized_logprob": c.normalized_logprob,
                  "num_tokens": c.num_tokens, "token_logprobs": list(c.token_logprobs)} for c in resp.choices]
-
-    def select(self, prompt: Prompt, choices: tuple[str, ...], choices_method: str,
-               temperature: float = 0.0) -> SelectResult:
-        best, meta = _choices.select_by_scores(prompt.text, choices, choices_method, self._score)
-        return SelectResult(choices[best], meta)
 
     def warm(self, prefix: str) -> None:
         self._call(self.stub.Warm, self._pb.WarmRequest(prefix=prefix))
@@ -115,11 +101,64 @@ class RuntimeEndpoint(Backend):
     def flush_cache(self) -> bool:
         return bool(self._call(self.stub.FlushCache, self._pb.FlushCacheRequest()).success)
 
+    def close(self) -> None:
+        self.channel.close()
+
+
+class RuntimeEndpoint(Backend):
+    """A client of a remote sglc runtime: ``"grpc://host:port"`` (or ``"host:port"``) speaks the gRPC
+    service; ``"http://host:port"`` speaks SGLang's native HTTP API (``/generate``), as SGLang's
+    ``RuntimeEndpoint`` does (select then scores through prompt logprobs)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, chat_template: str | ChatTemplate | None = None,
+                 timeout: float | None = None) -> None:
+        if base_url.startswith(("http://", "https://")):
+            from .http_transport import HttpTransport
+
+            self.transport: Any = HttpTransport(base_url, api_key, timeout)
+        else:
+            self.transport = GrpcTransport(base_url, api_key, timeout)
+        self.base_url = base_url
+        self.model_info = self.transport.model_info()
+        if isinstance(chat_template, ChatTemplate):
+            self.chat_template = chat_template
+        elif chat_template:
+            self.chat_template = get_chat_template(chat_template)
+        elif self.model_info.get("chat_template"):
+            self.chat_template = from_jinja(self.model_info["chat_template"], "runtime")
+        else:
+            self.chat_template = get_chat_template("chatml")
+
+    @staticmethod
+    def _split(params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        sampling, extra = split_params(params)
+        if dtype in DTYPE_REGEX and not any(sampling.get(k) for k in ("regex", "json_schema", "ebnf")):
+            sampling["regex"] = DTYPE_REGEX[dtype]
+        return sampling, extra
+
+    def generate(self, prompt: Prompt, params: dict[str, Any], dtype: str | None = None) -> GenResult:
+        return self.transport.generate(prompt.text, *self._split(params, dtype))
+
+    def generate_stream(self, prompt: Prompt, params: dict[str, Any],
+                        dtype: str | None = None) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        return self.transport.generate_stream(prompt.text, *self._split(params, dtype))
+
+    def select(self, prompt: Prompt, choices: tuple[str, ...], choices_method: str,
+               temperature: float = 0.0) -> SelectResult:
+        best, meta = _choices.select_by_scores(prompt.text, choices, choices_method, self.transport.score)
+        return SelectResult(choices[best], meta)
+
+    def warm(self, prefix: str) -> None:
+        self.transport.warm(prefix)
+
+    def flush_cache(self) -> bool:
+        return self.transport.flush_cache()
+
     def get_server_info(self) -> dict[str, Any]:
-        return {"backend": "runtime", "target": self.target, **self.model_info}
+        return {"backend": "runtime", "url": self.base_url, **self.model_info}
 
     def shutdown(self) -> None:
-        self.channel.close()
+        self.transport.close()
 
 
 class Runtime(RuntimeEndpoint):

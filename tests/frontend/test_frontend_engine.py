@@ -209,16 +209,23 @@ def grpc_target(engine):
     thread.join(timeout=10)
 
 
-def test_runtime_endpoint_matches_local_engine(engine, grpc_target):
-    remote = sgl.RuntimeEndpoint(grpc_target)
-    assert remote.chat_template.role_prefix_and_suffix == sgl.EngineBackend(engine).chat_template.role_prefix_and_suffix
-    via_grpc = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0)
-    local = chat_qa.run(question="What is the capital of Italy?", backend=engine, temperature=0)
-    assert via_grpc.text() == local.text()
-    assert via_grpc.get_meta_info("verdict")["normalized_prompt_logprobs"] == pytest.approx(
-        local.get_meta_info("verdict")["normalized_prompt_logprobs"], abs=1e-4)
+@pytest.fixture(scope="module")
+def italy_local(engine):
+    return chat_qa.run(question="What is the capital of Italy?", backend=engine, temperature=0)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_runtime_endpoint_matches_local_engine(engine, grpc_target, openai_url, italy_local, transport):
+    url = grpc_target if transport == "grpc" else openai_url.removesuffix("/v1")
+    remote = sgl.RuntimeEndpoint(url)
+    local_template = sgl.EngineBackend(engine).chat_template.role_prefix_and_suffix
+    assert remote.chat_template.role_prefix_and_suffix == local_template
+    via_remote = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0)
+    assert via_remote.text() == italy_local.text()
+    assert via_remote.get_meta_info("verdict")["normalized_prompt_logprobs"] == pytest.approx(
+        italy_local.get_meta_info("verdict")["normalized_prompt_logprobs"], abs=1e-3)
     streamed = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0, stream=True)
     pieces = list(streamed.text_iter())
-    assert "".join(pieces) == local.text()
+    assert "".join(pieces) == italy_local.text()
     assert remote.flush_cache() in (True, False)
     remote.shutdown()

@@ -167,3 +167,26 @@ def test_import_is_light():
     code = "import sys, sglc; print('torch' in sys.modules, 'openai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_calling_a_program_inside_another_inlines_it(backend):
+    @sgl.function
+    def greet(s, name):
+        s += "Hello " + name + "."
+
+    @sgl.function
+    def outer(s, name):
+        greet(s, name)
+        s += " Bye."
+
+    assert outer.run(name="Ada", backend=backend).text() == "Hello Ada. Bye."
+    assert [n.kind for _, n in outer.trace().items()] == ["text", "argument", "text", "text"]
+
+
+def test_dump_ir_logs_the_traced_graph(monkeypatch, caplog):
+    import runtime.envs
+
+    monkeypatch.setattr(runtime.envs, "ENV", runtime.envs.Env(dump_ir=True))
+    with caplog.at_level("WARNING", logger="sglc.ir_dump"):
+        tip_suggestion.trace()
+    assert "IR after trace:" in caplog.text and "%3 = fork @s0 n=2  # test_frontend_trace.py:" in caplog.text
