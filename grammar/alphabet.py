@@ -61,6 +61,8 @@ def collect_classes(node: rx.Node, out: set) -> set:
             out.add(n[1])
         elif kind in ("seq", "alt"):
             stack.extend(n[1])
+        elif kind == "mod":
+            out.update(((c, c),) for c in b"-0123456789")
         elif kind in ("rep", "unit"):
             stack.append(n[1])
         else:  # and / diff

@@ -115,6 +115,22 @@ class _NFA:
             hit = self.units[id(node)] = (node, product(self._sub(node[1]), self._sub(node[2]), op))
         return hit[1]
 
+    def _mod(self, node: rx.Node) -> tuple[int, int]:
+        k = node[1]
+        sym = {d: self.alphabet.class_syms[((48 + d, 48 + d),)] for d in range(10)}
+        start, neg, end = self.new(), self.new(), self.new()
+        rem = [self.new() for _ in range(k)]
+        self.edges[start].append((self.alphabet.class_syms[((45, 45),)], neg))
+        self.edges[start].append((sym[0], end))
+        for d in range(1, 10):
+            self.edges[start].append((sym[d], rem[d % k]))
+            self.edges[neg].append((sym[d], rem[d % k]))
+        for r in range(k):
+            for d in range(10):
+                self.edges[rem[r]].append((sym[d], rem[(10 * r + d) % k]))
+        self.eps[rem[0]].append(end)
+        return start, end
+
     def _unit(self, node: rx.Node) -> tuple[int, int]:
         hit = self.units.get(id(node))
         if hit is None:

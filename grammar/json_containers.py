@@ -125,18 +125,17 @@ def _type_object(self, schema: dict, budget: int):
     from .json_keywords import _and
     cases = []
     for present in itertools.product((False, True), repeat=len(triggers)):
-        required = set(schema.get("required", []))
+        required = dict.fromkeys(schema.get("required", []))  # an ordered set: instance order
         forbidden = set()
         extra = []
         for name, on in zip(triggers, present):
             if on:
-                required.add(name)
-                required.update(deps.get(name, []))
+                required.update(dict.fromkeys([*deps.get(name, []), name]))
                 if name in dep_schemas:
                     extra.append(self.compile(dep_schemas[name], budget))
             else:
                 forbidden.add(name)
-        if required & forbidden:
+        if forbidden.intersection(required):
             continue
         case = self._members(schema, inner, required, forbidden)
         cases.append(_and([case, *extra]) if extra else case)
@@ -148,14 +147,14 @@ def _type_object(self, schema: dict, budget: int):
     return lang
 
 
-def _members(self, schema: dict, inner: int, required: set, forbidden: set):
+def _members(self, schema: dict, inner: int, required: dict, forbidden: set):
     props = {k: v for k, v in schema.get("properties", {}).items() if k not in forbidden}
     patterns = list(schema.get("patternProperties", {}).items())
     if len(patterns) > 3:
         raise _refuse("more than 3 patternProperties", "list the properties explicitly")
     extra_schema = schema.get("additionalProperties", True)
     names_check = _names_dfa(self, schema.get("propertyNames"))
-    names = list(props) + sorted(n for n in required if n not in props)
+    names = list(props) + [n for n in required if n not in props]
     items, exact = [], not names
     for name in names:
         if names_check is not None and not names_check.fullmatch(json.dumps(name, ensure_ascii=False)):
@@ -183,7 +182,7 @@ def _members(self, schema: dict, inner: int, required: set, forbidden: set):
             pn = self.compile(schema["propertyNames"], 0)
             key, exact = rx.both(key, pn.node), exact and pn.exact
         regions.append(rx.seq(key, rx.lit(": "), value.node))
-    extra = rx.alt(*regions) if regions else None
+    extra = rx.unit(rx.alt(*regions)) if regions else None
     return _lang(_object_members(items, extra), exact)
 
 
@@ -206,14 +205,19 @@ def _names_dfa(self, names_schema: Any):
 
 
 def _object_members(items: list, extra: Optional[rx.Node]) -> rx.Node:
-    """``{...}`` with ``items`` (member node, required) in order, then any number of ``extra``."""
-    after = rx.star(rx.seq(SEP, extra)) if extra is not None else rx.EMPTY      # something emitted
-    first = rx.opt(rx.seq(extra, after)) if extra is not None else rx.EMPTY     # nothing emitted yet
+    """``{...}`` with ``items`` (member node, required) in schema order; ``extra`` members may
+    appear in any gap. Size stays quadratic in the number of members (no duplication blow-up)."""
+    gap = rx.star(rx.seq(SEP, extra)) if extra is not None else rx.EMPTY
+    after = gap                                                   # something was emitted
+    first = rx.opt(rx.seq(extra, gap)) if extra is not None else rx.EMPTY   # nothing yet
     for member, required in reversed(items):
-        new_after = rx.seq(SEP, member, after)
-        new_first = rx.seq(member, after)
+        member = rx.unit(member)
+        sep_member = rx.seq(SEP, member)
+        nxt = rx.seq(gap, sep_member if required else rx.opt(sep_member), after)
+        starts = [rx.seq(member, after)]
+        if extra is not None:
+            starts.append(rx.seq(extra, nxt))
         if not required:
-            new_after = rx.alt(new_after, after)
-            new_first = rx.alt(new_first, first)
-        after, first = new_after, new_first
+            starts.append(first)
+        after, first = nxt, rx.alt(*starts)
     return rx.seq(rx.lit("{"), first, rx.lit("}"))

@@ -68,7 +68,7 @@ class KeywordCompiler:
             raise _refuse(f"keyword(s) {unknown}", "remove them or express them with supported keywords")
         parts: list[Lang] = []
         if "$ref" in schema:
-            parts.append(self.compile_ref(schema["$ref"], budget))
+            parts.append(self.compile_ref(schema, budget))
         for sub in schema.get("allOf", []):
             parts.append(self.compile(sub, budget))
         if "anyOf" in schema:
@@ -172,15 +172,21 @@ class KeywordCompiler:
 
     def _type_integer(self, schema: dict, budget: int) -> Lang:
         lo, hi = _int_bounds(schema)
-        if "multipleOf" in schema:
-            return self._multiple_of(schema, lo, hi)
         if lo is None and hi is None:
-            return Lang(J.integer_any(), True)
-        return Lang(J.int_range(lo, hi), False)
+            lang = Lang(J.integer_any(), "multipleOf" not in schema)
+        else:
+            lang = Lang(J.int_range(lo, hi), False)
+        if "multipleOf" in schema:
+            lang = Lang(rx.both(lang.node, self._multiple_of(schema["multipleOf"], True)), False)
+        return lang
 
     def _type_number(self, schema: dict, budget: int) -> Lang:
+        lang = self._number_bounds(schema)
         if "multipleOf" in schema:
-            return self._multiple_of(schema, *_int_bounds(schema))
+            lang = Lang(rx.both(lang.node, self._multiple_of(schema["multipleOf"], False)), False)
+        return lang
+
+    def _number_bounds(self, schema: dict) -> Lang:
         bounds = [k for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema]
         if not bounds:
             return Lang(J.number_any(), True)
@@ -196,14 +202,17 @@ class KeywordCompiler:
                       rx.seq(rx.lit("-"), J.nat_range(neg_lo, neg_hi), J.FRAC_NONZERO))
         return Lang(rx.alt(integral, frac), False)
 
-    def _multiple_of(self, schema: dict, lo: Optional[int], hi: Optional[int]) -> Lang:
-        step = schema["multipleOf"]
-        if not float(step).is_integer() or lo is None or hi is None or (hi - lo) // int(step) > 2000:
-            raise _refuse("multipleOf without tight integer bounds",
-                          "use an integer multipleOf with minimum and maximum (≤ 2000 multiples), or an enum")
-        step = int(step)
-        first = -(-lo // step) * step
-        return Lang(rx.alt(*(rx.lit(str(v)) for v in range(first, hi + 1, step))), False)
+    def _multiple_of(self, step: float, integer: bool) -> rx.Node:
+        """Canonical spellings of multiples of ``step`` (integers, or powers of ten like 0.01)."""
+        if float(step).is_integer() and 0 < step <= 10_000:
+            return rx.multiples_of(int(step))
+        if 0 < step < 1 and float(1 / step).is_integer() and str(int(1 / step)).rstrip("0") == "1":
+            places = len(str(int(1 / step))) - 1  # at most `places` decimals
+            if integer:
+                return rx.seq(J.NEG, J.NAT)
+            return rx.seq(J.NEG, J.NAT, rx.opt(rx.alt(rx.lit(".0"), rx.seq(
+                rx.lit("."), rx.rep(J.DIGIT, 0, places - 1), J.NONZERO))))
+        raise _refuse(f"multipleOf {step}", "use an integer, or a power of ten such as 0.01")
 
     # arrays and objects live in json_containers (kept separate for size)
     from .json_containers import _contains, _count_list, _members, _type_array, _type_object  # noqa: E402, I001

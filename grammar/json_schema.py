@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urljoin
 from typing import Any, Optional
 
 from . import json_values as J
 from . import rx
 from .errors import GrammarError
-from .json_keywords import ANNOTATIONS, KeywordCompiler, Lang
+from .json_keywords import KeywordCompiler, Lang
 
 logger = logging.getLogger(__name__)
+ROOT_URI = "https://sglc.invalid/root.json"  # base URI of a schema without $id
 FREE_DEPTH = 2          # nesting of free-form JSON values inside schemas
 JSON_OBJECT_DEPTH = 4   # nesting of the json_object kind
 MAX_RECURSION = 3       # unrollings of a recursive $ref
@@ -59,8 +61,8 @@ class SchemaCompiler(KeywordCompiler):
         self._active: set[tuple[int, int]] = set()
         self._stack: list[int] = []
         self._any: dict[int, rx.Node] = {}
-        self._anchors = _collect_anchors(root)
-        _check_ids(root)
+        self._uris, self._bases = _index(root)
+        self._uris.setdefault(ROOT_URI, root)
 
     # -- universes -------------------------------------------------------------------------
     def free_value(self) -> rx.Node:
@@ -126,27 +128,27 @@ class SchemaCompiler(KeywordCompiler):
         self._memo[key] = lang
         return lang
 
-    def compile_ref(self, ref: str, budget: int) -> Lang:
-        """Compile a ``$ref``; re-entering a schema being expanded costs one unit of budget."""
-        target = self.resolve_ref(ref)
+    def compile_ref(self, schema: dict, budget: int) -> Lang:
+        """Compile ``schema["$ref"]``; re-entering a schema being expanded costs one budget unit."""
+        target = self.resolve_ref(schema["$ref"], self._bases.get(id(schema), ROOT_URI))
         if id(target) in self._stack:
             if budget == 0:
                 return Lang(rx.NOTHING, False)
             budget -= 1
         return self.compile(target, budget)
 
-    def resolve_ref(self, ref: str) -> Any:
-        """The subschema a ``$ref`` points to (local JSON pointers and ``$anchor`` names)."""
-        root_id = self.root.get("$id") if isinstance(self.root, dict) else None
-        if isinstance(root_id, str) and ref.startswith(root_id.split("#")[0]) and root_id:
-            ref = ref[len(root_id.split("#")[0]):] or "#"
-        if ref in self._anchors:
-            return self._anchors[ref]
-        if not ref.startswith("#"):
-            raise GrammarError(f"$ref {ref!r} points outside this schema; inline it under $defs "
-                               "and use '#/$defs/...' (remote references are not fetched)")
-        target = self.root
-        for raw in filter(None, ref[1:].split("/")):
+    def resolve_ref(self, ref: str, base: str = "") -> Any:
+        """The subschema ``ref`` points to: resources by ``$id``, anchors, JSON pointers."""
+        base = base or ROOT_URI
+        uri = base.split("#")[0] + ref if ref.startswith("#") else urljoin(base, ref)
+        resource_uri, _, fragment = uri.partition("#")
+        if fragment and not fragment.startswith("/") and uri in self._uris:
+            return self._uris[uri]
+        target = self._uris.get(resource_uri)
+        if target is None:
+            raise GrammarError(f"$ref {ref!r} points outside this schema (remote references are not "
+                               "fetched); inline the target under $defs and use '#/$defs/...'")
+        for raw in fragment.split("/")[1:] if fragment else []:
             part = _unescape(raw)
             try:
                 target = target[int(part)] if isinstance(target, list) else target[part]
@@ -160,29 +162,33 @@ def _unescape(part: str) -> str:
     return unquote(part).replace("~1", "/").replace("~0", "~")
 
 
-def _walk(schema: Any, path: str = ""):
+_NOT_SCHEMAS = {"enum", "const", "default", "examples"}
+
+
+def _walk(schema: Any, path: str = "", base: str = ""):
+    """Yield (pointer, subschema, base URI) for every subschema (``$id`` changes the base)."""
     if isinstance(schema, dict):
-        yield path, schema
+        sid = schema.get("$id")
+        if isinstance(sid, str):
+            base = (sid if ":" in sid.split("/")[0] else urljoin(base, sid)).split("#")[0]
+        yield path, schema, base
         for k, v in schema.items():
-            if k in ("enum", "const") or k in ANNOTATIONS:
-                continue
-            yield from _walk(v, f"{path}/{k}")
+            if k not in _NOT_SCHEMAS:
+                yield from _walk(v, f"{path}/{k}", base)
     elif isinstance(schema, list):
         for i, v in enumerate(schema):
-            yield from _walk(v, f"{path}/{i}")
+            yield from _walk(v, f"{path}/{i}", base)
 
 
-def _collect_anchors(root: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for _, sub in _walk(root):
-        anchor = sub.get("$anchor")
-        if isinstance(anchor, str):
-            out["#" + anchor] = sub
-    return out
-
-
-def _check_ids(root: Any) -> None:
-    for path, sub in _walk(root):
-        if path and "$id" in sub:
-            raise GrammarError(f"nested $id at {path or '/'} (an embedded schema resource) is not "
-                               "supported; move it under $defs without $id")
+def _index(root: Any) -> tuple[dict[str, Any], dict[int, str]]:
+    """URI → schema for every resource (``$id``) and anchor; and each subschema's base URI."""
+    uris: dict[str, Any] = {}
+    bases: dict[int, str] = {}
+    for _, sub, base in _walk(root, "", ROOT_URI):
+        bases[id(sub)] = base
+        if isinstance(sub.get("$id"), str):
+            uris.setdefault(base, sub)
+        for key in ("$anchor", "$dynamicAnchor"):
+            if isinstance(sub.get(key), str):
+                uris.setdefault(f"{base}#{sub[key]}", sub)
+    return uris, bases

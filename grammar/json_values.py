@@ -73,6 +73,8 @@ def encode_node(node: rx.Node) -> rx.Node:
         return ("rep", encode_node(node[1]), node[2], node[3])
     if kind == "unit":
         return ("unit", encode_node(node[1]))
+    if kind == "mod":
+        return node
     return (kind, encode_node(node[1]), encode_node(node[2]))
 
 

@@ -7,6 +7,7 @@ Nodes::
     ("alt", (node, ...))         alternation ("alt", ()) is the empty language
     ("rep", node, min, max)      repetition, max None for unbounded
     ("and", a, b) / ("diff", a, b)   intersection / difference (done on DFAs)
+    ("mod", k)                   integer spellings -?(0|[1-9][0-9]*) of multiples of k
     ("unit", node)               same language; compiled once to a minimal DFA and embedded
                                  (keeps shared subtrees such as nested JSON values small)
 """
@@ -112,3 +113,8 @@ ANY_CHAR: Node = ("chars", ((0, MAX_CP),))
 def unit(node: Node) -> Node:
     """Mark ``node`` to be determinized and minimized on its own, once per compile."""
     return node if node[0] in ("unit", "chars") else ("unit", node)
+
+
+def multiples_of(k: int) -> Node:
+    """Plain integer spellings of the multiples of ``k`` (a cyclic automaton; not a regex)."""
+    return ("mod", int(k))
