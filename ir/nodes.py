@@ -9,6 +9,7 @@ printer, verifier and interpreters are visitors; nobody writes ``isinstance`` ch
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -156,6 +157,15 @@ NODE_KINDS: dict[str, type[Node]] = {
     cls.kind: cls for cls in (Text, Argument, Gen, Select, Fork, GetForkItem, Join, RoleBegin, RoleEnd,
                               Image, VarRef)
 }
+
+
+def _node_hash(node: Node) -> int:
+    return hash((node.kind, node.stream, json.dumps(node.attrs(), sort_keys=True, default=str)))
+
+
+for _cls in NODE_KINDS.values():
+    # NOTE: the generated field hash fails on Gen.params (a dict); hash the JSON form instead.
+    _cls.__hash__ = _node_hash  # type: ignore[method-assign,assignment]
 
 
 class NodeVisitor:
