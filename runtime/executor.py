@@ -1,6 +1,8 @@
 """Runs a ``ScheduleBatch`` on the model: builds the ``ForwardBatch``, samples, computes logprobs."""
 from __future__ import annotations
 
+from array import array
+
 import torch
 
 from .forward_batch import ForwardBatch, ForwardMode
@@ -64,7 +66,7 @@ class ModelExecutor:
             seq.append(e.prefix_len + n)
             ext.append(n)
         dev = self.runner.device
-        t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
+        t = lambda x, dt=torch.long: _to_device(x, dt, dev)  # noqa: E731
         fb = ForwardBatch(
             mode=ForwardMode.DECODE if sb.decode else ForwardMode.EXTEND,
             input_ids=t(ids), positions=t(pos), out_cache_loc=t(loc),
@@ -99,3 +101,15 @@ def _with_rank(lp_rows):
 def _top(logprobs: torch.Tensor, k: int) -> list[tuple[float, int]]:
     vals, idx = logprobs.topk(k)
     return list(zip(vals.tolist(), idx.tolist()))
+
+
+def _to_device(x: list[int], dtype: torch.dtype, device) -> torch.Tensor:
+    """A list of ints as a device tensor.
+
+    NOTE: ``torch.tensor(list)`` costs ~35 ns per element; the KV index list of a large decode batch has
+    ~200k entries (~8 ms per step). ``array`` + ``frombuffer`` is ~5x faster.
+    """
+    if len(x) < 4096:
+        return torch.tensor(x, dtype=dtype, device=device)
+    host = torch.frombuffer(array("q", x), dtype=torch.long)
+    return host.to(device=device, dtype=dtype)
