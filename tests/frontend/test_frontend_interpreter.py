@@ -190,3 +190,8 @@ def test_dump_ir_logs_the_traced_graph(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="sglc.ir_dump"):
         tip_suggestion.trace()
     assert "IR after trace:" in caplog.text and "%3 = fork @s0 n=2  # test_frontend_trace.py:" in caplog.text
+
+
+def test_runtime_launcher_reports_a_failed_server():
+    with pytest.raises(RuntimeError, match="sglc serve exited with status 2"):
+        sgl.Runtime(model_path="/nonexistent/model.gguf", start_timeout=60)
