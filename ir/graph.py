@@ -41,6 +41,20 @@ class Graph:
         self._tails[sid] = None
         return sid
 
+    def declare_stream(self, sid: str) -> None:
+        """Make ``sid`` known (possibly empty), e.g. when a pass rebuilds a graph, so that
+        :meth:`new_stream` numbering stays stable."""
+        self._tails.setdefault(sid, None)
+
+    @property
+    def next_id(self) -> int:
+        """The id :meth:`add` gives the next node when none is passed."""
+        return self._next_id
+
+    def reserve_ids(self, upto: int) -> None:
+        """Never hand out ids below ``upto`` (keeps ids of a rebuilt graph disjoint from removed ones)."""
+        self._next_id = max(self._next_id, upto)
+
     def add(self, node: Node, nid: int | None = None) -> int:
         """Append ``node`` to its stream (a ``stream`` edge from the stream's tail); return its id."""
         if nid is None:

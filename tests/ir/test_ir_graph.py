@@ -172,3 +172,11 @@ def test_ir_imports_nothing_of_ours_or_torch():
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_rebuild_helpers_keep_numbering_stable():
+    g = ir.Graph("p")
+    g.declare_stream("s1")
+    g.reserve_ids(10)
+    assert g.new_stream() == "s2"
+    assert g.add(ir.Text(stream="s0", text="a")) == 10 and g.next_id == 11
