@@ -113,10 +113,12 @@ class SglFunction:
         sampling.pop("return_text_in_logprobs", None)
         return arguments, to_params(**sampling)
 
-    def run(self, *args: Any, stream: bool = False, backend: Any = None, **kwargs: Any) -> ProgramState:
+    def run(self, *args: Any, stream: bool = False, backend: Any = None, use_thread: bool = True,
+            **kwargs: Any) -> ProgramState:
         """Run eagerly. ``kwargs`` are program arguments or run-wide sampling defaults
         (``temperature=0``, ``max_new_tokens=64``, ...). With ``stream=True`` it returns at once;
-        iterate ``state.text_iter()``."""
+        iterate ``state.text_iter()``. ``use_thread`` is accepted for SGLang compatibility."""
+        del use_thread  # NOTE: streams always run on their own threads here
         arguments, defaults = self._split(args, kwargs)
         return self._run(arguments, defaults, resolve_backend(backend), stream, raise_errors=True)
 
