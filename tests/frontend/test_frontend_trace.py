@@ -183,3 +183,27 @@ def test_trace_error_for_unknown_variable_and_symbolic_params():
         unknown.trace()
     with pytest.raises(sgl.TraceError, match="sampling parameter max_new_tokens is a traced value"):
         symbolic_param.trace()
+
+
+def test_role_spellings_trace_identically():
+    @sgl.function
+    def with_block(s, q):
+        with s.user():
+            s += q
+        with s.assistant():
+            s += sgl.gen("a", max_tokens=2)
+
+    @sgl.function
+    def begin_end(s, q):
+        s += sgl.user_begin() + q + sgl.user_end()
+        s += sgl.assistant_begin()
+        s += sgl.gen("a", max_tokens=2)
+        s += sgl.assistant_end()
+
+    @sgl.function
+    def wrapped(s, q):
+        s += sgl.user(q)
+        s += sgl.assistant(sgl.gen("a", max_tokens=2))
+
+    texts = {ir.print_graph(p.trace()).split("\n", 1)[1] for p in (with_block, begin_end, wrapped)}
+    assert len(texts) == 1
