@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,24 @@ def check_args(args: ServerArgs) -> None:
     if args.shutdown_timeout < 0:
         raise EngineError("--shutdown-timeout must be >= 0")
     RuntimeConfig.from_kwargs(**engine_options(args))  # raises EngineError naming the option
+    for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if port is not None:
+            _check_port_free(flag, args.host, port)
+    if args.device.startswith("cuda"):
+        from runtime.config import resolve_device
+
+        resolve_device(args.device)  # EngineError when CUDA is absent
+
+
+def _check_port_free(flag: str, host: str, port: int) -> None:
+    """Fail before loading the model when a port is taken (uvicorn/gRPC would only notice after)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise EngineError(f"{flag} {port}: cannot listen on {host}:{port} ({err.strerror}); "
+                              "pick a free port") from err
 
 
 def setup_logging(level: str) -> None:
@@ -111,42 +130,50 @@ def _served_name(args: ServerArgs) -> str:
 async def _serve(args: ServerArgs) -> int:
     from runtime.engine import Engine
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # NOTE: before loading, so a signal during load exits cleanly
+        loop.add_signal_handler(sig, stop.set)
+    logger.info("loading the engine (%s)", args.model_path or "embedded SmolLM2-135M-Instruct")
+    engine = await asyncio.to_thread(lambda: Engine(**engine_options(args)))
+    try:
+        if not stop.is_set():
+            await _serve_engine(args, engine, stop)
+    finally:
+        await asyncio.to_thread(engine.shutdown)
+    return 0
+
+
+async def _serve_engine(args: ServerArgs, engine: Any, stop: asyncio.Event) -> None:
+    """Serve ``engine`` over HTTP (and gRPC) until ``stop`` is set, then drain."""
     from . import chat_template as templates
     from .grpc_server import set_not_serving, start_grpc_server
     from .http_server import ServerState, create_app
 
-    logger.info("loading the engine (%s)", args.model_path or "embedded SmolLM2-135M-Instruct")
-    engine = await asyncio.to_thread(lambda: Engine(**engine_options(args)))
-    try:
-        template = templates.resolve(args.chat_template, getattr(engine, "tokenizer", None))
-        state = ServerState(engine=engine, api_key=args.api_key, chat_template=template,
-                            served_model_name=_served_name(args))
-        grpc_server = None
-        if args.grpc_port is not None:
-            grpc_server, _ = await start_grpc_server(engine, args.host, args.grpc_port, args.api_key, template)
-        config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level.lower(),
-                                timeout_graceful_shutdown=max(1, int(args.shutdown_timeout)), access_log=False)
-        http = _Server(config)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        http_task = asyncio.ensure_future(http.serve())
-        logger.info("serving HTTP on http://%s:%d", args.host, args.port)
-        await asyncio.wait([http_task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if http_task.done() and not stop.is_set():
-            http_task.result()  # re-raise a startup failure (e.g. the port is taken)
-            raise EngineError(f"the HTTP server on port {args.port} stopped unexpectedly")
-        logger.info("shutting down: draining in-flight requests (up to %.0f s)", args.shutdown_timeout)
-        state.draining = True
+    template = templates.resolve(args.chat_template, getattr(engine, "tokenizer", None))
+    state = ServerState(engine=engine, api_key=args.api_key, chat_template=template,
+                        served_model_name=_served_name(args))
+    grpc_server = None
+    if args.grpc_port is not None:
+        grpc_server, _ = await start_grpc_server(engine, args.host, args.grpc_port, args.api_key, template)
+    config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level.lower(),
+                            timeout_graceful_shutdown=max(1, int(args.shutdown_timeout)), access_log=False)
+    http = _Server(config)
+    http_task = asyncio.ensure_future(http.serve())
+    logger.info("serving HTTP on http://%s:%d", args.host, args.port)
+    await asyncio.wait([http_task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if http_task.done() and not stop.is_set():
         if grpc_server is not None:
-            await set_not_serving(grpc_server)
-        http.should_exit = True
-        await asyncio.gather(http_task, grpc_server.stop(args.shutdown_timeout) if grpc_server else _noop())
-        logger.info("all servers stopped")
-    finally:
-        await asyncio.to_thread(engine.shutdown)
-    return 0
+            await grpc_server.stop(0)
+        http_task.result()  # re-raise a startup failure (e.g. the port is taken)
+        raise EngineError(f"the HTTP server on port {args.port} stopped unexpectedly")
+    logger.info("shutting down: draining in-flight requests (up to %.0f s)", args.shutdown_timeout)
+    state.draining = True
+    if grpc_server is not None:
+        await set_not_serving(grpc_server)
+    http.should_exit = True
+    await asyncio.gather(http_task, grpc_server.stop(args.shutdown_timeout) if grpc_server else _noop())
+    logger.info("all servers stopped")
 
 
 async def _noop() -> None:
@@ -187,7 +214,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--mem-fraction-static", type=float, help="GPU memory fraction for weights + KV pool")
     e.add_argument("--quantization", help="weight quantization (not implemented yet: fails if given)")
     e.add_argument("--disable-radix-cache", action="store_true", help="no prefix caching")
-    e.add_argument("--attention-backend", help="auto | torch | triton | flashinfer")
+    e.add_argument("--attention-backend", choices=["auto", "torch", "triton", "flashinfer"])
     e.add_argument("--max-running-requests", type=int, help="cap on the running batch")
     e.add_argument("--chunked-prefill-size", type=int, help="max prompt tokens prefilled per step")
     e.add_argument("--max-total-tokens", type=int, help="KV pool size in tokens (CPU budget)")

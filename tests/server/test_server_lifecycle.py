@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,15 @@ def test_unsupported_flags_fail_fast(args: list[str], needle: str) -> None:
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "error" in r.stderr
     assert time.monotonic() - t0 < 30  # no model was loaded
+
+
+def test_port_in_use_fails_fast() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = _sglc("serve", "--port", str(port))
+    assert r.returncode == 2 and f"--port {port}" in r.stderr and "in use" in r.stderr, r.stderr
 
 
 @pytest.mark.kills_server  # conftest runs it after every other test: it stops the shared server
