@@ -124,7 +124,8 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         flops = sum(4 * e * (p + (e + 1) / 2) * H * D for p, e in zip(prefix, ext))
         row = {"case": name, "q_tokens": sum(ext), "kv_tokens": sum(seq)}
         best = None
-        for cfg in configs or [extend_block_config(D)]:
+        heavy = sum(prefix) >= 4 * sum(ext)
+        for cfg in configs or [extend_block_config(D, prefix_heavy=heavy)]:
             fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
                                                     D ** -0.5, config=c)
             try:

@@ -24,6 +24,7 @@ class TritonAttnMeta:
 
     mode: ForwardMode
     max_extend_len: int = 0
+    prefix_heavy: bool = False
     num_splits: int = 1
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
@@ -52,7 +53,8 @@ class TritonAttentionBackend(AttentionBackend):
             batch.attn_meta = TritonAttnMeta(ForwardMode.DECODE, num_splits=splits)
         else:
             max_ext = max(batch.extend_lens_cpu) if batch.extend_lens_cpu else batch.num_tokens
-            batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext)
+            heavy = sum(batch.prefix_lens_cpu) >= 4 * max(1, sum(batch.extend_lens_cpu))
+            batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext, prefix_heavy=heavy)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -78,6 +80,7 @@ class TritonAttentionBackend(AttentionBackend):
                                  batch.kv_indices, bufs[0], bufs[1], layer.scaling)
         else:
             extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr,
-                                 batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling)
+                                 batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling,
+                                 prefix_heavy=meta.prefix_heavy)
         return o
 

@@ -69,7 +69,8 @@ def test_decode_kernel(device, lens, h, hkv, d, splits):
 
 
 @pytest.mark.parametrize("prefix,ext,h,hkv,d", EXTEND_CASES)
-def test_extend_kernel(device, prefix, ext, h, hkv, d):
+@pytest.mark.parametrize("heavy", [False, True])  # both block configs (plain prefill / prefix-heavy)
+def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy):
     from runtime.attention.triton_ops.extend_attention import extend_attention_fwd
 
     dtype = kv_dtype(device)
@@ -79,7 +80,7 @@ def test_extend_kernel(device, prefix, ext, h, hkv, d):
     q = torch.randn(sum(ext), h, d, dtype=dtype, device=device)
     o = torch.full_like(q, float("nan"))
     scale = d ** -0.5
-    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale)
+    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, prefix_heavy=heavy)
     for i in range(len(ext)):
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         qi = q[qo_indptr[i]:qo_indptr[i + 1]]

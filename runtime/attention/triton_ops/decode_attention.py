@@ -138,7 +138,7 @@ def alloc_decode_buffers(batch_size: int, num_heads: int, head_dim: int, num_spl
 def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
                          mid_lse: torch.Tensor, sm_scale: float, block_n: int = 64,
-                         min_split: int = 64, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                         min_split: int = 64, num_warps: int | None = None, num_stages: int = 3) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
     ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension fixes ``S``.
@@ -149,6 +149,11 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     num_splits = mid_lse.shape[-1]
     assert k_buffer.stride(-1) == 1 and v_buffer.stride(-1) == 1 and q.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
+    # NOTE: defaults from the H100 sweep (bench_kernels.py --decode-sweep, docs/gpu.md): 3 pipeline stages
+    # over 64-token blocks won at every batch size (bs 32: 41 -> 30 us; bs 256 x 800: 374 -> 315 us);
+    # 8 warps only when there are few programs (batch-1 shapes).
+    if num_warps is None:
+        num_warps = 8 if batch * num_kv_heads * num_splits <= 64 else 4
     # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
     block_h = max(16, triton.next_power_of_2(group))
     _decode_stage1[(batch, num_kv_heads, num_splits)](

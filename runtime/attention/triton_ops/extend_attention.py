@@ -102,11 +102,17 @@ def _extend_fwd(
              out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
-def extend_block_config(head_dim: int, device: torch.device | str | None = None) -> tuple[int, int, int, int]:
-    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for this head size and device."""
+def extend_block_config(head_dim: int, device: torch.device | str | None = None,
+                        prefix_heavy: bool = False) -> tuple[int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for this head size, device and batch shape.
+
+    NOTE: from the H100 sweep (docs/gpu.md): plain prefill 8x1024 peaks with 128-row query blocks
+    (233 TFLOP/s); batches that are mostly cached prefix (few new tokens over long KV: few-shot, fork) with
+    64-row blocks, twice as many programs (221 vs 157 TFLOP/s; FlashInfer 190).
+    """
     major = torch.cuda.get_device_capability(device)[0] if torch.cuda.is_available() else 0
     if major >= 9 and head_dim <= 128:
-        return 128, 64, 8, 2
+        return (64, 64, 4, 3) if prefix_heavy else (128, 64, 4, 3)
     if head_dim <= 128:
         return 64, 64, 4, 2
     return 64, 32, 4, 1
@@ -115,7 +121,8 @@ def extend_block_config(head_dim: int, device: torch.device | str | None = None)
 def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
                          qo_indptr: torch.Tensor, kv_indptr: torch.Tensor, kv_indices: torch.Tensor,
                          max_extend_len: int, sm_scale: float,
-                         config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                         config: tuple[int, int, int, int] | None = None,
+                         prefix_heavy: bool = False) -> torch.Tensor:
     """Causal extend attention. ``q``/``o``: ``[T, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``
     (this pass's K/V already stored); ``max_extend_len`` sizes the grid (a host int)."""
     num_tokens, num_heads, head_dim = q.shape
@@ -124,7 +131,7 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         return o
     group = num_heads // k_buffer.shape[1]
     assert k_buffer.stride(-1) == 1 and v_buffer.stride(-1) == 1 and q.stride(-1) == 1
-    block_m, block_n, num_warps, num_stages = config or extend_block_config(head_dim, q.device)
+    block_m, block_n, num_warps, num_stages = config or extend_block_config(head_dim, q.device, prefix_heavy)
     grid = (batch, num_heads, triton.cdiv(max_extend_len, block_m))
     _extend_fwd[grid](
         q, k_buffer, v_buffer, o, qo_indptr, kv_indptr, kv_indices,
