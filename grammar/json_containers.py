@@ -109,6 +109,8 @@ def _count_list(self, hit: rx.Node, other: rx.Node, least: int, most: Optional[i
 def _type_object(self, schema: dict, budget: int):
     inner = budget
     schema = dict(schema)
+    if self.strict and "additionalProperties" not in schema and "unevaluatedProperties" not in schema:
+        schema["additionalProperties"] = False
     uneval = schema.pop("unevaluatedProperties", True)
     if uneval is not True:
         if _has_in_place(schema):

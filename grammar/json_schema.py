@@ -30,18 +30,24 @@ JSON_OBJECT_DEPTH = 4   # nesting of the json_object kind
 MAX_RECURSION = 3       # unrollings of a recursive $ref
 
 
-def schema_text_to_rx(text: str) -> rx.Node:
-    """Parse JSON-schema text and compile it (the ``json_schema`` constraint kind)."""
+def schema_text_to_rx(text: str, strict: bool = True) -> rx.Node:
+    """Parse JSON-schema text and compile it (the ``json_schema`` constraint kind).
+
+    ``strict`` (the default for generation): an object schema that does not mention
+    ``additionalProperties``/``unevaluatedProperties`` allows no extra properties. Write
+    ``"additionalProperties": true`` to get the JSON-Schema default back.
+    """
     try:
         schema = json.loads(text)
     except ValueError as e:
         raise GrammarError(f"the json_schema constraint is not valid JSON: {e}") from None
-    return schema_to_rx(schema)
+    return schema_to_rx(schema, strict=strict)
 
 
-def schema_to_rx(schema: Any, free_depth: int = FREE_DEPTH, max_recursion: int = MAX_RECURSION) -> rx.Node:
-    """Compile a parsed JSON schema (dict or bool) to the ``rx`` IR."""
-    return SchemaCompiler(schema, free_depth).compile(schema, max_recursion).node
+def schema_to_rx(schema: Any, free_depth: int = FREE_DEPTH, max_recursion: int = MAX_RECURSION,
+                 strict: bool = False) -> rx.Node:
+    """Compile a parsed JSON schema (dict or bool) to the ``rx`` IR (``strict``: see above)."""
+    return SchemaCompiler(schema, free_depth, strict).compile(schema, max_recursion).node
 
 
 def json_object_rx(depth: int = JSON_OBJECT_DEPTH) -> rx.Node:
@@ -53,9 +59,10 @@ def json_object_rx(depth: int = JSON_OBJECT_DEPTH) -> rx.Node:
 class SchemaCompiler(KeywordCompiler):
     """Walks one schema document; ``compile(subschema, budget)`` is the recursive entry."""
 
-    def __init__(self, root: Any, free_depth: int) -> None:
+    def __init__(self, root: Any, free_depth: int, strict: bool = False) -> None:
         super().__init__()
         self.root = root
+        self.strict = strict
         self.free_depth = free_depth
         self._memo: dict[tuple[int, int], Lang] = {}
         self._active: set[tuple[int, int]] = set()

@@ -22,8 +22,12 @@ HP_REGEX = (
 IPV4_REGEX = r"((25[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(25[0-5]|2[0-4]\d|[01]?\d\d?)"
 
 
-def random_walk(fsm, rng: random.Random, max_steps: int = 300, eos_prob: float = 0.3):
-    """Sample uniformly among allowed tokens until EOS/termination; returns (bytes, finished)."""
+def random_walk(fsm, rng: random.Random, max_steps: int = 300, eos_prob: float = 0.3, bias: float = 0.0):
+    """Sample uniformly among allowed tokens until EOS/termination; returns (bytes, finished).
+
+    With probability ``bias`` a step samples only among short structural tokens (quotes,
+    brackets, digits), so free-text strings end within a few hundred steps.
+    """
     m = fsm.matcher()
     out = bytearray()
     eos = fsm.info.eos_token_id
@@ -35,9 +39,26 @@ def random_walk(fsm, rng: random.Random, max_steps: int = 300, eos_prob: float =
             tid = eos
         else:
             choices = allowed[allowed != eos]
+            if bias and rng.random() < bias:
+                short = choices[_structural_ids(fsm.info)[choices]]
+                choices = short if len(short) else choices
             tid = int(choices[rng.randrange(len(choices))])
         assert m.accept_token(tid)
         if tid == eos:
             return bytes(out), True
         out += fsm.info.token_bytes[tid]
     return bytes(out), False
+
+
+_STRUCTURAL: dict = {}
+
+
+def _structural_ids(info):
+    """Boolean array over the vocabulary: short tokens with quotes, brackets or digits."""
+    table = _STRUCTURAL.get(id(info))
+    if table is None:
+        import numpy as np
+        table = np.array([bool(b) and len(b) <= 3 and any(c in b'"]},:0123456789tfn' for c in b)
+                          for b in info.token_bytes])
+        _STRUCTURAL[id(info)] = table
+    return table
