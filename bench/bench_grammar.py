@@ -1,0 +1,175 @@
+"""Grammar benchmark: compile time, mask time per token, jump-forward steps (sglc vs others).
+
+Run: .venv/bin/python bench/bench_grammar.py   (optional: xgrammar, llguidance, outlines-core)
+Prints a table; results are recorded in docs/grammar.md ("Measured").
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HP_REGEX = (
+    r"""\{\n    "name": "[\w\d\s]{1,16}",\n    "house": "(Gryffindor|Slytherin|Ravenclaw|Hufflepuff)",\n"""
+    r"""    "blood status": "(Pure-blood|Half-blood|Muggle-born)",\n"""
+    r"""    "occupation": "(student|teacher|auror|ministry of magic|death eater|order of the phoenix)",\n"""
+    r"""    "wand": \{\n        "wood": "[\w\d\s]{1,16}",\n        "core": "[\w\d\s]{1,16}",\n"""
+    r"""        "length": [0-9]{1,2}\.[0-9]{0,2}\n    \},\n    "alive": "(Alive|Deceased)",\n"""
+    r"""    "patronus": "[\w\d\s]{1,16}",\n    "bogart": "[\w\d\s]{1,16}"\n\}"""
+)
+HP_TEXT = ('{\n    "name": "Harry Potter",\n    "house": "Gryffindor",\n    "blood status": "Half-blood",\n'
+           '    "occupation": "student",\n    "wand": {\n        "wood": "Holly",\n        "core": "Phoenix feather",\n'
+           '        "length": 11.0\n    },\n    "alive": "Alive",\n    "patronus": "Stag",\n    "bogart": "Dementor"\n}')
+IPV4 = r"((25[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(25[0-5]|2[0-4]\d|[01]?\d\d?)"
+NESTED = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    "address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"}}, "required": ["street", "city", "zip"]},
+    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+    "verified": {"type": "boolean"}}, "required": ["name", "age", "address", "tags", "verified"]}
+NESTED_TEXT = json.dumps({"name": "Ada Lovelace", "age": 36, "address": {"street": "12 St James's Square",
+                          "city": "London", "zip": "10001"}, "tags": ["math", "poetry"], "verified": True})
+GENERIC_TEXT = json.dumps({"id": 7, "items": [{"k": "a", "v": [1, 2.5, None]}, {"k": "b", "v": []}],
+                           "ok": False, "note": "généralement"}, ensure_ascii=False)
+CASES = [("ipv4 regex", "regex", IPV4, "192.168.10.254"), ("harry potter regex", "regex", HP_REGEX, HP_TEXT),
+         ("nested json schema", "json_schema", json.dumps(NESTED), NESTED_TEXT),
+         ("generic json", "json_object", "", GENERIC_TEXT)]
+
+
+def stats_us(samples: list[float]) -> tuple[float, float]:
+    arr = np.array(samples) * 1e6
+    return float(arr.mean()), float(np.percentile(arr, 99))
+
+
+def bench_sglc(tok, kind, source, text):
+    from grammar import GrammarCompiler, TokenizerInfo, bitmask_width
+    info = TokenizerInfo.from_hf(tok)
+    t0 = time.perf_counter()
+    fsm = GrammarCompiler(disk=False).compile(kind, source, info)
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    ids = tok.encode(text, add_special_tokens=False)
+    row = np.zeros(bitmask_width(info.vocab_size), dtype=np.int32)
+    passes = []
+    for _ in range(2):  # pass 1: first visits index free-text states lazily; pass 2: warm
+        m, times = fsm.matcher(), []
+        for tid in ids + [info.eos_token_id]:
+            t = time.perf_counter()
+            m.fill_bitmask(row)
+            times.append(time.perf_counter() - t)
+            assert (row[tid // 32] >> (tid % 32)) & 1 and m.accept_token(tid), "sample rejected"
+        passes.append(stats_us(times))
+    t0 = time.perf_counter()
+    fsm.precompute()
+    pre_ms = (time.perf_counter() - t0) * 1e3
+    return dict(compile_ms=compile_ms, precompute_ms=pre_ms, cold=passes[0], warm=passes[1], tokens=len(ids))
+
+
+def jump_forward_steps(tok, kind, source, text):
+    """Forward passes with jump-forward: sampled tokens (one forward each) vs forced insertions."""
+    from grammar import TokenizerInfo, compile_constraint
+    fsm = compile_constraint(kind, source, TokenizerInfo.from_hf(tok))
+    m, pos, sampled, jumps = fsm.matcher(), 0, 0, 0
+    while pos < len(text):
+        forced = m.forced_string()
+        if forced:
+            assert text.startswith(forced, pos) and m.accept_string(forced)
+            pos, jumps = pos + len(forced), jumps + 1
+            continue
+        tid = tok.encode(text[pos:], add_special_tokens=False)[0]
+        piece = tok.decode([tid])
+        assert m.accept_token(tid), (text[pos:], piece)
+        pos, sampled = pos + len(piece), sampled + 1
+    return sampled + 1, jumps  # +1: the final EOS step
+
+
+def bench_xgrammar(tok, kind, source, text):
+    import xgrammar as xgr
+    info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
+    t0 = time.perf_counter()
+    comp = xgr.GrammarCompiler(info, cache_enabled=False)
+    compiled = {"regex": lambda: comp.compile_regex(source), "json_schema": lambda: comp.compile_json_schema(source),
+                "json_object": lambda: comp.compile_builtin_json_grammar()}[kind]()
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    matcher = xgr.GrammarMatcher(compiled)
+    bitmask = xgr.allocate_token_bitmask(1, info.vocab_size)
+    times = []
+    for tid in tok.encode(text, add_special_tokens=False):
+        t = time.perf_counter()
+        matcher.fill_next_token_bitmask(bitmask)
+        times.append(time.perf_counter() - t)
+        if not matcher.accept_token(tid):
+            return dict(compile_ms=compile_ms, note="rejected the sample")
+    return dict(compile_ms=compile_ms, warm=stats_us(times))
+
+
+def bench_llguidance(tok, kind, source, text):
+    import llguidance
+    import llguidance.hf
+    lltok = llguidance.hf.from_tokenizer(tok)
+    grammar = {"regex": lambda: llguidance.grammar_from("regex", source),
+               "json_schema": lambda: llguidance.grammar_from("json_schema", source),
+               "json_object": lambda: llguidance.grammar_from("json_schema", '{"type": "object"}')}[kind]()
+    t0 = time.perf_counter()
+    matcher = llguidance.LLMatcher(lltok, grammar)
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    if matcher.is_error():
+        return dict(compile_ms=compile_ms, note=matcher.get_error()[:40])
+    mask = np.zeros((1, (lltok.vocab_size + 31) // 32), dtype=np.int32)
+    times = []
+    from llguidance.numpy import fill_next_token_bitmask
+    for tid in tok.encode(text, add_special_tokens=False):
+        t = time.perf_counter()
+        fill_next_token_bitmask(matcher, mask, 0)
+        times.append(time.perf_counter() - t)
+        if not matcher.consume_token(tid):
+            return dict(compile_ms=compile_ms, note="rejected the sample")
+    return dict(compile_ms=compile_ms, warm=stats_us(times))
+
+
+def fmt(result: dict) -> str:
+    if "error" in result:
+        return f"skipped ({result['error']})"
+    parts = [f"compile {result['compile_ms']:.1f} ms"]
+    if "precompute_ms" in result:
+        parts.append(f"full index +{result['precompute_ms']:.0f} ms")
+    if "cold" in result:
+        parts.append(f"mask 1st pass mean/p99 {result['cold'][0]:.1f}/{result['cold'][1]:.0f} us")
+    if "warm" in result:
+        parts.append(f"mask mean/p99 {result['warm'][0]:.1f}/{result['warm'][1]:.1f} us")
+    if "note" in result:
+        parts.append(result["note"])
+    return ", ".join(parts)
+
+
+def main() -> None:
+    from runtime.tokenizer import load_tokenizer
+    tok = load_tokenizer()
+    from grammar import TokenizerInfo
+    t0 = time.perf_counter()
+    TokenizerInfo.from_hf(tok).token_data()
+    print(f"# grammar bench — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}"
+          f", python {platform.python_version()}; tokenizer prep {1e3 * (time.perf_counter() - t0):.0f} ms (once per vocab)")
+    engines = {"sglc": bench_sglc, "xgrammar": bench_xgrammar, "llguidance": bench_llguidance}
+    print("| case | engine | result |\n| --- | --- | --- |")
+    for name, kind, source, text in CASES:
+        for engine, fn in engines.items():
+            try:
+                result = fn(tok, kind, source, text)
+            except Exception as e:  # optional engines: any failure is reported, not fatal
+                result = {"error": f"{type(e).__name__}: {str(e)[:60]}"}
+            print(f"| {name} | {engine} | {fmt(result)} |")
+    ids = tok.encode(HP_TEXT, add_special_tokens=False)
+    forwards, jumps = jump_forward_steps(tok, "regex", HP_REGEX, HP_TEXT)
+    print(f"\nHarry Potter output: {len(ids)} tokens; with jump-forward {forwards} forward passes "
+          f"(sampled steps incl. EOS) and {jumps} forced insertions")
+
+
+if __name__ == "__main__":
+    main()
