@@ -229,3 +229,20 @@ def test_runtime_endpoint_matches_local_engine(engine, grpc_target, openai_url, 
     assert "".join(pieces) == italy_local.text()
     assert remote.flush_cache() in (True, False)
     remote.shutdown()
+
+
+def test_json_schema_from_pydantic_model(engine):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        country: str
+
+    @sgl.function
+    def prog(s):
+        s += sgl.user("Give me a famous city as JSON.")
+        s += sgl.assistant(sgl.gen("city", json_schema=City, max_tokens=40))
+
+    state = prog.run(backend=engine, temperature=0)
+    city = City.model_validate_json(state["city"])
+    assert city.name and state.get_meta_info("city")["finish_reason"]["type"] == "stop"
