@@ -15,6 +15,7 @@ from typing import Any
 
 from typing_extensions import Self
 
+from runtime.errors import EngineError
 from runtime.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,23 @@ def new_rid() -> str:
     return uuid.uuid4().hex
 
 
-def is_unsupported(err: Exception) -> bool:
-    """Whether an EngineError says a feature is unsupported (e.g. a constraint kind) rather than invalid."""
+_UNAVAILABLE_MARKERS = ("engine is not running", "worker died", "worker crashed", "connection closed")
+
+
+def classify(err: Exception) -> str:
+    """``"invalid"`` (bad input), ``"unsupported"``, ``"unavailable"`` (engine down) or ``"internal"``.
+
+    NOTE: the Engine raises one exception type (EngineError) for all of these; the kind is read
+    from its message until it has subclasses (docs/requests-from-servers.md #7).
+    """
+    if not isinstance(err, EngineError):
+        return "internal"
     msg = str(err).lower()
-    return any(m in msg for m in _UNSUPPORTED_MARKERS)
+    if any(m in msg for m in _UNAVAILABLE_MARKERS):
+        return "unavailable"
+    if any(m in msg for m in _UNSUPPORTED_MARKERS):
+        return "unsupported"
+    return "invalid"
 
 
 def check_sampling_params(params: dict[str, Any] | None) -> dict[str, Any]:

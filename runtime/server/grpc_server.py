@@ -6,6 +6,8 @@ or a passed deadline aborts the engine request so its KV is freed.
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,11 +65,49 @@ def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandle
                                                handler.response_serializer)
 
 
-async def _abort_for(context: grpc.aio.ServicerContext, err: EngineError) -> NoReturn:
-    code = (grpc.StatusCode.UNIMPLEMENTED if engine_calls.is_unsupported(err)
-            else grpc.StatusCode.INVALID_ARGUMENT)
-    await context.abort(code, str(err))
+_GRPC_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "unsupported": grpc.StatusCode.UNIMPLEMENTED,
+               "unavailable": grpc.StatusCode.UNAVAILABLE, "internal": grpc.StatusCode.INTERNAL}
+
+
+async def _abort_for(context: grpc.aio.ServicerContext, err: Exception) -> NoReturn:
+    kind = engine_calls.classify(err)
+    if kind == "internal":
+        logger.exception("internal error in an RPC", exc_info=err)
+    await context.abort(_GRPC_CODES[kind], str(err) or type(err).__name__)
     raise AssertionError("unreachable: context.abort raises")
+
+
+def _unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Map a unary RPC's exceptions onto status codes (EngineError → INVALID_ARGUMENT, ...)."""
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure becomes a status code
+            await _abort_for(context, err)
+    return wrapper
+
+
+def _streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """``_unary`` for server-streaming RPCs."""
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for msg in fn(self, request, context):
+                yield msg
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure becomes a status code
+            await _abort_for(context, err)
+    return wrapper
+
+
+def _need(value: Any, message: str) -> Any:
+    if value is None:
+        raise EngineError(message)
+    return value
 
 
 class RuntimeServicer(pb_grpc.RuntimeServicer):
@@ -77,88 +117,68 @@ class RuntimeServicer(pb_grpc.RuntimeServicer):
         self.engine = engine
         self.chat_template = chat_template
 
+    @_streaming
     async def Generate(self, request: pb.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.rid or engine_calls.new_rid()
-        try:
-            kwargs = proto_convert.generate_kwargs(request)
-            if "prompt" not in kwargs and "input_ids" not in kwargs:
-                raise EngineError("GenerateRequest needs `text` or `input_ids`; neither was set")
-            engine_calls.check_sampling_params(kwargs["sampling_params"])
-            if not request.stream:
-                outs = await engine_calls.generate(self.engine, rid=rid, **kwargs)
-                for out in outs if isinstance(outs, list) else [outs]:
-                    yield proto_convert.generate_response(rid, out, stream=False, sent_logprobs=0)
-                return
-            stream = engine_calls.GenerationStream(self.engine, rid=rid, **kwargs)
-            await stream.start()
-        except EngineError as err:
-            await _abort_for(context, err)
+        kwargs = proto_convert.generate_kwargs(request)
+        if "prompt" not in kwargs and "input_ids" not in kwargs:
+            raise EngineError("GenerateRequest needs `text` or `input_ids`; neither was set")
+        engine_calls.check_sampling_params(kwargs["sampling_params"])
+        if not request.stream:
+            outs = await engine_calls.generate(self.engine, rid=rid, **kwargs)
+            for out in outs if isinstance(outs, list) else [outs]:
+                yield proto_convert.generate_response(rid, out, stream=False, sent_logprobs=0)
+            return
         sent: dict[int, int] = {}
-        async with _closing(stream):
+        async with engine_calls.GenerationStream(self.engine, rid=rid, **kwargs) as stream:
             async for chunk in stream:
                 index = int(chunk.get("index", 0))
                 msg = proto_convert.generate_response(rid, chunk, stream=True, sent_logprobs=sent.get(index, 0))
                 sent[index] = sent.get(index, 0) + len(msg.logprobs)
                 yield msg
 
+    @_unary
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        prefix = proto_convert.prefix_arg(request)
-        try:
-            if prefix is None:
-                raise EngineError("ScoreRequest needs `prefix` or `prefix_ids`; neither was set")
-            if not request.continuations:
-                raise EngineError("ScoreRequest.continuations is empty; give at least one continuation")
-            results = await engine_calls.call(self.engine, "score", prefix, list(request.continuations))
-        except EngineError as err:
-            await _abort_for(context, err)
+        prefix = _need(proto_convert.prefix_arg(request), "ScoreRequest needs `prefix` or `prefix_ids`; neither was set")
+        if not request.continuations:
+            raise EngineError("ScoreRequest.continuations is empty; give at least one continuation")
+        results = await engine_calls.call(self.engine, "score", prefix, list(request.continuations))
         return pb.ScoreResponse(choices=[
             pb.ChoiceScore(logprob_sum=float(r["logprob_sum"]), normalized_logprob=float(r["normalized_logprob"]),
                            num_tokens=int(r["num_tokens"]),
                            token_logprobs=[float(x) for x in r.get("token_logprobs", [])])
             for r in results])
 
+    @_unary
     async def Warm(self, request: pb.WarmRequest, context: grpc.aio.ServicerContext) -> pb.WarmResponse:
-        prefix = proto_convert.prefix_arg(request)
-        try:
-            if prefix is None:
-                raise EngineError("WarmRequest needs `prefix` or `prefix_ids`; neither was set")
-            out = await engine_calls.call(self.engine, "warm", prefix)
-        except EngineError as err:
-            await _abort_for(context, err)
+        prefix = _need(proto_convert.prefix_arg(request), "WarmRequest needs `prefix` or `prefix_ids`; neither was set")
+        out = await engine_calls.call(self.engine, "warm", prefix)
         return pb.WarmResponse(prompt_tokens=int(out.get("prompt_tokens", 0)),
                                cached_tokens=int(out.get("cached_tokens", 0)))
 
+    @_unary
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
         if not request.rid:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "AbortRequest.rid is empty")
+            raise EngineError("AbortRequest.rid is empty")
         found = self.engine.abort(request.rid)
         return pb.AbortResponse(found=found if isinstance(found, bool) else True)
 
+    @_unary
     async def FlushCache(self, request: pb.FlushCacheRequest,
                          context: grpc.aio.ServicerContext) -> pb.FlushCacheResponse:
         ok = await engine_calls.call(self.engine, "flush_cache")
         return pb.FlushCacheResponse(success=bool(ok) if ok is not None else True)
 
+    @_unary
     async def GetModelInfo(self, request: pb.ModelInfoRequest,
                            context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:
-        return proto_convert.model_info(self.engine.model_info(), self.chat_template)
+        info = await engine_calls.call(self.engine, "model_info")
+        return proto_convert.model_info(info, self.chat_template)
 
+    @_unary
     async def GetMetrics(self, request: pb.MetricsRequest, context: grpc.aio.ServicerContext) -> pb.MetricsResponse:
-        return proto_convert.metrics(self.engine.metrics())
-
-
-class _closing:
-    """``async with _closing(stream)``: always ``await stream.close()`` (aborts an unfinished request)."""
-
-    def __init__(self, stream: engine_calls.GenerationStream) -> None:
-        self.stream = stream
-
-    async def __aenter__(self) -> engine_calls.GenerationStream:
-        return self.stream
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stream.close()
+        return proto_convert.metrics(await engine_calls.call(self.engine, "metrics"))
 
 
 async def start_grpc_server(engine: Any, host: str, port: int, api_key: str | None = None,

@@ -10,7 +10,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -37,7 +37,6 @@ class ServerState:
     chat_template: str = ""
     served_model_name: str = "default"
     draining: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ApiError(Exception):
@@ -94,10 +93,22 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+# (HTTP status, OpenAI error type) per engine_calls.classify() kind. NOTE: "unsupported" stays a 400:
+# the OpenAI client retries 5xx answers.
+_HTTP_ERRORS = {"invalid": (400, "invalid_request_error"), "unsupported": (400, "invalid_request_error"),
+                "unavailable": (503, "service_unavailable"), "internal": (500, "internal_error")}
+
+
+def http_error(err: Exception) -> tuple[int, dict[str, Any]]:
+    """Status and body for a failure of a request (EngineError or anything unexpected)."""
+    kind = engine_calls.classify(err)
+    status, typ = _HTTP_ERRORS[kind]
+    return status, error_body(status, str(err) or type(err).__name__, typ)
+
+
 def sse_error(err: Exception) -> bytes:
     """The event that reports a failure after a stream started (the status is already 200)."""
-    status = 400 if isinstance(err, EngineError) else 500
-    return sse(error_body(status, str(err), "invalid_request_error" if status == 400 else "internal_error"))
+    return sse(http_error(err)[1])
 
 
 class GenerateReqInput(BaseModel):
@@ -289,8 +300,15 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, err: EngineError) -> Response:
-        logger.info("400 %s: %s", request.url.path, err)
-        return JSONResponse(error_body(400, str(err)), status_code=400)
+        status, body = http_error(err)
+        logger.info("%d %s: %s", status, request.url.path, err)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, err: Exception) -> Response:
+        logger.error("500 %s", request.url.path, exc_info=err)
+        status, body = http_error(err)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> Response:

@@ -97,3 +97,19 @@ def test_metrics_text_round_trips() -> None:
     assert "# TYPE sglc_num_requests_total counter" in text and "# TYPE sglc_cache_hit_rate gauge" in text
     assert metrics.parse(text) == {"num_requests_total": 3, "cache_hit_rate": 0.25, "kv_total_tokens": 100,
                                    "kv_used_tokens": 10, "kv_usage": 0.1}
+
+
+@pytest.mark.parametrize("err,kind", [
+    (EngineError("invalid sampling parameter top_p=2: must be in (0, 1]"), "invalid"),
+    (EngineError("ebnf constraints are not supported yet"), "unsupported"),
+    (EngineError("the engine is not running (the sglc worker died)"), "unavailable"),
+    (RuntimeError("boom"), "internal"),
+])
+def test_error_classes_map_to_status(err: Exception, kind: str) -> None:
+    from runtime.server.engine_calls import classify
+    from runtime.server.http_server import http_error
+
+    assert classify(err) == kind
+    status, body = http_error(err)
+    assert status == {"invalid": 400, "unsupported": 400, "unavailable": 503, "internal": 500}[kind]
+    assert body["error"]["message"] == str(err)
