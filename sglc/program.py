@@ -5,7 +5,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -151,8 +151,10 @@ class SglFunction:
         ctx.end_all()
 
     def run_batch(self, batch_kwargs: list[dict[str, Any]], *, num_threads: int | str = "auto",
-                  progress_bar: bool = False, backend: Any = None, **sampling: Any) -> list[ProgramState]:
-        """Run once per kwargs dict, concurrently; states in input order.
+                  progress_bar: bool = False, backend: Any = None, generator_style: bool = False,
+                  **sampling: Any) -> Any:
+        """Run once per kwargs dict, concurrently; states in input order (a generator of them,
+        each yielded once finished, with ``generator_style=True``).
 
         A failed program does not stop the others: its state's ``error()`` is set and reading its
         text raises. ``num_threads="auto"`` runs up to 64 programs at once.
@@ -161,6 +163,8 @@ class SglFunction:
         jobs = [self._split((), {**kw, **sampling}) for kw in batch_kwargs]
         if num_threads == "auto":
             num_threads = max(1, min(64, len(jobs), (os.cpu_count() or 1) * 16))
+        if generator_style:
+            return self._batch_generator(jobs, int(num_threads), be)
         with ThreadPoolExecutor(max_workers=int(num_threads), thread_name_prefix="sglc-batch") as pool:
             futures = [pool.submit(self._run, a, d, be, False, False) for a, d in jobs]
             if progress_bar:
@@ -176,6 +180,16 @@ class SglFunction:
             logger.warning("%s: %d of %d programs in the batch failed; see state.error()", self.name, failed,
                            len(states))
         return states
+
+    def _batch_generator(self, jobs: list[tuple[dict[str, Any], dict[str, Any]]], num_threads: int,
+                         backend: Backend) -> Iterator[ProgramState]:
+        pool = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="sglc-batch")
+        try:
+            futures = [pool.submit(self._run, a, d, backend, False, False) for a, d in jobs]
+            for fut in futures:
+                yield fut.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def trace(self, **kwargs: Any) -> ir.Graph:
         """Trace into an ``ir.Graph``: arguments not given (and without defaults) stay symbolic."""

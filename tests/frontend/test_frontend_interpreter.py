@@ -91,6 +91,9 @@ def test_run_batch_matches_run(backend):
     singles = [tip_suggestion.run(backend=backend, temperature=0, **kw) for kw in batch]
     assert [s.text() for s in states] == [s.text() for s in singles]
     assert len({s.text() for s in states}) == 3
+    lazy = tip_suggestion.run_batch(batch, backend=backend, temperature=0, generator_style=True)
+    assert not isinstance(lazy, list)
+    assert [s.text() for s in lazy] == [s.text() for s in states]
 
 
 def test_streaming_pieces_join_to_final_text(backend):
