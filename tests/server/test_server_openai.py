@@ -41,6 +41,14 @@ def test_completion_stream_equals_non_stream(client: openai.OpenAI, model: str) 
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
 
 
+def test_completion_batch_and_echo(client: openai.OpenAI, model: str) -> None:
+    one = client.completions.create(model=model, prompt=PROMPT, max_tokens=4, temperature=0).choices[0].text
+    r = client.completions.create(model=model, prompt=[PROMPT, "Hello"], max_tokens=4, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1] and r.choices[0].text == one
+    echoed = client.completions.create(model=model, prompt=PROMPT, max_tokens=4, temperature=0, echo=True)
+    assert echoed.choices[0].text == PROMPT + one
+
+
 def test_chat(client: openai.OpenAI, model: str) -> None:
     r = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=24, temperature=0)
     msg = r.choices[0].message
