@@ -8,6 +8,7 @@ named built-ins (:func:`get_chat_template`): ``chatml``, ``llama-3-instruct``, `
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,13 @@ def get_chat_template(name: str) -> ChatTemplate:
         return _BUILTINS[name]
     except KeyError:
         raise ValueError(f"unknown chat template {name!r}; built-ins: {sorted(_BUILTINS)}") from None
+
+
+def resolve_template(spec: str | ChatTemplate | None, default: Callable[[], ChatTemplate]) -> ChatTemplate:
+    """A backend's template: a ChatTemplate as is, a built-in by name, else ``default()``."""
+    if isinstance(spec, ChatTemplate):
+        return spec
+    return get_chat_template(spec) if spec else default()
 
 
 def list_chat_templates() -> list[str]:

@@ -195,7 +195,7 @@ class TracingState:
         raise TraceError(f"{user_location(2)}: a traced program cannot read its text or messages while "
                          "tracing (they do not exist yet); read them from the state fn.run(...) returns")
 
-    text = messages = sync = get_meta_info = text_iter = fork_text = _no_read
+    text = messages = sync = get_meta_info = text_iter = _no_read
 
 
 class TracingStateGroup:

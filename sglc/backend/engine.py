@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import choices as _choices
-from ..chat_template import ChatTemplate, from_tokenizer, get_chat_template
+from ..chat_template import ChatTemplate, from_tokenizer, get_chat_template, resolve_template
 from ..sampling import split_params
 from .base import Backend, GenResult, Prompt, SelectResult
 
@@ -30,14 +30,9 @@ class EngineBackend(Backend):
 
     def __init__(self, engine: Any, chat_template: str | ChatTemplate | None = None) -> None:
         self.engine = engine
-        if isinstance(chat_template, ChatTemplate):
-            self.chat_template = chat_template
-        elif chat_template is not None:
-            self.chat_template = get_chat_template(chat_template)
-        elif getattr(engine, "tokenizer", None) is not None:
-            self.chat_template = from_tokenizer(engine.tokenizer)
-        else:
-            self.chat_template = get_chat_template("chatml")
+        tok = getattr(engine, "tokenizer", None)
+        self.chat_template = resolve_template(
+            chat_template, lambda: from_tokenizer(tok) if tok is not None else get_chat_template("chatml"))
 
     def _request(self, params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         sampling, extra = split_params(params)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from ..chat_template import ChatTemplate, get_chat_template
+from ..chat_template import ChatTemplate, get_chat_template, resolve_template
 from ..sampling import split_params
 from .base import Backend, GenResult, Prompt
 
@@ -53,8 +53,7 @@ class OpenAI(Backend):
         self.model_name = model_name
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key, **client_kwargs)
         self.is_chat_model = model_name not in COMPLETION_MODELS if is_chat_model is None else is_chat_model
-        self.chat_template = (chat_template if isinstance(chat_template, ChatTemplate)
-                              else get_chat_template(chat_template or "chatml"))
+        self.chat_template = resolve_template(chat_template, lambda: get_chat_template("chatml"))
 
     def _kwargs(self, params: dict[str, Any], dtype: str | None) -> dict[str, Any]:
         sampling, extra = split_params(params)

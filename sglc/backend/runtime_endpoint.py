@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import choices as _choices
-from ..chat_template import ChatTemplate, from_jinja, get_chat_template
+from ..chat_template import ChatTemplate, from_jinja, get_chat_template, resolve_template
 from ..sampling import split_params
 from .base import Backend, GenResult, Prompt, SelectResult
 from .engine import DTYPE_REGEX
@@ -120,14 +120,9 @@ class RuntimeEndpoint(Backend):
             self.transport = GrpcTransport(base_url, api_key, timeout)
         self.base_url = base_url
         self.model_info = self.transport.model_info()
-        if isinstance(chat_template, ChatTemplate):
-            self.chat_template = chat_template
-        elif chat_template:
-            self.chat_template = get_chat_template(chat_template)
-        elif self.model_info.get("chat_template"):
-            self.chat_template = from_jinja(self.model_info["chat_template"], "runtime")
-        else:
-            self.chat_template = get_chat_template("chatml")
+        remote = self.model_info.get("chat_template")
+        self.chat_template = resolve_template(
+            chat_template, lambda: from_jinja(remote, "runtime") if remote else get_chat_template("chatml"))
 
     @staticmethod
     def _split(params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
