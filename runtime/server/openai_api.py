@@ -106,10 +106,15 @@ async def completions(req: oai.CompletionRequest, request: Request) -> Response:
     n = req.n
     base = {"id": oai.new_id("cmpl"), "object": "text_completion", "created": oai.now(), "model": req.model}
 
+    offsets: dict[int, int] = {}  # per choice: text offset of the next token (for logprobs.text_offset)
+
     def choice(index: int, text: str, rows: list, tops: list | None, reason: str | None,
                first: bool) -> dict[str, Any]:
         prefix = echoes[index // n] if first else ""
-        lp = oai.completion_logprobs(tok, rows, tops, 0) if req.logprobs is not None else None
+        lp = None
+        if req.logprobs is not None:
+            lp = oai.completion_logprobs(tok, rows, tops, offsets.get(index, len(prefix)))
+            offsets[index] = offsets.get(index, len(prefix)) + sum(len(t) for t in lp["tokens"])
         return {"index": index, "text": prefix + text, "logprobs": lp, "finish_reason": reason}
 
     if req.stream:

@@ -90,6 +90,11 @@ def test_logprobs(client: openai.OpenAI, model: str) -> None:
     assert len(lp.tokens) == r.usage.completion_tokens == len(lp.token_logprobs)
     assert "".join(lp.tokens) == r.choices[0].text
     assert all(x <= 0 for x in lp.token_logprobs) and all(len(t) >= 1 for t in lp.top_logprobs)
+    chunks = [c.choices[0] for c in client.completions.create(model=model, prompt=PROMPT, max_tokens=5, temperature=0,
+                                                              logprobs=1, stream=True) if c.choices]
+    tokens = [t for c in chunks if c.logprobs for t in c.logprobs.tokens]
+    offsets = [o for c in chunks if c.logprobs for o in c.logprobs.text_offset]
+    assert tokens == lp.tokens and offsets == lp.text_offset  # streamed logprobs equal the non-streamed ones
     chat = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=5, temperature=0,
                                           logprobs=True, top_logprobs=3)
     content = chat.choices[0].logprobs.content
