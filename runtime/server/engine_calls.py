@@ -2,7 +2,7 @@
 
 The one job here: call ``Engine.async_*`` the same way from both protocols, make sure a request
 whose client went away (cancelled, disconnected, deadline passed) is aborted in the engine so its
-KV cache is freed, and turn unexpected failures into a typed error.
+KV cache is freed, and classify failures (bad input, unsupported, engine down, internal).
 """
 from __future__ import annotations
 
@@ -20,16 +20,15 @@ from runtime.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
-# Substrings of an EngineError message that mean "not supported (yet)" rather than "bad input".
+# Substrings of an EngineError message that mean "not supported (yet)" / "the engine is down" rather
+# than "bad input".
 _UNSUPPORTED_MARKERS = ("not supported", "unsupported", "not implemented")
+_UNAVAILABLE_MARKERS = ("engine is not running", "worker died", "worker crashed", "connection closed")
 
 
 def new_rid() -> str:
     """A fresh request id."""
     return uuid.uuid4().hex
-
-
-_UNAVAILABLE_MARKERS = ("engine is not running", "worker died", "worker crashed", "connection closed")
 
 
 def classify(err: Exception) -> str:
