@@ -23,8 +23,36 @@ def _refuse(what: str, fix: str) -> GrammarError:
     return GrammarError(f"JSON schema: {what} is not supported; {fix}")
 
 
-def _has_in_place(schema: dict) -> bool:
-    return any(k in schema for k in ("$ref", "allOf", "anyOf", "oneOf", "not", "if", "dependentSchemas"))
+def _evaluated(self, schema: dict, kind: str) -> tuple[list, list, bool]:
+    """What in-place subschemas ($ref, allOf; always applied) evaluate: for objects (property
+    names, patterns, everything?), for arrays (a list as long as the longest prefixItems, [],
+    everything?). Conditional applicators make the set depend on the instance: refused."""
+    names: dict = {}
+    patterns: dict = {}
+    longest: list = []
+    everything = False
+    stack, seen = [(schema, True)], set()
+    while stack:
+        sub, top = stack.pop()
+        if not isinstance(sub, dict) or id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        if any(k in sub for k in ("anyOf", "oneOf", "not", "if", "dependentSchemas", "$dynamicRef")):
+            raise _refuse(f"unevaluated{'Properties' if kind == 'object' else 'Items'} next to conditional "
+                          "applicators (anyOf, oneOf, not, if, dependentSchemas)",
+                          "merge the subschemas into one and use additionalProperties/items")
+        if not top:
+            if kind == "object":
+                names.update(dict.fromkeys(sub.get("properties", {})))
+                patterns.update(dict.fromkeys(sub.get("patternProperties", {})))
+                everything |= "additionalProperties" in sub or sub.get("unevaluatedProperties") is True
+            else:
+                longest = max(longest, list(sub.get("prefixItems", [])), key=len)
+                everything |= "items" in sub or sub.get("unevaluatedItems") is True
+        stack.extend((s, False) for s in sub.get("allOf", []))
+        if "$ref" in sub:
+            stack.append((self.resolve_ref(sub["$ref"], self._bases.get(id(sub), "")), False))
+    return (list(names) if kind == "object" else longest), list(patterns), everything
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -34,10 +62,12 @@ def _type_array(self, schema: dict, budget: int):
     items_schema = schema.get("items", True)
     uneval = schema.get("unevaluatedItems", True)
     if uneval is not True and "items" not in schema:
-        if _has_in_place(schema) or "contains" in schema:
-            raise _refuse("unevaluatedItems next to in-place applicators or contains",
-                          "use items/prefixItems instead")
-        items_schema = uneval
+        longest, _, everything = _evaluated(self, schema, "array")
+        if not everything:
+            if "contains" in schema:
+                raise _refuse("unevaluatedItems next to contains", "use items/prefixItems instead")
+            prefix += [self.compile(True, inner)] * (len(longest) - len(prefix))
+            items_schema = uneval
     rest = self.compile(items_schema, inner)
     lo, hi = int(schema.get("minItems", 0)), schema.get("maxItems")
     hi = None if hi is None else int(hi)
@@ -113,10 +143,11 @@ def _type_object(self, schema: dict, budget: int):
         schema["additionalProperties"] = False
     uneval = schema.pop("unevaluatedProperties", True)
     if uneval is not True:
-        if _has_in_place(schema):
-            raise _refuse("unevaluatedProperties next to in-place applicators ($ref, allOf, anyOf, ...)",
-                          "merge the subschemas into one and use additionalProperties")
-        if "additionalProperties" not in schema:
+        names, patterns, everything = _evaluated(self, schema, "object")
+        if not everything and "additionalProperties" not in schema:
+            own = schema.get("properties", {})
+            schema["properties"] = {**own, **{n: True for n in names if n not in own}}
+            schema["patternProperties"] = {**{p: True for p in patterns}, **schema.get("patternProperties", {})}
             schema["additionalProperties"] = uneval
     deps = dict(schema.get("dependentRequired", {}))
     dep_schemas = dict(schema.get("dependentSchemas", {}))

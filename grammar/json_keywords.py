@@ -157,7 +157,7 @@ class KeywordCompiler:
             content.append(rx.rep(rx.ANY_CHAR, int(lo), None if hi is None else int(hi)))
         if "pattern" in schema:
             content.append(parse_regex(schema["pattern"], search=True, ecma=True))
-        fmt = schema.get("format")
+        fmt = schema.get("format") if self.strict else None  # spec mode: formats are annotations
         if fmt in J.FORMATS:
             content.append(parse_regex(J.FORMATS[fmt]))
             exact = False

@@ -34,8 +34,9 @@ def schema_text_to_rx(text: str, strict: bool = True) -> rx.Node:
     """Parse JSON-schema text and compile it (the ``json_schema`` constraint kind).
 
     ``strict`` (the default for generation): an object schema that does not mention
-    ``additionalProperties``/``unevaluatedProperties`` allows no extra properties. Write
-    ``"additionalProperties": true`` to get the JSON-Schema default back.
+    ``additionalProperties``/``unevaluatedProperties`` allows no extra properties (write
+    ``"additionalProperties": true`` to get the JSON-Schema default back), and known ``format``s
+    are enforced. ``strict=False`` follows the spec: extras allowed, formats are annotations.
     """
     try:
         schema = json.loads(text)

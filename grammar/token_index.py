@@ -168,9 +168,12 @@ def _resolve_tails(dfa: CharDFA, td, index: TokenIndex, states: np.ndarray, fq, 
     tt = np.concatenate([ft[has_tail], np.tile(pure, len(states))])
     ts = np.concatenate([fs[has_tail], np.repeat(states, len(pure))])
     alpha = dfa.alphabet
-    live = (dfa.trans[:, alpha.atom_sym] != DEAD) & alpha.live_atoms()[None, :]
-    cum = np.zeros((dfa.num_states, live.shape[1] + 1), dtype=np.int32)
-    np.cumsum(live, axis=1, out=cum[:, 1:])
+    cum = index.__dict__.get("_tail_cum")
+    if cum is None:  # per state: prefix counts of live atoms (kept for lazy rows)
+        live = (dfa.trans[:, alpha.atom_sym] != DEAD) & alpha.live_atoms()[None, :]
+        cum = np.zeros((dfa.num_states, live.shape[1] + 1), dtype=np.int32)
+        np.cumsum(live, axis=1, out=cum[:, 1:])
+        index.__dict__["_tail_cum"] = cum
     a0 = np.searchsorted(alpha.atom_starts, td.tail_lo[tt], side="right") - 1
     a1 = np.searchsorted(alpha.atom_starts, td.tail_hi[tt], side="right") - 1
     ok = cum[ts, a1 + 1] - cum[ts, a0] > 0
