@@ -111,7 +111,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from ..errors import InterpreterError, TraceError
     from .artifact import ArtifactError
 
-    return (PassError, ir.VerifyError, TraceError, InterpreterError, ArtifactError, ValueError, OSError)
+    return (PassError, ir.VerifyError, TraceError, InterpreterError, ArtifactError, ValueError, OSError, ImportError)
 
 
 def _compile(ns: argparse.Namespace) -> int:

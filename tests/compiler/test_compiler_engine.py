@@ -13,7 +13,7 @@ from sglc.compiler import build, cli
 from sglc.compiler.artifact import Artifact
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-DEFAULTS = {"temperature": 0, "max_new_tokens": 6}
+DEFAULTS = {"temperature": 0, "max_new_tokens": 4}
 
 
 @sgl.function
