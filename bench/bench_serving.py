@@ -1,6 +1,7 @@
 """Online serving benchmark against a running ``sglc serve`` (HTTP ``/generate`` or gRPC), like SGLang's.
 
-Requests arrive as a Poisson process at ``--request-rate`` (``inf``: all at once), with random
+Backends: ``http`` (native ``/generate``), ``openai`` (``/v1/completions``) and ``grpc``. Requests
+arrive as a Poisson process at ``--request-rate`` (``inf``: all at once), with random
 token-id prompts or shared-prefix groups (the radix cache's case). Every request streams, so we
 measure time to first token (TTFT), inter-token latency (ITL) and end-to-end latency (E2E), and
 print percentiles and throughput as a table.
@@ -104,6 +105,36 @@ async def http_request(client: httpx.AsyncClient, ids: list[int], output_len: in
     return res
 
 
+async def openai_request(client: httpx.AsyncClient, ids: list[int], output_len: int) -> Result:
+    """``/v1/completions`` with ``stream``; token counts come from the final usage chunk."""
+    res = Result(prompt_len=len(ids))
+    body = {"model": "default", "prompt": ids, "max_tokens": output_len, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start = last = time.perf_counter()
+    try:
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                res.error = f"HTTP {r.status_code}: {(await r.aread()).decode()[:200]}"
+                return res
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    res.output_len = chunk["usage"]["completion_tokens"]
+                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                    now = time.perf_counter()
+                    if res.ttft == 0.0:
+                        res.ttft = now - start
+                    else:
+                        res.itl.append(now - last)
+                    last = now
+        res.e2e, res.ok = time.perf_counter() - start, True
+    except (httpx.HTTPError, json.JSONDecodeError) as err:
+        res.error = f"{type(err).__name__}: {err}"
+    return res
+
+
 async def grpc_request(stub, metadata, ids: list[int], output_len: int) -> Result:
     import grpc
 
@@ -175,6 +206,8 @@ async def _metrics(client: httpx.AsyncClient) -> dict[str, float]:
 async def _sender(args: argparse.Namespace, client: httpx.AsyncClient, grpc_target: str, headers: dict):
     if args.backend == "http":
         return lambda ids, n: http_request(client, ids, n)
+    if args.backend == "openai":
+        return lambda ids, n: openai_request(client, ids, n)
     import grpc
 
     from proto import sglc_pb2_grpc as pb_grpc
@@ -251,7 +284,8 @@ def launch_server(args: argparse.Namespace) -> subprocess.Popen:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", choices=["http", "grpc"], default="http")
+    p.add_argument("--backend", choices=["http", "grpc", "openai"], default="http",
+                   help="http: native /generate; openai: /v1/completions; grpc: the Runtime service")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000, help="HTTP port (also used for /metrics with gRPC)")
     p.add_argument("--grpc-port", type=int, default=30001)
