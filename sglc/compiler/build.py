@@ -12,6 +12,7 @@ import ir
 from passes import AfterPass, optimize, pipeline_for
 
 from ..backend.base import Backend
+from ..envs import dump_ir
 from ..errors import InterpreterError
 from ..program import SglFunction
 from ..state import ProgramState
@@ -78,7 +79,12 @@ def compile_graph(graph: ir.Graph, pipeline: str | int = 2, tokenizer: Any = Non
     if "compile-constraints" in text and _has_constraints(graph):
         compile_fn = constraint_compiler(tokenizer if tokenizer is not None else default_tokenizer())
         overrides["compile-constraints"]["compile_fn"] = compile_fn
-    out = optimize(graph, text, after_pass, overrides)
+    def after(p: Any, g: ir.Graph) -> None:
+        dump_ir(g, f"pass {p.name}")  # NOTE: SGLC_DUMP_IR=1 logs the IR after every pass
+        if after_pass is not None:
+            after_pass(p, g)
+
+    out = optimize(graph, text, after, overrides)
     table = {}
     for ref in Artifact(out).plan.constraints:
         if ref.key:
