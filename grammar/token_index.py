@@ -119,29 +119,79 @@ def index_states(index: TokenIndex, dfa: CharDFA, info: TokenizerInfo, states: n
     pair_t = order[np.repeat(group_start[syms], per) + within]
     cur = np.repeat(trans[qs, syms], per)
     out_q, out_t, out_s = [], [], []
-    j = 1
+    # NOTE: the first PAD characters run without filtering: padded positions map to an identity
+    # column, so every (state, token) pair takes the same gathers (a few big numpy ops, no Python
+    # per length); dead pairs are dropped every few steps and long tokens finish in the loop below.
+    sym_pad, trans_ext = _padded(index, dfa, td, flat_sym)
+    for j in range(1, PAD):
+        cur = trans_ext[cur, sym_pad[pair_t, j]]
+        if j % 4 == 0:
+            live = cur != DEAD
+            pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
+    live = cur != DEAD
+    pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
+    short = td.clen[pair_t] <= PAD
+    out_q.append(pair_q[short])
+    out_t.append(pair_t[short])
+    out_s.append(cur[short])
+    pair_q, pair_t, cur = pair_q[~short], pair_t[~short], cur[~short]
+    j = PAD
     while len(pair_t):
+        cur = trans[cur, flat_sym[starts_at[pair_t] + j]]
+        j += 1
+        live = cur != DEAD
+        pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
         done = td.clen[pair_t] == j
         out_q.append(pair_q[done])
         out_t.append(pair_t[done])
         out_s.append(cur[done])
-        keep = ~done
-        pair_q, pair_t, cur = pair_q[keep], pair_t[keep], cur[keep]
-        # NOTE: one gather per character position for all live (state, token) pairs at once
-        cur = trans[cur, flat_sym[starts_at[pair_t] + j]]
-        live = cur != DEAD
-        pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
-        j += 1
+        pair_q, pair_t, cur = pair_q[~done], pair_t[~done], cur[~done]
     fq = np.concatenate(out_q) if out_q else np.zeros(0, np.int32)
     ft = np.concatenate(out_t) if out_t else np.zeros(0, np.int64)
     fs = np.concatenate(out_s).astype(np.int32) if out_s else np.zeros(0, np.int32)
     fq, ft, fs = _resolve_tails(dfa, td, index, states, fq, ft, fs)
-    tok_ids = td.ids[ft]
-    srt = np.lexsort((tok_ids, fq))
-    fq, tok_ids, fs = fq[srt], tok_ids[srt].astype(np.int32), fs[srt].astype(np.int32)
-    bounds = np.searchsorted(fq, states, side="left"), np.searchsorted(fq, states, side="right")
-    for q, lo, hi in zip(states.tolist(), bounds[0].tolist(), bounds[1].tolist()):
-        index.rows[q] = (tok_ids[lo:hi], fs[lo:hi])
+    _store_rows(index, states, fq, td.ids[ft], fs, info.vocab_size)
+
+
+def _store_rows(index: TokenIndex, states: np.ndarray, fq, tok_ids, fs, vocab_size: int) -> None:
+    """Group (state, token, next) triples into sorted rows.
+
+    NOTE: a scatter into a [chunk, vocab] table replaces sorting (O(vocab) per state, no log factor).
+    """
+    if not len(states):
+        return
+    states = np.sort(states)  # chunks of sorted states own contiguous ranges of sorted fq
+    slot = np.full(int(states.max()) + 1, -1, dtype=np.int64)
+    chunk = 64
+    order = np.argsort(fq, kind="stable")
+    fq, tok_ids, fs = fq[order], tok_ids[order], fs[order]
+    for c0 in range(0, len(states), chunk):
+        part = states[c0:c0 + chunk]
+        slot[part] = np.arange(len(part))
+        lo, hi = np.searchsorted(fq, part.min()), np.searchsorted(fq, part.max(), side="right")
+        table = np.full((len(part), vocab_size), -1, dtype=np.int32)
+        table[slot[fq[lo:hi]], tok_ids[lo:hi]] = fs[lo:hi]
+        for i, q in enumerate(part.tolist()):
+            toks = np.flatnonzero(table[i] >= 0).astype(np.int32)
+            index.rows[q] = (toks, table[i, toks])
+        slot[part] = -1
+
+
+PAD = 12  # characters walked without per-step filtering (most tokens are shorter)
+
+
+def _padded(index: TokenIndex, dfa: CharDFA, td, flat_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token symbols padded to PAD columns (pad = an identity symbol) and the extended table."""
+    prep = index.__dict__.get("_padded")
+    if prep is None:
+        num_syms = dfa.trans.shape[1]
+        cols = np.arange(PAD)
+        pos = td.off[:-1, None] + cols[None, :]
+        inside = cols[None, :] < td.clen[:, None]
+        sym_pad = np.where(inside, flat_sym[np.minimum(pos, len(flat_sym) - 1)], num_syms).astype(np.int32)
+        trans_ext = np.concatenate([dfa.trans, np.arange(dfa.num_states, dtype=np.int32)[:, None]], axis=1)
+        prep = index.__dict__["_padded"] = (sym_pad, trans_ext)
+    return prep
 
 
 def _prepare(index: TokenIndex, dfa: CharDFA, td) -> tuple:
