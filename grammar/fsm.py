@@ -163,44 +163,75 @@ class _NFA:
         return base + START, end
 
 
-def _closure(nfa: _NFA, states) -> frozenset[int]:
-    seen = set(states)
-    stack = list(states)
-    while stack:
-        for t in nfa.eps[stack.pop()]:
-            if t not in seen:
-                seen.add(t)
-                stack.append(t)
-    return frozenset(seen)
+class _Closures:
+    """Epsilon closures restricted to *important* NFA states (with symbol edges, or final).
+
+    NOTE: subsets of important states only are smaller and hash faster, and single-state
+    closures are memoized, so a subset's closure is a union of cached sets.
+    """
+
+    def __init__(self, nfa: _NFA, final: int) -> None:
+        self.nfa, self.final = nfa, final
+        self.single: dict[int, frozenset[int]] = {}
+        self.sets: dict[frozenset, frozenset] = {}
+
+    def of_state(self, start: int) -> frozenset[int]:
+        hit = self.single.get(start)
+        if hit is None:
+            eps, edges = self.nfa.eps, self.nfa.edges
+            seen, stack, keep = {start}, [start], []
+            while stack:
+                s = stack.pop()
+                if edges[s] or s == self.final:
+                    keep.append(s)
+                for t in eps[s]:
+                    if t not in seen:
+                        seen.add(t)
+                        stack.append(t)
+            hit = self.single[start] = frozenset(keep)
+        return hit
+
+    def of_set(self, targets: frozenset) -> frozenset[int]:
+        hit = self.sets.get(targets)
+        if hit is None:
+            if len(targets) == 1:
+                hit = self.of_state(next(iter(targets)))
+            else:
+                hit = frozenset().union(*map(self.of_state, targets))
+            self.sets[targets] = hit
+        return hit
 
 
 def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
     k = nfa.alphabet.num_symbols
-    init = _closure(nfa, (start,))
+    closures = _Closures(nfa, final)
+    init = closures.of_state(start)
     index = {frozenset(): DEAD, init: START}
     order = [frozenset(), init]
     rows: list[list[int]] = [[DEAD] * k]
+    edges = nfa.edges
     i = 1
     while i < len(order):
         moves: dict[int, set[int]] = {}
         for s in order[i]:
-            for syms, t in nfa.edges[s]:
+            for syms, t in edges[s]:
                 for c in syms:
-                    moves.setdefault(c, set()).add(t)
+                    got = moves.get(c)
+                    if got is None:
+                        moves[c] = {t}
+                    else:
+                        got.add(t)
         row = [DEAD] * k
-        closures: dict[frozenset, frozenset] = {}
         for c, targets in moves.items():
-            ft = frozenset(targets)
-            key = closures.get(ft)
-            if key is None:
-                key = closures[ft] = _closure(nfa, ft)
-            if key not in index:
+            key = closures.of_set(frozenset(targets))
+            idx = index.get(key)
+            if idx is None:
                 if len(order) >= MAX_DFA_STATES:
                     raise GrammarError(f"the constraint needs more than {MAX_DFA_STATES} automaton "
                                        "states; simplify it (smaller repetition counts, fewer options)")
-                index[key] = len(order)
+                idx = index[key] = len(order)
                 order.append(key)
-            row[c] = index[key]
+            row[c] = idx
         rows.append(row)
         i += 1
     trans = np.asarray(rows, dtype=np.int32).reshape(len(order), k)
