@@ -113,7 +113,8 @@ def run_workload(wl: Workload, level: int, backend: sgl.EngineBackend, rec: Reco
             "hit": cached / prompt if prompt else 0.0, "texts": [s.text() for s in states]}
 
 
-def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: list[dict[str, Any]]) -> None:
+def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: list[dict[str, Any]],
+          repeat: int = 1) -> None:
     with sgl.Engine(**engine_kwargs) as engine:
         rec = Recorder(engine)
         backend = sgl.EngineBackend(rec)  # type: ignore[arg-type]
@@ -121,7 +122,8 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
         for wl in wls:
             results = {}
             for level in (0, 2):
-                r = run_workload(wl, level, backend, rec, cache)
+                runs = [run_workload(wl, level, backend, rec, cache) for _ in range(repeat)]
+                r = {**runs[0], "programs_s": max(x["programs_s"] for x in runs)}  # NOTE: best of N vs noise
                 results[level] = r
                 rows.append({"workload": wl.name, "radix": label, "level": f"-O{level}", **r})
                 logger.info("%s %s -O%d: %.2f prog/s prefill %d", wl.name, label, level, r["programs_s"], r["prefill"])
@@ -149,19 +151,20 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=4, help="programs per workload (run concurrently)")
     ap.add_argument("--no-radix-off", action="store_true", help="skip the radix-off engine")
     ap.add_argument("--only", help="run only workloads whose name contains this")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per configuration; the best programs/s is kept")
     ap.add_argument("--regex-json", action="store_true", help="JSON extraction with a regex, not a JSON schema")
     ns = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     wls = [w for w in workloads(ns.items, not ns.regex_json) if not ns.only or ns.only in w.name]
     rows: list[dict[str, Any]] = []
     t0 = time.time()
-    bench({"max_total_tokens": 16384}, "on", wls, rows)
+    bench({"max_total_tokens": 16384}, "on", wls, rows, ns.repeat)
     if not ns.no_radix_off:
-        bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows)
+        bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows, ns.repeat)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()} "
           f"{os.cpu_count()}-core CPU, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
-          f"temperature 0, {time.time() - t0:.0f} s total\n")
+          f"best of {ns.repeat} runs, temperature 0, {time.time() - t0:.0f} s total\n")
     print(table(rows))
 
 
