@@ -50,6 +50,7 @@ class ServerArgs:
     attention_backend: str | None = None
     max_running_requests: int | None = None
     chunked_prefill_size: int | None = None
+    max_prefill_tokens: int | None = None
     max_total_tokens: int | None = None
     context_length: int | None = None
     load_format: str | None = None
@@ -63,6 +64,7 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "dp_size": args.dp, "mem_fraction_static": args.mem_fraction_static, "quantization": args.quantization,
         "disable_radix_cache": args.disable_radix_cache, "attention_backend": args.attention_backend,
         "max_running_requests": args.max_running_requests, "chunked_prefill_size": args.chunked_prefill_size,
+        "max_prefill_tokens": args.max_prefill_tokens,
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
         "log_level": args.log_level.lower(),
@@ -217,6 +219,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--attention-backend", choices=["auto", "torch", "triton", "flashinfer"])
     e.add_argument("--max-running-requests", type=int, help="cap on the running batch")
     e.add_argument("--chunked-prefill-size", type=int, help="max prompt tokens prefilled per step")
+    e.add_argument("--max-prefill-tokens", type=int, help="max prompt tokens of all requests prefilled per step")
     e.add_argument("--max-total-tokens", type=int, help="KV pool size in tokens (CPU budget)")
     e.add_argument("--context-length", type=int, help="override the model's context length")
     e.add_argument("--load-format", choices=["auto", "dummy"], help="dummy: random weights (benchmarks)")
