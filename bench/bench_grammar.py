@@ -133,6 +133,30 @@ def bench_llguidance(tok, kind, source, text):
     return dict(compile_ms=compile_ms, warm=stats_us(times))
 
 
+def bench_outlines(tok, kind, source, text):
+    import outlines_core
+    from grammar import TokenizerInfo
+    info = TokenizerInfo.from_hf(tok)
+    vocab: dict = {}
+    for tid, data in enumerate(info.token_bytes):
+        if data and tid != info.eos_token_id:
+            vocab.setdefault(data, []).append(tid)
+    regex = {"regex": lambda: source, "json_schema": lambda: outlines_core.json_schema.build_regex_from_schema(source),
+             "json_object": lambda: outlines_core.json_schema.build_regex_from_schema('{"type": "object"}')}[kind]()
+    t0 = time.perf_counter()
+    index = outlines_core.Index(regex, outlines_core.Vocabulary(info.eos_token_id, vocab))
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    guide, times = outlines_core.Guide(index), []
+    for tid in tok.encode(text, add_special_tokens=False):
+        t = time.perf_counter()
+        allowed = guide.get_tokens()
+        times.append(time.perf_counter() - t)
+        if tid not in allowed:
+            return dict(compile_ms=compile_ms, note="REJECTED the valid sample")
+        guide.advance(tid)
+    return dict(compile_ms=compile_ms, warm=stats_us(times), note="mask = get_tokens() list")
+
+
 def fmt(result: dict) -> str:
     if "error" in result:
         return f"skipped ({result['error']})"
@@ -156,7 +180,10 @@ def main() -> None:
     TokenizerInfo.from_hf(tok).token_data()
     print(f"# grammar bench — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}"
           f", python {platform.python_version()}; tokenizer prep {1e3 * (time.perf_counter() - t0):.0f} ms (once per vocab)")
-    engines = {"sglc": bench_sglc, "xgrammar": bench_xgrammar, "llguidance": bench_llguidance}
+    from grammar import GrammarCompiler
+    GrammarCompiler(disk=False).compile("regex", "[0-9]", TokenizerInfo.from_hf(tok))  # one-time imports/tables
+    engines = {"sglc": bench_sglc, "xgrammar": bench_xgrammar, "llguidance": bench_llguidance,
+               "outlines-core": bench_outlines}
     print("| case | engine | result |\n| --- | --- | --- |")
     for name, kind, source, text in CASES:
         for engine, fn in engines.items():
