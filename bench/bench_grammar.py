@@ -52,7 +52,7 @@ def bench_sglc(tok, kind, source, text):
     from grammar import GrammarCompiler, TokenizerInfo, bitmask_width
     info = TokenizerInfo.from_hf(tok)
     t0 = time.perf_counter()
-    fsm = GrammarCompiler(disk=False).compile(kind, source, info)
+    fsm = GrammarCompiler(disk=False).compile(kind, source, info, precompute=False)
     compile_ms = (time.perf_counter() - t0) * 1e3
     ids = tok.encode(text, add_special_tokens=False)
     row = np.zeros(bitmask_width(info.vocab_size), dtype=np.int32)

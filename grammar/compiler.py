@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -59,15 +60,18 @@ class GrammarCompiler:
         self.cache_dir = cache_dir
         self.disk = disk
         self.memory = MemoryCache(capacity)
+        self._lock = threading.Lock()  # the runtime may compile from worker threads
 
-    def compile(self, kind: str, source: str, info: TokenizerInfo) -> TokenFSM:
+    def compile(self, kind: str, source: str, info: TokenizerInfo, precompute: bool = True) -> TokenFSM:
+        """Compile (or fetch from the caches); ``precompute`` indexes free-text states now too."""
         if kind not in FRONTENDS:
             raise GrammarError(f"unknown constraint kind {kind!r}; use one of {sorted(FRONTENDS)}")
         if not isinstance(source, str):
             raise GrammarError(f"a {kind} constraint must be given as text (str), got {type(source).__name__}"
                                " (for a schema dict, pass json.dumps(schema))")
         key = cache_key(kind, source, info)
-        fsm = self.memory.get(key)
+        with self._lock:
+            fsm = self.memory.get(key)
         if fsm is not None:
             return fsm
         path = (self.cache_dir or default_cache_dir()) / f"{key}.npz"
@@ -75,11 +79,14 @@ class GrammarCompiler:
         if fsm is None:
             t0 = time.perf_counter()
             fsm = TokenFSM.build(compile_rx(to_rx(kind, source)), info, kind)
+            if precompute:
+                fsm.precompute()
             logger.debug("compiled %s constraint in %.1f ms (%d states)", kind,
                          (time.perf_counter() - t0) * 1e3, fsm.num_states)
             if self.disk:
                 save_fsm(path, fsm)
-        self.memory.put(key, fsm)
+        with self._lock:
+            self.memory.put(key, fsm)
         return fsm
 
 
@@ -88,13 +95,15 @@ DEFAULT_COMPILER = GrammarCompiler()
 
 
 def compile_constraint(kind: str, source: str, info: TokenizerInfo,
-                       compiler: Optional[GrammarCompiler] = None) -> TokenFSM:
+                       compiler: Optional[GrammarCompiler] = None, precompute: bool = True) -> TokenFSM:
     """Compile a constraint (``kind`` in regex, json_schema, ebnf, json_object) for ``info``.
 
     Cached in memory and on disk by sha256(kind, source, tokenizer fingerprint). Raises
-    :class:`GrammarError` for anything it cannot express exactly.
+    :class:`GrammarError` for anything it cannot express. With ``precompute`` (default) every
+    state is indexed now, so mask fills never stall a batch; call it off the critical path.
+    ``precompute=False`` compiles faster and indexes free-text states on first visit.
     """
-    return (compiler or DEFAULT_COMPILER).compile(kind, source, info)
+    return (compiler or DEFAULT_COMPILER).compile(kind, source, info, precompute)
 
 
 def compile_pydantic(model: Any, info: TokenizerInfo) -> TokenFSM:

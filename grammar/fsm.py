@@ -5,6 +5,7 @@ symbol]`` (int32) and ``accept[state]``; state 0 is dead (absorbing, rejecting),
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -353,14 +354,20 @@ _UNITS: "OrderedDict[rx.Node, CharDFA]" = OrderedDict()
 _UNITS_CAPACITY = 512
 
 
+_UNITS_LOCK = threading.Lock()
+
+
 def shared_unit(node: rx.Node) -> CharDFA:
-    dfa = _UNITS.get(node)
-    if dfa is None:
-        dfa = _UNITS[node] = compile_rx(node)
+    with _UNITS_LOCK:
+        dfa = _UNITS.get(node)
+        if dfa is not None:
+            _UNITS.move_to_end(node)
+            return dfa
+    dfa = compile_rx(node)  # outside the lock: may recurse into shared_unit
+    with _UNITS_LOCK:
+        _UNITS[node] = dfa
         while len(_UNITS) > _UNITS_CAPACITY:
             _UNITS.popitem(last=False)
-    else:
-        _UNITS.move_to_end(node)
     return dfa
 
 
