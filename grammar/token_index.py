@@ -122,9 +122,11 @@ def index_states(index: TokenIndex, dfa: CharDFA, info: TokenizerInfo, states: n
     # NOTE: the first PAD characters run without filtering: padded positions map to an identity
     # column, so every (state, token) pair takes the same gathers (a few big numpy ops, no Python
     # per length); dead pairs are dropped every few steps and long tokens finish in the loop below.
-    sym_pad, trans_ext = _padded(index, dfa, td, flat_sym)
+    sym_cols, trans_flat, width = _padded(index, dfa, td, flat_sym)
+    cur = cur.astype(np.int32)
     for j in range(1, PAD):
-        cur = trans_ext[cur, sym_pad[pair_t, j]]
+        # NOTE: 1-D gathers (column-major symbols, flattened table) are ~2x faster than 2-D ones
+        cur = trans_flat[cur * width + sym_cols[j][pair_t]]
         if j % 4 == 0:
             live = cur != DEAD
             pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
@@ -180,17 +182,18 @@ def _store_rows(index: TokenIndex, states: np.ndarray, fq, tok_ids, fs, vocab_si
 PAD = 12  # characters walked without per-step filtering (most tokens are shorter)
 
 
-def _padded(index: TokenIndex, dfa: CharDFA, td, flat_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Token symbols padded to PAD columns (pad = an identity symbol) and the extended table."""
+def _padded(index: TokenIndex, dfa: CharDFA, td, flat_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Token symbols for the first PAD characters, column-major ([PAD, T]; pad = an identity
+    symbol), and the flattened transition table extended with that identity column."""
     prep = index.__dict__.get("_padded")
     if prep is None:
         num_syms = dfa.trans.shape[1]
         cols = np.arange(PAD)
-        pos = td.off[:-1, None] + cols[None, :]
-        inside = cols[None, :] < td.clen[:, None]
-        sym_pad = np.where(inside, flat_sym[np.minimum(pos, len(flat_sym) - 1)], num_syms).astype(np.int32)
+        pos = td.off[None, :-1] + cols[:, None]
+        inside = cols[:, None] < td.clen[None, :]
+        sym_cols = np.where(inside, flat_sym[np.minimum(pos, len(flat_sym) - 1)], num_syms).astype(np.int32)
         trans_ext = np.concatenate([dfa.trans, np.arange(dfa.num_states, dtype=np.int32)[:, None]], axis=1)
-        prep = index.__dict__["_padded"] = (sym_pad, trans_ext)
+        prep = index.__dict__["_padded"] = (np.ascontiguousarray(sym_cols), trans_ext.reshape(-1), num_syms + 1)
     return prep
 
 
