@@ -33,6 +33,7 @@ class RuntimeConfig:
     disable_jump_forward: bool = False
     random_seed: int = 0
     worker_mode: str = "process"           # "process" | "thread"
+    num_threads: int | None = None         # CPU threads of the worker (None: torch's default, all cores)
     log_level: str = "warning"
     tp_size: int = 1
     dp_size: int = 1

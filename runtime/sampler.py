@@ -58,8 +58,10 @@ class Sampler:
             rest = [i for i in range(len(reqs)) if sps[i].seed is None]
             out[rest] = torch.multinomial(probs[rest], 1, generator=self.generator).squeeze(1)
         for i in seeded:
-            # NOTE: seeded rows are reproducible: the generator depends only on (seed, step).
-            g = torch.Generator(device=dev).manual_seed(sps[i].seed * 1000003 + len(reqs[i].output_ids))
+            # NOTE: seeded rows are reproducible: the generator depends only on (seed, sample, step).
+            sample = int(reqs[i].rid.rpartition("#")[2] or 0) if "#" in reqs[i].rid else 0
+            g = torch.Generator(device=dev).manual_seed(
+                (sps[i].seed * 1000003 + sample * 7919 + len(reqs[i].output_ids)) % (2**63))
             out[i] = torch.multinomial(probs[i], 1, generator=g)[0]
         return out
 

@@ -85,6 +85,8 @@ class Scheduler:
         req = e.req
         req.forward_passes += 1
         req.kv_slots.extend(e.new_slots)
+        if not e.req.output_ids and not self.cache.disabled:
+            self._cache_prefix(req)   # share the prompt with requests arriving while this one runs
         if e.lp_targets:
             req.input_token_logprobs.extend(zip(res.input_logprobs, e.lp_targets))
             req.input_top_logprobs.extend(res.input_tops)
@@ -222,6 +224,18 @@ class Scheduler:
         if n > self.allocator.available:
             self.cache.evict(n - self.allocator.available)
         return self.allocator.alloc(n)
+
+    def _cache_prefix(self, req: Req) -> None:
+        """Insert the request's computed tokens into the tree now (not only at finish) and move its
+        lock down to the new node; slots another request cached meanwhile replace our duplicates."""
+        tokens = req.fill_ids[:len(req.kv_slots)]
+        done = self.cache.insert(tokens, req.kv_slots)
+        self.allocator.free(req.kv_slots[req.cached_len:done])
+        m = self.cache.match_prefix(tokens)
+        self.cache.lock(m.node)
+        if req.last_node is not None:
+            self.cache.unlock(req.last_node)
+        req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
 
     def _release(self, req: Req) -> None:
         """Give the request's KV to the radix tree (or free it) and drop its lock."""

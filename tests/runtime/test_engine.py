@@ -71,6 +71,7 @@ def test_batch_n_and_stop(engine):
     assert outs[0]["meta_info"]["finish_reason"] == {"type": "stop", "matched": " 6"}
     samples = engine.generate("Once upon a time", {"temperature": 1.0, "max_new_tokens": 12, "n": 3, "seed": 7})
     assert len(samples) == 3 and [s["index"] for s in samples] == [0, 1, 2]
+    assert len({tuple(s["output_ids"]) for s in samples}) > 1  # n samples differ, even when seeded
     again = engine.generate("Once upon a time", {"temperature": 1.0, "max_new_tokens": 12, "n": 3, "seed": 7})
     assert [s["output_ids"] for s in samples] == [s["output_ids"] for s in again]  # seeded: reproducible
 
