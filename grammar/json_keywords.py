@@ -200,7 +200,18 @@ class KeywordCompiler:
         neg_hi = math.floor(-flo) - 1 if flo is not None else None
         frac = rx.alt(rx.seq(J.nat_range(pos_lo, pos_hi), J.FRAC_NONZERO),
                       rx.seq(rx.lit("-"), J.nat_range(neg_lo, neg_hi), J.FRAC_NONZERO))
-        return Lang(rx.alt(integral, frac), False)
+        edges = []  # non-integer, non-negative bounds: the fractions beside the bound itself
+        lo_strict = "exclusiveMinimum" in schema and flo == schema["exclusiveMinimum"]
+        hi_strict = "exclusiveMaximum" in schema and fhi == schema["exclusiveMaximum"]
+        if flo is not None and flo >= 0 and not float(flo).is_integer() and "e" not in repr(float(flo)):
+            whole, digits = repr(float(flo)).split(".")
+            if fhi is None or fhi >= int(whole) + 1:
+                edges.append(rx.seq(rx.lit(whole + "."), _frac_cmp(digits, True, lo_strict)))
+        if fhi is not None and fhi >= 0 and not float(fhi).is_integer() and "e" not in repr(float(fhi)):
+            whole, digits = repr(float(fhi)).split(".")
+            if flo is None or flo <= int(whole):
+                edges.append(rx.seq(rx.lit(whole + "."), _frac_cmp(digits, False, hi_strict)))
+        return Lang(rx.alt(integral, frac, *edges), False)
 
     def _multiple_of(self, step: float, integer: bool) -> rx.Node:
         """Canonical spellings of multiples of ``step`` (integers, or powers of ten like 0.01)."""
@@ -216,6 +227,22 @@ class KeywordCompiler:
 
     # arrays and objects live in json_containers (kept separate for size)
     from .json_containers import _contains, _count_list, _members, _type_array, _type_object  # noqa: E402, I001
+
+
+def _frac_cmp(d: str, greater: bool, strict: bool) -> rx.Node:
+    """Canonical fraction digits f (no trailing zero) with 0.f ≥ 0.d (``greater``) or ≤ 0.d."""
+    alts = []
+    for i, ch in enumerate(d):
+        lo, hi = (int(ch) + 1, 9) if greater else (0, int(ch) - 1)
+        if lo <= hi:
+            alts.append(rx.seq(rx.lit(d[:i]), rx.chars([(48 + lo, 48 + hi)]), rx.star(J.DIGIT)))
+        if not greater and i:
+            alts.append(rx.lit(d[:i]))  # a proper prefix is smaller
+    if greater:
+        alts.append(rx.seq(rx.lit(d), rx.rep(J.DIGIT, 1 if strict else 0, None)))
+    elif not strict:
+        alts.append(rx.lit(d))
+    return rx.both(rx.alt(*alts), rx.seq(rx.star(J.DIGIT), J.NONZERO))
 
 
 def _num(schema: dict, inclusive: str, exclusive: str, pick) -> Optional[float]:
