@@ -162,6 +162,13 @@ def _store_rows(index: TokenIndex, states: np.ndarray, fq, tok_ids, fs, vocab_si
     """
     if not len(states):
         return
+    if len(fq) * 8 < len(states) * vocab_size:  # sparse rows: sorting is cheaper than tables
+        srt = np.lexsort((tok_ids, fq))
+        fq, tok_ids, fs = fq[srt], tok_ids[srt].astype(np.int32), fs[srt].astype(np.int32)
+        lo, hi = np.searchsorted(fq, states, side="left"), np.searchsorted(fq, states, side="right")
+        for q, a, b in zip(states.tolist(), lo.tolist(), hi.tolist()):
+            index.rows[q] = (tok_ids[a:b], fs[a:b])
+        return
     states = np.sort(states)  # chunks of sorted states own contiguous ranges of sorted fq
     slot = np.full(int(states.max()) + 1, -1, dtype=np.int64)
     chunk = 64
