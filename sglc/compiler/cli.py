@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run a program or a compiled artifact and print its text and variables as JSON")
     _common(p)
-    p.add_argument("--backend", default="engine", help="engine (the embedded model, default) or grpc://host:port")
+    p.add_argument("--backend", default="engine",
+                   help="engine (the embedded model, default), grpc://host:port or http://host:port (sglc serve)")
     p.add_argument("--temperature", type=float, help="run-wide sampling default")
     p.add_argument("--max-tokens", type=int, help="run-wide max new tokens")
     p.set_defaults(func=_run, parser=p)
@@ -148,9 +149,9 @@ def _backend(spec: str) -> Any:
 
     if spec == "engine":
         return sglc.EngineBackend(sglc.Engine())
-    if spec.startswith("grpc://"):
+    if spec.startswith(("grpc://", "http://", "https://")):
         return sglc.RuntimeEndpoint(spec)
-    raise ValueError(f"unknown --backend {spec!r}; use engine or grpc://host:port")
+    raise ValueError(f"unknown --backend {spec!r}; use engine, grpc://host:port or http://host:port")
 
 
 def _run(ns: argparse.Namespace) -> int:
