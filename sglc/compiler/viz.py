@@ -1,7 +1,7 @@
 """The IR visualizer: one self-contained HTML file (inline SVG, CSS and JS; no network), or DOT.
 
-Layout: one lane (column) per stream, one row per node in the graph's stable topological order, so
-stream order reads top to bottom and forks fan out to the right. Node kinds differ by shape and
+Layout: one lane (column) per stream, one row per longest-path depth, so stream order reads top to
+bottom, forks fan out to the right and sibling branches sit side by side. Node kinds differ by shape and
 color; edges by kind (stream solid, fork/join dashed, data dotted). Clicking a node shows its
 attributes; a selector switches between the graph after tracing and after each pass.
 """
@@ -67,11 +67,22 @@ def _label(node: ir.Node) -> str:
     return text if len(text) <= 22 else text[:21] + "…"
 
 
+def ranks(graph: ir.Graph) -> dict[int, int]:
+    """Row of each node: its longest-path depth, so sibling branches line up side by side.
+
+    NOTE: collision-free per lane: a stream edge always goes one rank down at least.
+    """
+    rank: dict[int, int] = {}
+    for nid in graph.order():
+        rank[nid] = max((rank[p] + 1 for p in graph.g.predecessors(nid)), default=0)
+    return rank
+
+
 def layout(graph: ir.Graph) -> dict[int, tuple[float, float]]:
-    """Center of each node: x by stream lane, y by position in the stable order."""
+    """Center of each node: x by stream lane, y by rank (longest-path depth)."""
     lanes = {sid: i for i, sid in enumerate(s for s, ids in graph.streams().items() if ids)}
     return {nid: (MARGIN + lanes[graph.node(nid).stream] * LANE_W + NODE_W / 2, MARGIN + row * ROW_H + NODE_H / 2)
-            for row, nid in enumerate(graph.order())}
+            for nid, row in ranks(graph).items()}
 
 
 def _shape(kind: str, x: float, y: float, extra: str) -> str:
@@ -97,7 +108,7 @@ def render_svg(graph: ir.Graph) -> str:
     pos = layout(graph)
     streams = [s for s, ids in graph.streams().items() if ids]
     width = MARGIN * 2 + max(1, len(streams)) * LANE_W
-    height = MARGIN * 2 + max(1, len(graph)) * ROW_H + 10
+    height = MARGIN * 2 + (max(pos.values(), key=lambda p: p[1])[1] if pos else 0) + ROW_H
     out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="irgraph" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}">'),
            ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
