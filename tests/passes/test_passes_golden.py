@@ -21,6 +21,7 @@ CASES = {
     "o2_hoist": ("hoist_prefix", 2),
     "o2_batch": ("batch", 2),
     "o2_fold": ("fold_text", 2),
+    "o1_fold": ("fold_text", 1),
 }
 
 
