@@ -24,6 +24,7 @@ proto: setup
 
 run: setup
 	$(PY) examples/quickstart.py
+	$(PY) examples/frontend_demo.py
 
 test: setup
 	$(PY) -m pytest -q -m "not gpu" tests

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EngineError
+from .errors import EngineError, EngineUnsupported
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ class RuntimeConfig:
 
     def verify(self) -> None:
         if self.tp_size != 1 or self.dp_size != 1:
-            raise EngineError("tensor/data parallelism (tp_size/dp_size > 1) is not implemented yet")
+            raise EngineUnsupported("tensor/data parallelism (tp_size/dp_size > 1) is not implemented yet")
         if self.quantization:
-            raise EngineError(f"quantization={self.quantization!r} is not implemented yet")
+            raise EngineUnsupported(f"quantization={self.quantization!r} is not implemented yet")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise EngineError(f"dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
         if self.load_format not in ("auto", "dummy"):

@@ -16,7 +16,7 @@ import uuid
 from typing import Any, AsyncIterator, Iterator
 
 from .config import RuntimeConfig
-from .errors import EngineError
+from .errors import EngineError, EngineUnavailable
 from .sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Engine:
         with self._lock:
             sinks, self._sinks = self._sinks, {}
         for rid, sink in sinks.items():
-            sink.put({"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why,
+            sink.put({"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why, "unavailable": True,
                       "meta_info": {"finish_reason": {"type": "abort", "message": why}}})
         for q in self._replies.values():
             q.put(None)
@@ -157,7 +157,7 @@ class Engine:
     def _prepare(self, prompt, sampling_params, input_ids, stream, return_logprob, logprob_start_len,
                  top_logprobs_num, rid) -> tuple[list[dict], bool]:
         if self._closed or self._dead:
-            raise EngineError(f"the engine is not running ({self._dead or 'shut down'})")
+            raise EngineUnavailable(f"the engine is not running ({self._dead or 'shut down'})")
         if (prompt is None) == (input_ids is None):
             raise EngineError("pass exactly one of prompt (text) or input_ids")
         single = isinstance(prompt, str) or (input_ids is not None and input_ids and isinstance(input_ids[0], int))
@@ -316,7 +316,7 @@ class Engine:
 
     def _call(self, name: str, timeout: float = 60.0):
         if self._closed or self._dead:
-            raise EngineError(f"the engine is not running ({self._dead or 'shut down'})")
+            raise EngineUnavailable(f"the engine is not running ({self._dead or 'shut down'})")
         token = next(self._tokens)
         q: queue.Queue = queue.Queue()
         self._replies[token] = q
@@ -342,9 +342,7 @@ class Engine:
 def _chunk(sink: _Sink, ev: dict) -> dict:
     if ev["finished"]:
         sink.open.discard(ev["rid"])
-    if ev.get("error") and (ev["meta_info"].get("finish_reason") or {}).get("type") == "abort" \
-            and "aborted by the client" not in ev["error"]:
-        raise EngineError(ev["error"])
+    _raise_for(ev)
     return {"text": ev["text"], "output_ids": ev["output_ids"], "index": sink.index[ev["rid"]],
             "finished": ev["finished"], "meta_info": ev["meta_info"]}
 
@@ -354,8 +352,7 @@ def _collect(sink: _Sink, events) -> list[dict]:
     acc = {rid: {"text": "", "output_ids": [], "index": i, "meta_info": {}} for rid, i in sink.index.items()}
     pending = set(acc)
     for ev in events:
-        if ev.get("error") and "aborted by the client" not in ev["error"]:
-            raise EngineError(ev["error"])
+        _raise_for(ev)
         a = acc[ev["rid"]]
         a["text"] += ev["text"]
         a["output_ids"] += ev["output_ids"]
@@ -366,6 +363,14 @@ def _collect(sink: _Sink, events) -> list[dict]:
                 break
     sink.open.clear()
     return [acc[rid] for rid in sorted(acc, key=sink.index.get)]
+
+
+def _raise_for(ev: dict) -> None:
+    """A request the worker refused (bad constraint, too long) or lost (crash) raises; a client abort doesn't."""
+    err = ev.get("error")
+    if not err or "aborted by the client" in err:
+        return
+    raise EngineUnavailable(err) if ev.get("unavailable") else EngineError(err)
 
 
 def _score(out: dict, n: int) -> dict:
