@@ -19,6 +19,7 @@ from .request import FinishReason, Req
 
 logger = logging.getLogger(__name__)
 
+IN_BATCH_PREFIX_MIN = 32  # uncached shared tokens that make a waiting request defer to its twin
 LPM_MAX_QUEUE = 128  # NOTE: past this many waiting requests, LPM's sort costs more than it saves: FCFS
 
 
@@ -139,6 +140,8 @@ class Scheduler:
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
+            if self._shares_uncached_prefix(req, entries):
+                continue   # NOTE: computed once by the other request; it hits the cache next step
             entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size))
             if entry is None:
                 break
@@ -147,6 +150,23 @@ class Scheduler:
             budget -= len(entry.new_ids)
             room -= 1
         return ScheduleBatch(decode=False, entries=entries) if entries else None
+
+    def _shares_uncached_prefix(self, req: Req, entries: list[BatchEntry]) -> bool:
+        """In-batch prefix sharing: would ``req`` recompute a not-yet-cached prefix that a request already
+        in this batch is computing? (Only for fresh requests, and only with the cache on.)"""
+        if self.cache.disabled or req.kv_slots or not entries:
+            return False
+        fill = req.fill_ids
+        cached = self.cache.match_prefix(fill[:req.prefix_cap()]).length
+        for e in entries:
+            other = e.req.fill_ids[:e.prefix_len + len(e.new_ids)]
+            n = 0
+            stop = min(len(fill), len(other))
+            while n < stop and fill[n] == other[n]:
+                n += 1
+            if n - cached >= IN_BATCH_PREFIX_MIN:
+                return True
+        return False
 
     def _waiting_order(self) -> list[Req]:
         reqs = list(self.waiting)

@@ -113,3 +113,17 @@ def test_cache_hit_skips_prefill():
         while sched.has_work:
             sched.step()
     assert sched.stats["prefill_tokens"] == 41 + 1  # the second request computed only its own token
+
+
+def test_in_batch_prefix_is_computed_once():
+    """Requests arriving together with a shared, uncached prefix: one computes it, the rest reuse it."""
+    alloc = SlotAllocator(5000)
+    cache = RadixCache(alloc)
+    sched = Scheduler(SchedulerConfig(max_prefill_tokens=4096, chunked_prefill_size=4096), alloc, cache,
+                      FakeExecutor({}), finish_check)
+    prefix = list(range(1, 101))
+    for i in range(8):
+        sched.add(Req(rid=f"f{i}", input_ids=prefix + [i + 1, i + 2], sampling_params=SamplingParams(max_new_tokens=2)))
+    while sched.has_work:
+        sched.step()
+    assert sched.stats["prefill_tokens"] == 102 + 7 * 2
