@@ -10,7 +10,6 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -45,7 +44,7 @@ class MemoryCache:
         self.capacity = capacity
         self._items: OrderedDict[str, TokenFSM] = OrderedDict()
 
-    def get(self, key: str) -> Optional[TokenFSM]:
+    def get(self, key: str) -> TokenFSM | None:
         fsm = self._items.get(key)
         if fsm is not None:
             self._items.move_to_end(key)
@@ -83,7 +82,7 @@ def save_fsm(path: Path, fsm: TokenFSM) -> None:
         logger.warning("could not write the grammar cache %s: %s", path, e)
 
 
-def load_fsm(path: Path, info: TokenizerInfo) -> Optional[TokenFSM]:
+def load_fsm(path: Path, info: TokenizerInfo) -> TokenFSM | None:
     """Read an FSM written by :func:`save_fsm`; None if absent, unreadable or for another vocab."""
     try:
         with np.load(path, allow_pickle=False) as z:

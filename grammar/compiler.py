@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import rx
 from .cache import MemoryCache, cache_key, default_cache_dir, load_fsm, save_fsm
@@ -56,7 +57,7 @@ def to_rx(kind: str, source: str) -> rx.Node:
 class GrammarCompiler:
     """Compiles constraints for tokenizers, with an in-memory LRU and an on-disk cache."""
 
-    def __init__(self, cache_dir: Optional[Path] = None, disk: bool = True, capacity: int = 256) -> None:
+    def __init__(self, cache_dir: Path | None = None, disk: bool = True, capacity: int = 256) -> None:
         self.cache_dir = cache_dir
         self.disk = disk
         self.memory = MemoryCache(capacity)
@@ -95,7 +96,7 @@ DEFAULT_COMPILER = GrammarCompiler()
 
 
 def compile_constraint(kind: str, source: str, info: TokenizerInfo,
-                       compiler: Optional[GrammarCompiler] = None, precompute: bool = True) -> TokenFSM:
+                       compiler: GrammarCompiler | None = None, precompute: bool = True) -> TokenFSM:
     """Compile a constraint (``kind`` in regex, json_schema, ebnf, json_object) for ``info``.
 
     Cached in memory and on disk by sha256(kind, source, tokenizer fingerprint). Raises

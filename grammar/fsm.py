@@ -350,7 +350,7 @@ def _compile(node: rx.Node, alphabet: Alphabet, units: dict | None = None) -> Ch
 
 # NOTE: process-wide LRU of unit DFAs (each over its own alphabet), so a sub-language shared by
 # many constraints (e.g. free-form JSON values) is determinized once per process.
-_UNITS: "OrderedDict[rx.Node, CharDFA]" = OrderedDict()
+_UNITS: OrderedDict[rx.Node, CharDFA] = OrderedDict()
 _UNITS_CAPACITY = 512
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from typing import Any, Optional
+from typing import Any
 
 from . import json_values as J
 from . import rx
@@ -82,7 +82,7 @@ def _type_array(self, schema: dict, budget: int):
     return lang
 
 
-def _array_body(prefix: list, rest, lo: int, hi: Optional[int]) -> rx.Node:
+def _array_body(prefix: list, rest, lo: int, hi: int | None) -> rx.Node:
     k = len(prefix)
     start = max(k, lo)
     if hi is not None and hi < lo:
@@ -122,7 +122,7 @@ def _contains(self, schema: dict, inner: int, lang):
     return _and([lang, _lang(counted, cond.exact and most is not None)])
 
 
-def _count_list(self, hit: rx.Node, other: rx.Node, least: int, most: Optional[int]) -> rx.Node:
+def _count_list(self, hit: rx.Node, other: rx.Node, least: int, most: int | None) -> rx.Node:
     """Arrays with between ``least`` and ``most`` elements from ``hit``, the others from ``other``."""
     if most is not None and most < least:
         return rx.NOTHING
@@ -237,7 +237,7 @@ def _names_dfa(self, names_schema: Any):
     return compile_rx(rx.both(J.STRING, self.compile(names_schema, 0).node))
 
 
-def _object_members(items: list, extra: Optional[rx.Node]) -> rx.Node:
+def _object_members(items: list, extra: rx.Node | None) -> rx.Node:
     """``{...}`` with ``items`` (member node, required) in schema order; ``extra`` members may
     appear in any gap. Size stays quadratic in the number of members (no duplication blow-up)."""
     gap = rx.star(rx.seq(SEP, extra)) if extra is not None else rx.EMPTY

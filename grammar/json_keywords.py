@@ -5,7 +5,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from . import json_values as J
 from . import rx
@@ -128,7 +128,7 @@ class KeywordCompiler:
         return Lang(rx.alt(*(x[0] for x in langs)), all(x[1] for x in langs))
 
     # -- types -----------------------------------------------------------------------------
-    def _typed(self, schema: dict, budget: int) -> Optional[Lang]:
+    def _typed(self, schema: dict, budget: int) -> Lang | None:
         declared = schema.get("type")
         used = {t for t, kws in _TYPE_KEYWORDS.items() if any(k in schema for k in kws)}
         if declared is None and not used:
@@ -226,7 +226,7 @@ class KeywordCompiler:
         raise _refuse(f"multipleOf {step}", "use an integer, or a power of ten such as 0.01")
 
     # arrays and objects live in json_containers (kept separate for size)
-    from .json_containers import _contains, _count_list, _members, _type_array, _type_object  # noqa: E402, I001
+    from .json_containers import _contains, _count_list, _members, _type_array, _type_object
 
 
 def _frac_cmp(d: str, greater: bool, strict: bool) -> rx.Node:
@@ -245,12 +245,12 @@ def _frac_cmp(d: str, greater: bool, strict: bool) -> rx.Node:
     return rx.both(rx.alt(*alts), rx.seq(rx.star(J.DIGIT), J.NONZERO))
 
 
-def _num(schema: dict, inclusive: str, exclusive: str, pick) -> Optional[float]:
+def _num(schema: dict, inclusive: str, exclusive: str, pick) -> float | None:
     vals = [schema[k] for k in (inclusive, exclusive) if isinstance(schema.get(k), (int, float))]
     return pick(vals) if vals else None
 
 
-def _int_bounds(schema: dict) -> tuple[Optional[int], Optional[int]]:
+def _int_bounds(schema: dict) -> tuple[int | None, int | None]:
     """Integer bounds implied by minimum/maximum/exclusive* (may be floats)."""
     lo = hi = None
     if isinstance(schema.get("minimum"), (int, float)):

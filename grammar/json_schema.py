@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 from urllib.parse import urljoin
-from typing import Any, Optional
 
 from . import json_values as J
 from . import rx
@@ -90,7 +90,7 @@ class SchemaCompiler(KeywordCompiler):
         return node
 
     @staticmethod
-    def array_of(item: rx.Node, lo: int = 0, hi: Optional[int] = None) -> rx.Node:
+    def array_of(item: rx.Node, lo: int = 0, hi: int | None = None) -> rx.Node:
         if hi is not None and hi < lo:
             return rx.NOTHING
         if hi == 0:
@@ -100,7 +100,7 @@ class SchemaCompiler(KeywordCompiler):
         return rx.seq(rx.lit("["), body if lo > 0 else rx.opt(body), rx.lit("]"))
 
     @staticmethod
-    def object_of(key: rx.Node, value: rx.Node, lo: int = 0, hi: Optional[int] = None) -> rx.Node:
+    def object_of(key: rx.Node, value: rx.Node, lo: int = 0, hi: int | None = None) -> rx.Node:
         member = rx.seq(key, rx.lit(": "), value)
         if hi is not None and hi < lo:
             return rx.NOTHING

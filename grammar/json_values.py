@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional
+from typing import Any
 
 from . import rx
 
@@ -100,7 +100,7 @@ def integer_any() -> rx.Node:
     return rx.alt(rx.seq(NEG, NAT, rx.opt(rx.lit(".0"))), exp)
 
 
-def nat_range(lo: int, hi: Optional[int]) -> rx.Node:
+def nat_range(lo: int, hi: int | None) -> rx.Node:
     """Decimal spellings (no leading zeros) of the naturals in [lo, hi] (hi None: unbounded)."""
     lo = max(lo, 0)
     if hi is not None and hi < lo:
@@ -131,7 +131,7 @@ def _same_width(a: str, b: str) -> rx.Node:
     return rx.alt(*parts)
 
 
-def int_range(lo: Optional[int], hi: Optional[int]) -> rx.Node:
+def int_range(lo: int | None, hi: int | None) -> rx.Node:
     """Plain integer spellings of the integers in [lo, hi] (None: unbounded)."""
     parts = []
     if hi is None or hi >= 0:

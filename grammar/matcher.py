@@ -34,7 +34,7 @@ class TokenFSM:
     _forced: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, dfa: CharDFA, info: TokenizerInfo, kind: str = "regex") -> "TokenFSM":
+    def build(cls, dfa: CharDFA, info: TokenizerInfo, kind: str = "regex") -> TokenFSM:
         return cls(dfa, build_index(dfa, info), info, kind)
 
     @property
@@ -45,7 +45,7 @@ class TokenFSM:
     def num_states(self) -> int:
         return self.dfa.num_states
 
-    def matcher(self) -> "Matcher":
+    def matcher(self) -> Matcher:
         """A fresh per-request matcher at the start state."""
         return Matcher(self)
 

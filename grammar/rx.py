@@ -13,7 +13,7 @@ Nodes::
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 Node = tuple
 MAX_CP = 0x10FFFF
@@ -81,7 +81,7 @@ def alt(*nodes: Node) -> Node:
     return flat[0] if len(flat) == 1 else ("alt", tuple(flat))
 
 
-def rep(node: Node, lo: int, hi: Optional[int]) -> Node:
+def rep(node: Node, lo: int, hi: int | None) -> Node:
     if hi is not None and hi < lo:
         return NOTHING
     if (lo, hi) == (1, 1):

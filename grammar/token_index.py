@@ -9,13 +9,11 @@ per step and dead pairs are dropped. Tokens that end inside a multi-byte UTF-8 c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
 from .fsm import DEAD, CharDFA
 from .tokenizer_info import TokenizerInfo, split_utf8, tail_interval
-
 
 # NOTE: states whose first step alone admits more tokens than this (free-text states) are
 # indexed lazily, on first visit (a few ms each); all others are indexed at compile time.
@@ -64,7 +62,7 @@ class TokenIndex:
                 nexts.append(nxt)
         return np.asarray(toks, dtype=np.int32), np.asarray(nexts, dtype=np.int32)
 
-    def walk_bytes(self, dfa: CharDFA, q: int, data: bytes) -> Optional[int]:
+    def walk_bytes(self, dfa: CharDFA, q: int, data: bytes) -> int | None:
         """State after ``data`` from char state ``q`` (None if rejected); may add a mid state."""
         if q >= self.num_char_states:
             q, pending = self.mid[q - self.num_char_states]

@@ -10,8 +10,9 @@ import hashlib
 import logging
 import re
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .errors import GrammarError
 logger = logging.getLogger(__name__)
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 # NOTE: a cache keyed by the (weakly held) tokenizer object, so `from_hf` is cheap on every call.
-_INFO_CACHE: "weakref.WeakKeyDictionary[Any, TokenizerInfo]" = weakref.WeakKeyDictionary()
+_INFO_CACHE: weakref.WeakKeyDictionary[Any, TokenizerInfo] = weakref.WeakKeyDictionary()
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,7 +60,7 @@ class TokenizerInfo:
     ``vocab_size`` is the tokenizer's number of ids; models may have wider logits (extra bits stay 0).
     """
 
-    token_bytes: tuple[Optional[bytes], ...]
+    token_bytes: tuple[bytes | None, ...]
     eos_token_id: int
     special_ids: frozenset[int] = frozenset()
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -81,8 +82,8 @@ class TokenizerInfo:
         return fp
 
     @classmethod
-    def from_vocab(cls, vocab: Sequence[Optional[str]], eos_token_id: int,
-                   special_ids: Sequence[int] = (), style: str = "auto") -> "TokenizerInfo":
+    def from_vocab(cls, vocab: Sequence[str | None], eos_token_id: int,
+                   special_ids: Sequence[int] = (), style: str = "auto") -> TokenizerInfo:
         """Build from token strings as the tokenizer spells them; ``style`` in
         {"auto", "byte_level", "sentencepiece", "plain"}."""
         specials = frozenset(int(i) for i in special_ids) | {int(eos_token_id)}
@@ -92,13 +93,13 @@ class TokenizerInfo:
                   "plain": lambda s: s.encode("utf-8")}.get(style)
         if decode is None:
             raise GrammarError(f"unknown vocabulary style {style!r}; use byte_level, sentencepiece or plain")
-        out: list[Optional[bytes]] = []
+        out: list[bytes | None] = []
         for i, s in enumerate(vocab):
             out.append(None if s is None or i in specials else decode(s))
         return cls(tuple(out), int(eos_token_id), specials)
 
     @classmethod
-    def from_hf(cls, tokenizer: Any) -> "TokenizerInfo":
+    def from_hf(cls, tokenizer: Any) -> TokenizerInfo:
         """From a Hugging Face tokenizer (cached per tokenizer object)."""
         try:
             cached = _INFO_CACHE.get(tokenizer)
@@ -108,7 +109,7 @@ class TokenizerInfo:
             return cached
         vocab = tokenizer.get_vocab()
         size = max(len(tokenizer), max(vocab.values()) + 1)
-        strings: list[Optional[str]] = [None] * size
+        strings: list[str | None] = [None] * size
         for s, i in vocab.items():
             strings[i] = s
         specials = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -132,7 +133,7 @@ class TokenizerInfo:
         return data
 
 
-def _hf_style(tokenizer: Any, strings: Sequence[Optional[str]]) -> str:
+def _hf_style(tokenizer: Any, strings: Sequence[str | None]) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     decoder = repr(getattr(backend, "decoder", "")) if backend is not None else ""
     if "ByteLevel" in decoder:
@@ -142,7 +143,7 @@ def _hf_style(tokenizer: Any, strings: Sequence[Optional[str]]) -> str:
     return _guess_style(strings)
 
 
-def _guess_style(vocab: Sequence[Optional[str]]) -> str:
+def _guess_style(vocab: Sequence[str | None]) -> str:
     words = [s for s in vocab if s]
     if sum(s.startswith("▁") for s in words) > len(words) // 20 or any(_BYTE_TOKEN.fullmatch(s) for s in words):
         return "sentencepiece"
@@ -152,7 +153,7 @@ def _guess_style(vocab: Sequence[Optional[str]]) -> str:
     return "plain"
 
 
-def _decode_byte_level(s: str) -> Optional[bytes]:
+def _decode_byte_level(s: str) -> bytes | None:
     table = _byte_decoder()
     try:
         return bytes(table[c] for c in s)
@@ -160,7 +161,7 @@ def _decode_byte_level(s: str) -> Optional[bytes]:
         return s.encode("utf-8")
 
 
-def _decode_sentencepiece(s: str) -> Optional[bytes]:
+def _decode_sentencepiece(s: str) -> bytes | None:
     m = _BYTE_TOKEN.fullmatch(s)
     if m:
         return bytes([int(m.group(1), 16)])
@@ -185,7 +186,7 @@ def tail_interval(tail: bytes) -> tuple[int, int]:
     return lo, hi
 
 
-def split_utf8(data: bytes) -> tuple[Optional[str], bytes]:
+def split_utf8(data: bytes) -> tuple[str | None, bytes]:
     """(complete characters, incomplete tail) or (None, b"") if ``data`` is not such a prefix."""
     try:
         return data.decode("utf-8"), b""
@@ -199,7 +200,7 @@ def split_utf8(data: bytes) -> tuple[Optional[str], bytes]:
         return head.decode("utf-8"), tail
 
 
-def _split_tokens(token_bytes: Sequence[Optional[bytes]]) -> TokenData:
+def _split_tokens(token_bytes: Sequence[bytes | None]) -> TokenData:
     ids, texts, tails_lo, tails_hi = [], [], [], []
     tail_bytes: dict[int, bytes] = {}
     cont: dict[int, bytes] = {}

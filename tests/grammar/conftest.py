@@ -8,7 +8,6 @@ import tempfile
 
 import pytest
 
-
 # NOTE: a fresh on-disk grammar cache per session, so stale entries never hide a bug
 if "SGLC_CACHE_DIR" not in os.environ:
     os.environ["SGLC_CACHE_DIR"] = tempfile.mkdtemp(prefix="sglc-grammar-test-")

@@ -55,7 +55,9 @@ def run_suite(root: Path, files: list[str] | None = None) -> SuiteResult:
         if files is not None and name not in files:
             continue
         ok = 0
-        for group in json.load(open(path)):
+        with open(path, encoding="utf-8") as f:
+            groups = json.load(f)
+        for group in groups:
             res.groups += 1
             res.instances += len(group["tests"])
             try:
@@ -64,7 +66,7 @@ def run_suite(root: Path, files: list[str] | None = None) -> SuiteResult:
                 res.refused += 1
                 res.refusals.setdefault(name, []).append(f"{group['description']}: {e}")
                 continue
-            except Exception as e:  # a crash is a bug: recorded and reported by the test
+            except Exception as e:  # noqa: BLE001 - a crash is a bug: recorded, reported by the test
                 res.errors.append((name, group["description"], repr(e)))
                 continue
             res.compiled += 1

@@ -5,11 +5,11 @@ import random
 
 import lark
 import pytest
+from grammar_helpers import random_walk
 
 from grammar import GrammarError, compile_constraint
 from grammar.ebnf import ebnf_to_rx
 from grammar.fsm import compile_rx
-from grammar_helpers import random_walk
 
 ARITH = r"""
 start: expr

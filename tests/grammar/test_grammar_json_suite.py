@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from json_suite import run_suite, suite_dir
 
 ROOT = suite_dir()

@@ -4,14 +4,14 @@ from __future__ import annotations
 import enum
 import json
 import random
-from typing import List, Literal, Optional
+from typing import Literal
 
 import jsonschema
 import pydantic
 import pytest
+from grammar_helpers import random_walk
 
 from grammar import GrammarError, compile_constraint, compile_pydantic
-from grammar_helpers import random_walk
 
 NESTED = {
     "type": "object",
@@ -54,8 +54,8 @@ class Character(pydantic.BaseModel):
     house: Literal["Gryffindor", "Slytherin"]
     color: Color
     wand: Wand
-    friends: List[str] = pydantic.Field(max_length=2)
-    age: Optional[int] = None
+    friends: list[str] = pydantic.Field(max_length=2)
+    age: int | None = None
 
 
 @pytest.mark.parametrize("schema", [NESTED, TREE], ids=["nested", "recursive"])

@@ -4,14 +4,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from grammar_helpers import HP_REGEX, IPV4_REGEX
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grammar import GrammarError
 from grammar.fsm import compile_rx
 from grammar.regex_parser import parse_regex
-
-from grammar_helpers import HP_REGEX, IPV4_REGEX
 
 REGEXES = [
     IPV4_REGEX, r"[0-9]+(\.[0-9]+)?", r"a|ab", r"(ab|a)(bc|c)?", r"\w+@\w+\.(com|org)",
