@@ -175,11 +175,26 @@ class _Closures:
         self.nfa, self.final = nfa, final
         self.single: dict[int, frozenset[int]] = {}
         self.sets: dict[frozenset, frozenset] = {}
+        self.eps = self._shortcut(nfa, final)
+
+    @staticmethod
+    def _shortcut(nfa: _NFA, final: int) -> list[list[int]]:
+        """Epsilon lists with chains of pass-through states (no symbol edge, one epsilon) skipped."""
+        eps, edges = nfa.eps, nfa.edges
+        through = [len(e) == 1 and not edges[s] and s != final for s, e in enumerate(eps)]
+
+        def land(t: int) -> int:
+            seen = set()
+            while through[t] and t not in seen:
+                seen.add(t)
+                t = eps[t][0]
+            return t
+        return [[land(t) for t in e] for e in eps]
 
     def of_state(self, start: int) -> frozenset[int]:
         hit = self.single.get(start)
         if hit is None:
-            eps, edges = self.nfa.eps, self.nfa.edges
+            eps, edges = self.eps, self.nfa.edges
             seen, stack, keep = {start}, [start], []
             while stack:
                 s = stack.pop()
