@@ -11,6 +11,7 @@ from .token_index import TokenIndex, build_index, index_states
 from .tokenizer_info import TokenizerInfo
 
 logger = logging.getLogger(__name__)
+PRECOMPUTE_MAX_PAIRS = 4_000_000  # ≈ 32 MB of index per compiled constraint
 
 
 def bitmask_width(vocab_size: int) -> int:
@@ -49,11 +50,23 @@ class TokenFSM:
         """A fresh per-request matcher at the start state."""
         return Matcher(self)
 
-    def precompute(self) -> None:
-        """Index every state now (free-text states are otherwise indexed on first visit)."""
-        missing = np.array([s for s in range(1, self.num_states) if s not in self.index.rows], dtype=np.int32)
-        if len(missing):
-            index_states(self.index, self.dfa, self.info, missing)
+    def precompute(self, max_pairs: int = PRECOMPUTE_MAX_PAIRS) -> bool:
+        """Index every state now (free-text states are otherwise indexed on first visit).
+
+        Stops once the index holds ``max_pairs`` (token, next state) pairs (8 bytes each), so long
+        counted free text (``.{0,300}``) stays lazy instead of taking seconds and 100+ MB.
+        Returns whether every state is indexed.
+        """
+        missing = [s for s in range(1, self.num_states) if s not in self.index.rows]
+        stored = sum(len(r[0]) for r in self.index.rows.values())
+        for lo in range(0, len(missing), 16):
+            if stored > max_pairs:
+                logger.info("precompute stopped at %d pairs; %d states stay lazy", stored, len(missing) - lo)
+                return False
+            chunk = np.array(missing[lo:lo + 16], dtype=np.int32)
+            index_states(self.index, self.dfa, self.info, chunk)
+            stored += sum(len(self.index.rows[int(s)][0]) for s in chunk)
+        return True
 
     def is_accepting(self, state: int) -> bool:
         return state < self.dfa.num_states and bool(self.dfa.accept[state])

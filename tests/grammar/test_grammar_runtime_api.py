@@ -49,3 +49,13 @@ def test_unknown_kind_and_non_text_source(info):
         compile_constraint("xml", "<a/>", info)
     with pytest.raises(GrammarError, match="as text"):
         compile_constraint("json_schema", {"type": "object"}, info)  # type: ignore[arg-type]
+
+
+def test_precompute_is_capped_and_lazy_rows_still_work(info, hf_tokenizer):
+    fsm = GrammarCompiler(disk=False).compile("regex", r"[^\n]{0,40}", info, precompute=False)
+    assert fsm.precompute(max_pairs=100_000) is False  # stops early: the rest stays lazy
+    m = fsm.matcher()
+    for tid in hf_tokenizer.encode("hello world, 42!", add_special_tokens=False):
+        assert m.accept_token(tid)
+    assert m.is_accepting()
+    assert fsm.precompute() is True
