@@ -168,3 +168,28 @@ def test_sentencepiece_style_vocab():
 def test_tokenizer_info_is_cached(hf_tokenizer, info):
     assert TokenizerInfo.from_hf(hf_tokenizer) is info
     assert len(info.fingerprint) == 64 and info.vocab_size == 49152
+
+
+def test_jump_forward_retokenization_recipe(info, hf_tokenizer):
+    """The docs' recipe: accept the forced text, roll back, re-tokenize the boundary, re-accept."""
+    fsm = compile_constraint("regex", HP_REGEX, info)
+    m = fsm.matcher()
+    text, last = "", None
+    while not m.is_terminated():
+        forced = m.forced_string()
+        if forced and last is not None:
+            assert m.accept_string(forced)
+            m.rollback(2)
+            for tid in hf_tokenizer.encode(hf_tokenizer.decode([last]) + forced, add_special_tokens=False):
+                assert m.accept_token(tid)
+            text += forced
+            last = None
+            continue
+        if forced:
+            assert m.accept_string(forced)
+            text += forced
+            continue
+        last = hf_tokenizer.encode(HP_SAMPLE[len(text):], add_special_tokens=False)[0]
+        assert m.accept_token(last)
+        text += hf_tokenizer.decode([last])
+    assert text == HP_SAMPLE and m.is_accepting()
