@@ -40,7 +40,10 @@ def encode_class(ranges: tuple[tuple[int, int], ...]) -> rx.Node:
     raw = [r for r in rx.merge_ranges(_subtract(ranges, [(0, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]))]
     special = [cp for lo, hi in ranges for cp in range(max(lo, 0), min(hi, 0x5C) + 1)
                if cp < 0x20 or cp in (0x22, 0x5C)]
-    return rx.alt(("chars", tuple(raw)), *(rx.lit(encode_char(cp)) for cp in special))
+    if not special:
+        return ("chars", tuple(raw))
+    # NOTE: a unit: the escape alternatives are determinized once, not once per repetition
+    return rx.unit(rx.alt(("chars", tuple(raw)), *(rx.lit(encode_char(cp)) for cp in special)))
 
 
 def _subtract(ranges, holes):
