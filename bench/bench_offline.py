@@ -93,9 +93,9 @@ def run_llamacpp(reqs, parallel: int) -> dict:
         p, n = req
         body = {"prompt": p, "n_predict": n, "temperature": 0, "ignore_eos": True, "cache_prompt": False}
         res = server.handle_completions(body)
-        if "tokens_predicted" not in res:
+        if "usage" not in res:
             raise RuntimeError(f"llama.cpp error: {res}")
-        return res["tokens_predicted"]
+        return res["usage"]["completion_tokens"]
 
     one(([1, 2, 3], 4))
     t = time.perf_counter()
