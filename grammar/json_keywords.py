@@ -15,6 +15,7 @@ from .regex_parser import parse_regex
 logger = logging.getLogger(__name__)
 
 ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+               "discriminator",  # OpenAPI/Pydantic: an annotation; disjointness is checked on consts
                "writeOnly", "contentMediaType", "contentEncoding", "contentSchema", "$schema", "$id",
                "$anchor", "$dynamicAnchor", "$vocabulary", "$defs", "definitions"}
 KNOWN = {"$ref", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "enum", "const", "type",
@@ -104,10 +105,33 @@ class KeywordCompiler:
                 alts.append(rx.minus(x.node, rx.alt(*others)) if others else x.node)
             return Lang(rx.alt(*alts), True)
         kinds = [_possible_types(s) for s in branches]
-        if all(a.isdisjoint(b) for i, a in enumerate(kinds) for b in kinds[i + 1:]):
+        if all(a.isdisjoint(b) for i, a in enumerate(kinds) for b in kinds[i + 1:]) or self._discriminated(branches):
             return Lang(rx.alt(*(x.node for x in langs)), False)
         raise _refuse("'oneOf' with overlapping, approximated branches",
                       "make the branches disjoint (different types or a const discriminator) or use anyOf")
+
+    def _discriminated(self, branches: list) -> bool:
+        """Object branches that all require one property with pairwise different const values
+        (a discriminated union): no instance can match two of them."""
+        consts: list[dict] = []
+        for branch in branches:
+            while isinstance(branch, dict) and set(branch) - ANNOTATIONS == {"$ref"}:
+                branch = self.resolve_ref(branch["$ref"], self._bases.get(id(branch), ""))
+            if not isinstance(branch, dict) or branch.get("type") != "object":
+                return False
+            props, required = branch.get("properties", {}), set(branch.get("required", []))
+            found = {}
+            for name, sub in props.items():
+                vals = [sub["const"]] if isinstance(sub, dict) and "const" in sub else (
+                    sub.get("enum") if isinstance(sub, dict) and isinstance(sub.get("enum"), list) else None)
+                if name in required and vals is not None:
+                    found[name] = [_canonical(v) for v in vals]
+            consts.append(found)
+        for name in set.intersection(*(set(c) for c in consts)) if consts else ():
+            seen: set[str] = set()
+            if all(not seen.intersection(c[name]) and not seen.update(c[name]) for c in consts):
+                return True
+        return False
 
     def _if_then_else(self, schema: dict, budget: int) -> Lang:
         cond = self.compile(schema["if"], budget)
@@ -271,6 +295,13 @@ def _json_equal(a: Any, b: Any) -> bool:
         return type(a) is type(b) and a == b
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (
         isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b)
+
+
+def _canonical(v: Any) -> str:
+    """A key equal for JSON-equal values (1 and 1.0 included)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return repr(float(v))
+    return json.dumps(v, sort_keys=True)
 
 
 def _possible_types(schema: Any) -> set[str]:

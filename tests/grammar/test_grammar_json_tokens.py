@@ -125,3 +125,31 @@ def test_refused_schemas(info, schema, word):
 def test_invalid_schema_text(info):
     with pytest.raises(GrammarError, match="not valid JSON"):
         compile_constraint("json_schema", "{type: object}", info)
+
+
+class Cat(pydantic.BaseModel):
+    kind: Literal["cat"]
+    lives: int = pydantic.Field(ge=0, le=9)
+
+
+class Dog(pydantic.BaseModel):
+    kind: Literal["dog"]
+    good: bool
+
+
+class Pet(pydantic.BaseModel):
+    pet: Cat | Dog = pydantic.Field(discriminator="kind")
+
+
+def test_discriminated_union_one_of(info):
+    schema = Pet.model_json_schema()
+    assert "oneOf" in json.dumps(schema)
+    fsm = compile_pydantic(Pet, info)
+    for text in ['{"pet": {"kind": "cat", "lives": 9}}', '{"pet": {"kind": "dog", "good": true}}']:
+        assert fsm.matcher().accept_string(text)
+        Pet.model_validate_json(text)
+    assert not fsm.matcher().accept_string('{"pet": {"kind": "dog", "lives": 9}}')
+    with pytest.raises(GrammarError, match="oneOf"):
+        overlapping = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                                 {"type": "object", "properties": {"b": {"type": "integer"}}}]}
+        compile_constraint("json_schema", json.dumps(overlapping), info)
