@@ -15,16 +15,25 @@ class TorchNativeBackend(AttentionBackend):
         if batch.mode is not ForwardMode.DECODE:
             batch.attn_meta = None
             return
-        # NOTE: built once per batch, reused by every layer: padded [B, L] slot table + validity mask.
-        seq = batch.seq_lens.long()
-        max_len = int(seq.max())
-        ar = torch.arange(max_len, device=seq.device)
-        valid = ar.unsqueeze(0) < seq.unsqueeze(1)
-        idx = batch.kv_indptr[:-1].long().unsqueeze(1) + ar.unsqueeze(0)
-        idx = torch.where(valid, idx, torch.zeros_like(idx))
-        slots = batch.kv_indices[idx.clamp(max=max(batch.kv_indices.numel() - 1, 0))]
-        slots = torch.where(valid, slots, torch.full_like(slots, self.kv_pool.scratch_slot))
-        batch.attn_meta = (slots, valid[:, None, None, :])
+        # NOTE: built once per batch, reused by every layer: per length bucket, a padded [b, L] slot table
+        # and its validity mask. Two buckets (split where padding is smallest) cut the gathered bytes by up
+        # to ~40% when context lengths are spread.
+        seq = batch.seq_lens.tolist()
+        order = sorted(range(len(seq)), key=seq.__getitem__)
+        cut = _best_split([seq[i] for i in order])
+        groups = [order[:cut], order[cut:]] if cut else [order]
+        starts = batch.kv_indptr.tolist()
+        dev = batch.seq_lens.device
+        buckets = []
+        for rows in groups:
+            L = max(seq[i] for i in rows)
+            table = torch.full((len(rows), L), self.kv_pool.scratch_slot, dtype=torch.long, device=dev)
+            for r, i in enumerate(rows):
+                table[r, :seq[i]] = batch.kv_indices[starts[i]:starts[i] + seq[i]]
+            lens = torch.tensor([seq[i] for i in rows], device=dev)
+            valid = torch.arange(L, device=dev).unsqueeze(0) < lens.unsqueeze(1)
+            buckets.append((torch.tensor(rows, device=dev), table, valid[:, None, None, :]))
+        batch.attn_meta = buckets
 
     def forward(self, q, k, v, layer: AttentionLayer, batch: ForwardBatch) -> torch.Tensor:
         self.kv_pool.set_kv(layer.layer_id, batch.out_cache_loc, k, v)
@@ -34,16 +43,22 @@ class TorchNativeBackend(AttentionBackend):
         return self._extend(q, kbuf, vbuf, layer, batch)
 
     def _decode(self, q, kbuf, vbuf, layer, batch) -> torch.Tensor:
-        slots, mask = batch.attn_meta
-        B, L = slots.shape
-        # NOTE: index_select on the flattened slot table is ~2x faster than advanced indexing on CPU.
-        flat = slots.reshape(-1)
-        kk = torch.index_select(kbuf, 0, flat).view(B, L, *kbuf.shape[1:]).transpose(1, 2)  # [B, Hkv, L, D]
-        vv = torch.index_select(vbuf, 0, flat).view(B, L, *vbuf.shape[1:]).transpose(1, 2)
-        qq = q.unsqueeze(2)               # [B, H, 1, D]
-        out = F.scaled_dot_product_attention(qq, kk.to(q.dtype), vv.to(q.dtype), attn_mask=mask,
-                                             scale=layer.scaling, enable_gqa=layer.num_heads != layer.num_kv_heads)
-        return out.squeeze(2)
+        gqa = layer.num_heads != layer.num_kv_heads
+        buckets = batch.attn_meta
+        out = q if len(buckets) == 1 else torch.empty_like(q)
+        for rows, slots, mask in buckets:
+            B, L = slots.shape
+            # NOTE: index_select on the flattened slot table is ~2x faster than advanced indexing on CPU.
+            flat = slots.reshape(-1)
+            kk = torch.index_select(kbuf, 0, flat).view(B, L, *kbuf.shape[1:]).transpose(1, 2)  # [B, Hkv, L, D]
+            vv = torch.index_select(vbuf, 0, flat).view(B, L, *vbuf.shape[1:]).transpose(1, 2)
+            qq = q.index_select(0, rows).unsqueeze(2)                                          # [B, H, 1, D]
+            o = F.scaled_dot_product_attention(qq, kk.to(q.dtype), vv.to(q.dtype), attn_mask=mask,
+                                               scale=layer.scaling, enable_gqa=gqa).squeeze(2)
+            if len(buckets) == 1:
+                return o.index_select(0, torch.argsort(rows))
+            out[rows] = o
+        return out
 
     def _extend(self, q, kbuf, vbuf, layer, batch) -> torch.Tensor:
         out = torch.empty_like(q)
@@ -68,3 +83,14 @@ class TorchNativeBackend(AttentionBackend):
                                                    enable_gqa=gqa)
             out[qo[i]:qo[i + 1]] = o[0].transpose(0, 1)
         return out
+
+
+def _best_split(lens: list[int]) -> int:
+    """For sorted ``lens``, the cut minimizing padded size of two buckets; 0 when one bucket is as good."""
+    n = len(lens)
+    best, cut = n * lens[-1], 0
+    for c in range(1, n):
+        cost = c * lens[c - 1] + (n - c) * lens[-1]
+        if cost < best * 0.85:  # NOTE: a second bucket costs a kernel launch per layer: only when it pays
+            best, cut = cost, c
+    return cut
