@@ -186,6 +186,8 @@ class RadixCache:
 
 def _common_len(key: list[int], tokens: Sequence[int], start: int) -> int:
     n = min(len(key), len(tokens) - start)
+    if key[:n] == tokens[start:start + n]:
+        return n  # NOTE: the common case (whole edge matches) as one C-level list compare
     i = 0
     while i < n and key[i] == tokens[start + i]:
         i += 1

@@ -137,11 +137,14 @@ class Scheduler:
         room = self.cfg.max_running_requests - len(self.running)
         budget = self.cfg.max_prefill_tokens
         entries: list[BatchEntry] = []
+        computing: set[tuple] = set()   # uncached prefixes this batch already computes
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
-            if self._shares_uncached_prefix(req, entries):
-                continue   # NOTE: computed once by the other request; it hits the cache next step
+            key = self._uncached_key(req)
+            if key is not None and key in computing:
+                continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
+            computing.add(key)
             entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size))
             if entry is None:
                 break
@@ -151,22 +154,16 @@ class Scheduler:
             room -= 1
         return ScheduleBatch(decode=False, entries=entries) if entries else None
 
-    def _shares_uncached_prefix(self, req: Req, entries: list[BatchEntry]) -> bool:
-        """In-batch prefix sharing: would ``req`` recompute a not-yet-cached prefix that a request already
-        in this batch is computing? (Only for fresh requests, and only with the cache on.)"""
-        if self.cache.disabled or req.kv_slots or not entries:
-            return False
+    def _uncached_key(self, req: Req) -> tuple | None:
+        """Where ``req``'s uncached part starts and its first tokens: requests in one prefill batch with the
+        same key would compute the same not-yet-cached prefix."""
+        if self.cache.disabled or req.kv_slots:
+            return None
         fill = req.fill_ids
         cached = self.cache.match_prefix(fill[:req.prefix_cap()]).length
-        for e in entries:
-            other = e.req.fill_ids[:e.prefix_len + len(e.new_ids)]
-            n = 0
-            stop = min(len(fill), len(other))
-            while n < stop and fill[n] == other[n]:
-                n += 1
-            if n - cached >= IN_BATCH_PREFIX_MIN:
-                return True
-        return False
+        if len(fill) - cached < IN_BATCH_PREFIX_MIN:
+            return None
+        return cached, tuple(fill[cached:cached + IN_BATCH_PREFIX_MIN])
 
     def _waiting_order(self) -> list[Req]:
         reqs = list(self.waiting)
