@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
-from test_constrained import HP, SCHEMA  # noqa: E402  (one definition of the workloads)
+from test_constrained import HP, SCHEMA
 
 CASES = [
     ("harry potter regex", "Harry Potter is a wizard. Describe him in JSON:\n", {"regex": HP}),

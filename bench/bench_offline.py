@@ -128,7 +128,7 @@ def main() -> None:
         rows.append(("B: shared 1k prefix", "sglc radix off", run_sglc(sp, disable_radix_cache=True)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d')} commit {commit}, {args.num} requests per workload\n")
-    print(f"| workload | system | seconds | output tok/s | prefill tokens computed |")
+    print("| workload | system | seconds | output tok/s | prefill tokens computed |")
     print("| --- | --- | ---: | ---: | ---: |")
     for w, name, r in rows:
         print(f"| {w} | {name} | {r['seconds']:.1f} | {r['out_tokens'] / r['seconds']:.1f} | {r['prefill_computed']} |")

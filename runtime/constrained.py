@@ -3,8 +3,8 @@ token masks, and jump-forwards over forced text (``grammar/`` does the automata)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 from .scheduler.request import FinishReason, Req
 

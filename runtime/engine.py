@@ -13,7 +13,8 @@ import multiprocessing as mp
 import queue
 import threading
 import uuid
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from .config import RuntimeConfig
 from .errors import EngineError, EngineUnavailable

@@ -66,7 +66,7 @@ class ModelExecutor:
             seq.append(e.prefix_len + n)
             ext.append(n)
         dev = self.runner.device
-        t = lambda x, dt=torch.long: _to_device(x, dt, dev)  # noqa: E731
+        t = lambda x, dt=torch.long: _to_device(x, dt, dev)
         fb = ForwardBatch(
             mode=ForwardMode.DECODE if sb.decode else ForwardMode.EXTEND,
             input_ids=t(ids), positions=t(pos), out_cache_loc=t(loc),

@@ -31,4 +31,4 @@ def create_attention_backend(name: str, kv_pool, **kwargs) -> AttentionBackend:
     return klass(kv_pool, **kwargs)
 
 
-__all__ = ["AttentionBackend", "AttentionLayer", "BACKENDS", "create_attention_backend", "resolve_backend_name"]
+__all__ = ["BACKENDS", "AttentionBackend", "AttentionLayer", "create_attention_backend", "resolve_backend_name"]

@@ -1,7 +1,7 @@
 """Llama-family decoder (Llama 1/2/3, Mistral, Qwen2 differ only in config flags)."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

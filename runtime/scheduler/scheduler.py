@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ..mem.allocator import SlotAllocator
 from ..mem.radix_cache import RadixCache
@@ -182,11 +183,9 @@ class Scheduler:
             if not req.output_ids:
                 req.cached_tokens = m.length
         prefix = len(req.kv_slots)
-        target = len(fill) if not req.output_ids or req.sampling_params.max_new_tokens == 0 else len(fill) - 1
-        # NOTE: a request with output tokens keeps its newest token out of the KV: decode computes it.
-        n = min(target - prefix, max_tokens)
-        if req.output_ids and n == 0:
-            target, n = len(fill), min(len(fill) - prefix, max_tokens)
+        # NOTE: a resumed request (retracted, or jump-forwarded) extends through its newest token and samples
+        # in the same pass: one forward pass per jump-forward instead of two.
+        n = min(len(fill) - prefix, max_tokens)
         slots = self._alloc(n)
         if slots is None:
             if req.cached_len == len(req.kv_slots):
