@@ -15,7 +15,7 @@ from .executor import RunContext, StreamExecutor
 from .state import ProgramState
 
 
-class _Issuer(ir.NodeVisitor):
+class NodeIssuer(ir.NodeVisitor):
     """Sends each node to its stream's executor (creating executors on first use)."""
 
     def __init__(self, graph: ir.Graph, ctx: RunContext) -> None:
@@ -49,7 +49,7 @@ def run_graph(graph: ir.Graph, backend: Backend, defaults: dict[str, Any], argum
         raise InterpreterError(f"graph {graph.name!r} takes arguments {list(graph.arguments)}; "
                                f"missing {missing}, unexpected {extra}")
     ctx = RunContext(backend, defaults, arguments, stream)
-    issuer = _Issuer(graph, ctx)
+    issuer = NodeIssuer(graph, ctx)
     root = issuer.executor(ir.ROOT_STREAM)
     for nid, node in graph.items():
         node.accept(issuer, nid)

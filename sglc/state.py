@@ -12,6 +12,7 @@ import ir
 from .executor import RunContext, StreamExecutor
 from .expr import as_expr
 from .location import user_location
+from .state_group import StateGroup
 
 
 class ProgramState:
@@ -152,28 +153,8 @@ class ProgramState:
         return f"ProgramState(stream={self._ex.sid!r}, text={self._ex.text[-40:]!r})"
 
 
-class ProgramStateGroup:
+class ProgramStateGroup(StateGroup["ProgramState"]):
     """The forks of a state: index them, append to all with ``+=``, and ``join()`` them."""
-
-    def __init__(self, states: list[ProgramState], parent: ProgramState, fork_id: int) -> None:
-        self.states = states
-        self.parent = parent
-        self.fork_id = fork_id
-
-    def __getitem__(self, i: int) -> ProgramState:
-        return self.states[i]
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def __iter__(self) -> Iterator[ProgramState]:
-        return iter(self.states)
-
-    def __iadd__(self, other: Any) -> ProgramStateGroup:  # noqa: PYI034
-        items = other if isinstance(other, (list, tuple)) else [other] * len(self.states)
-        for state, item in zip(self.states, items):
-            state += item
-        return self
 
     def join(self, mode: str = "gather_variable") -> None:
         """Wait for the forks; ``gather_variable`` makes each new variable a list in the parent,

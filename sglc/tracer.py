@@ -18,6 +18,7 @@ import ir
 from .errors import TraceError
 from .expr import Expr, as_expr
 from .location import user_location, user_source_line
+from .state_group import StateGroup
 
 _FIXES = {
     "bool": "control flow cannot depend on a value known only at run time; branch with "
@@ -198,28 +199,8 @@ class TracingState:
     text = messages = sync = get_meta_info = text_iter = _no_read
 
 
-class TracingStateGroup:
+class TracingStateGroup(StateGroup["TracingState"]):
     """The forks of a traced state."""
-
-    def __init__(self, states: list[TracingState], parent: TracingState, fork_id: int) -> None:
-        self.states = states
-        self.parent = parent
-        self.fork_id = fork_id
-
-    def __getitem__(self, i: int) -> TracingState:
-        return self.states[i]
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def __iter__(self) -> Iterator[TracingState]:
-        return iter(self.states)
-
-    def __iadd__(self, other: Any) -> TracingStateGroup:  # noqa: PYI034
-        items = other if isinstance(other, (list, tuple)) else [other] * len(self.states)
-        for state, item in zip(self.states, items):
-            state += item
-        return self
 
     def join(self, mode: str = "gather_variable") -> None:
         if mode not in ir.JOIN_MODES:

@@ -17,6 +17,7 @@ from passes import Plan
 from ..backend.base import Backend
 from ..errors import InterpreterError
 from ..executor import RunContext, StreamExecutor
+from ..graph_interpreter import NodeIssuer as _Issuer
 from ..sampling import merge
 from ..state import ProgramState
 from .batching import Rendezvous, batch_generate, batch_select, engine_of, prefix_cache_enabled, warm_ids
@@ -93,28 +94,6 @@ class PlanExecutor(StreamExecutor):
         out = meeting.arrive(nid, (self.prompt(), n.choices, n.choices_method))
         self.append(out.choice, n.name)
         self.set_var(nid, n.name, out.choice, out.meta_info)
-
-
-class _Issuer(ir.NodeVisitor):
-    """Sends each node to its stream's executor, registering fork children before their joins."""
-
-    def __init__(self, graph: ir.Graph, ctx: RunContext) -> None:
-        self.graph, self.ctx = graph, ctx
-        self.executors: dict[str, StreamExecutor] = {}
-
-    def executor(self, sid: str) -> StreamExecutor:
-        if sid not in self.executors:
-            self.executors[sid] = self.ctx.new_executor(sid)
-        return self.executors[sid]
-
-    def generic_visit(self, nid: int, node: ir.Node) -> None:
-        self.executor(node.stream).submit(nid, node)
-
-    def visit_get_fork_item(self, nid: int, node: ir.GetForkItem) -> None:
-        n = self.graph.node(node.fork).n
-        children = self.ctx.fork_children.setdefault(node.fork, [None] * n)  # type: ignore[list-item]
-        children[node.index] = self.executor(node.stream)
-        self.generic_visit(nid, node)
 
 
 def run_plan(graph: ir.Graph, plan: Plan, backend: Backend, defaults: dict[str, Any],
