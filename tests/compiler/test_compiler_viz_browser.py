@@ -39,8 +39,12 @@ def _chromium() -> str:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
     try:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=600, check=True)
+        if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+            # NOTE: a fresh machine has no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=True)
+            subprocess.run(install, capture_output=True, timeout=600, check=True)
     except (subprocess.SubprocessError, OSError) as e:
         pytest.skip(f"could not install chromium with apt-get: {e}")
     return shutil.which("chromium") or pytest.skip("apt-get installed no chromium binary")
