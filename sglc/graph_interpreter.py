@@ -43,12 +43,21 @@ def run_graph(graph: ir.Graph, backend: Backend, defaults: dict[str, Any], argum
               stream: bool = False) -> ProgramState:
     """Run ``graph`` with ``arguments`` for its symbolic arguments; returns the root stream's state."""
     ir.verify(graph)
+    check_arguments(graph, arguments)
+    return execute(graph, RunContext(backend, defaults, arguments, stream), stream)
+
+
+def check_arguments(graph: ir.Graph, arguments: dict[str, Any], hint: str = "") -> None:
+    """Raise ``InterpreterError`` unless ``arguments`` are exactly the graph's arguments."""
     missing = [a for a in graph.arguments if a not in arguments]
     extra = sorted(set(arguments) - set(graph.arguments))
     if missing or extra:
-        raise InterpreterError(f"graph {graph.name!r} takes arguments {list(graph.arguments)}; "
-                               f"missing {missing}, unexpected {extra}")
-    ctx = RunContext(backend, defaults, arguments, stream)
+        raise InterpreterError(f"program {graph.name!r} takes arguments {list(graph.arguments)}; "
+                               f"missing {missing}, unexpected {extra}{hint}")
+
+
+def execute(graph: ir.Graph, ctx: RunContext, stream: bool) -> ProgramState:
+    """Issue every node to its stream's executor in graph order; the root state (synced unless ``stream``)."""
     issuer = NodeIssuer(graph, ctx)
     root = issuer.executor(ir.ROOT_STREAM)
     for nid, node in graph.items():

@@ -15,9 +15,8 @@ import ir
 from passes import Plan
 
 from ..backend.base import Backend
-from ..errors import InterpreterError
 from ..executor import RunContext, StreamExecutor
-from ..graph_interpreter import NodeIssuer as _Issuer
+from ..graph_interpreter import check_arguments, execute
 from ..sampling import merge
 from ..state import ProgramState
 from .batching import Rendezvous, batch_generate, batch_select, engine_of, prefix_cache_enabled, warm_ids
@@ -99,22 +98,8 @@ class PlanExecutor(StreamExecutor):
 def run_plan(graph: ir.Graph, plan: Plan, backend: Backend, defaults: dict[str, Any],
              arguments: dict[str, Any], stream: bool = False) -> ProgramState:
     """Run ``graph`` following ``plan``; returns the root stream's state (synced unless ``stream``)."""
-    missing = [a for a in graph.arguments if a not in arguments]
-    extra = sorted(set(arguments) - set(graph.arguments))
-    if missing or extra:
-        raise InterpreterError(f"program {graph.name!r} takes arguments {list(graph.arguments)}; "
-                               f"missing {missing}, unexpected {extra} (pass them as --arg name=value)")
-    ctx = PlanContext(backend, defaults, arguments, stream, plan)
-    issuer = _Issuer(graph, ctx)
-    root = issuer.executor(ir.ROOT_STREAM)
-    for nid, node in graph.items():
-        node.accept(issuer, nid)
-    ctx.end_all()
-    state = ProgramState(root)
-    if not stream:
-        for ex in list(ctx.executors):
-            ex.sync()
-    return state
+    check_arguments(graph, arguments, " (pass them as --arg name=value)")
+    return execute(graph, PlanContext(backend, defaults, arguments, stream, plan), stream)
 
 
 def constant_head(graph: ir.Graph, upto: int, backend: Backend) -> str:
