@@ -25,9 +25,14 @@ def load_tokenizer(model_path: str | None = None, tokenizer_path: str | None = N
         if not (cached / "tokenizer_config.json").exists():
             logger.info("converting the GGUF tokenizer of %s (once)", path)
             tok = AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
-            tmp = cached.with_suffix(".tmp")
+            tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
             tok.save_pretrained(tmp)
-            os.replace(tmp, cached) if not cached.exists() else None
+            if cached.exists():  # NOTE: another process converted it meanwhile
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, cached)
         return AutoTokenizer.from_pretrained(str(cached))
     if not Path(path).exists():
         raise EngineError(f"tokenizer path {path!r} does not exist (sglc never downloads from a hub)")
