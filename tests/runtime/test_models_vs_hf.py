@@ -99,3 +99,18 @@ def test_chunked_prefill_matches_hf(model_dir):
                 max_prefill_tokens=16, disable_radix_cache=True) as eng:
         ps = prompts(3, 3, shared=60)
         assert run(eng, ps) == [hf_greedy(hf, p) for p in ps]
+
+
+def test_finishes_joins_and_retraction_match_hf(model_dir):
+    """Requests finishing at different steps, joining while others decode, and retracted for lack of KV
+    (a 110-token pool) still produce HF's greedy tokens: the decode staging and the scheduler's KV
+    bookkeeping are exact."""
+    d, hf = model_dir
+    ps = prompts(5, 6, shared=20)
+    lens = [3, 17, 8, 25, 1, 12]
+    with Engine(str(d), skip_tokenizer_init=True, worker_mode="thread", max_total_tokens=110,
+                max_prefill_tokens=64, chunked_prefill_size=32) as eng:
+        outs = eng.generate(input_ids=ps, sampling_params=[{"temperature": 0, "max_new_tokens": n,
+                                                             "ignore_eos": True} for n in lens])
+        assert eng.metrics()["retractions_total"] > 0
+    assert [o["output_ids"] for o in outs] == [hf_greedy(hf, p, n) for p, n in zip(ps, lens)]
