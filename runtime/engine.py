@@ -270,7 +270,7 @@ class Engine:
 
     # -- select / prefix hoisting -----------------------------------------------------------------
     def _score_requests(self, prefix, continuations: list[str]) -> tuple[list[int], list[dict]]:
-        pre = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
+        pre = self._ids(prefix)
         if not continuations:
             raise EngineError("score needs at least one continuation")
         reqs = []
@@ -298,16 +298,16 @@ class Engine:
                                          return_logprob=True, logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
 
+    def _ids(self, prefix) -> list[int]:
+        return self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
+
     def warm(self, prefix) -> dict:
         """Prefill ``prefix`` (text or ids) into the radix cache; returns prompt and cached token counts."""
-        ids = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
-        out = self.generate(input_ids=ids, sampling_params={"max_new_tokens": 0})
-        return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
+        return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params={"max_new_tokens": 0}))
 
     async def async_warm(self, prefix) -> dict:
-        ids = self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
-        out = await self.async_generate(input_ids=ids, sampling_params={"max_new_tokens": 0})
-        return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
+        return _warm_result(await self.async_generate(input_ids=self._ids(prefix),
+                                                      sampling_params={"max_new_tokens": 0}))
 
     # -- control ----------------------------------------------------------------------------------
     def abort(self, rid: str) -> None:
@@ -372,6 +372,10 @@ def _raise_for(ev: dict) -> None:
     if not err or "aborted by the client" in err:
         return
     raise EngineUnavailable(err) if ev.get("unavailable") else EngineError(err)
+
+
+def _warm_result(out: dict) -> dict:
+    return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
 
 
 def _score(out: dict, n: int) -> dict:
