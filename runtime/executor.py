@@ -6,6 +6,7 @@ from array import array
 import torch
 
 from .forward_batch import ForwardBatch, ForwardMode
+from .mem.req_to_token import ReqToTokenTable
 from .model_runner import ModelRunner
 from .sampler import Sampler
 from .scheduler.batch import EntryResult, ScheduleBatch
@@ -16,6 +17,9 @@ class ModelExecutor:
         self.runner = runner
         self.sampler = sampler
         self.grammar_masks = grammar_masks  # callable(reqs, vocab, device) -> bool mask [R, V] or None
+        # NOTE: grows on demand (rows: requests in flight; width: the longest sequence seen).
+        self.table = ReqToTokenTable(rows=256, width=min(runner.context_length, 4096) + 1,
+                                     device=runner.device)
 
     def run(self, sb: ScheduleBatch) -> list[EntryResult]:
         fb, sample_rows, lp_rows = self._build(sb)
@@ -41,12 +45,18 @@ class ModelExecutor:
         return results
 
     def _build(self, sb: ScheduleBatch):
-        ids, pos, loc, kv_idx = [], [], [], []
+        """The ForwardBatch of ``sb``: one host->device copy of every small index array, the request-to-token
+        table updated on the device, ``kv_indices`` gathered there (see runtime/mem/req_to_token.py)."""
+        ids, pos, loc, tok_rows = [], [], [], []
         qo, kvp, prefix, seq, ext = [0], [0], [], [], []
         sample_rows: list[tuple[int, int]] = []
         lp_rows: list[tuple[int, int, int]] = []   # (entry, local row, logits row)
         rows: list[int] = []
-        for i, e in enumerate(sb.entries):
+        entries = sb.entries
+        writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+        table_rows = self.table.plan([e.req for e in entries], [e.prefix_len for e in entries],
+                                     [len(e.new_ids) for e in entries], writes)
+        for i, (e, trow) in enumerate(zip(entries, table_rows)):
             n = len(e.new_ids)
             base = qo[-1]
             for r in e.lp_rows:
@@ -56,24 +66,38 @@ class ModelExecutor:
                 sample_rows.append((i, len(rows)))
                 rows.append(base + n - 1)
             ids.extend(e.new_ids)
-            pos.extend(range(e.prefix_len, e.prefix_len + n))
             loc.extend(e.new_slots)
-            kv_idx.extend(e.req.kv_slots)
-            kv_idx.extend(e.new_slots)
+            if n == 1:
+                pos.append(e.prefix_len)
+                tok_rows.append(trow)
+            else:
+                pos.extend(range(e.prefix_len, e.prefix_len + n))
+                tok_rows.extend([trow] * n)
             qo.append(base + n)
-            kvp.append(len(kv_idx))
+            kvp.append(kvp[-1] + e.prefix_len + n)
             prefix.append(e.prefix_len)
             seq.append(e.prefix_len + n)
             ext.append(n)
-        dev = self.runner.device
-        t = lambda x, dt=torch.long: _to_device(x, dt, dev)
+        if not rows:
+            rows = [0]
+        # NOTE: one upload for everything (each separate small copy costs ~15 us of host time on a GPU).
+        parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows, *writes]
+        flat = _to_device([x for part in parts for x in part], torch.int32, self.runner.device)
+        views = list(torch.split(flat, [len(p) for p in parts]))
+        wide = flat[:sum(map(len, parts[:4]))].long()   # ids, positions, slots, logits rows: int64
+        ids_t, pos_t, loc_t, rows_t = torch.split(wide, [len(p) for p in parts[:4]])
+        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_cols, w_vals = views[4:]
+        table = self.table.table
+        if writes[0]:
+            table[w_rows, w_cols] = w_vals
+        table[tok_rows_t, pos_t] = loc_t.int()
+        kv_indices = self.table.gather(trows_t, seq_t, kvp_t, kvp[-1])
         fb = ForwardBatch(
             mode=ForwardMode.DECODE if sb.decode else ForwardMode.EXTEND,
-            input_ids=t(ids), positions=t(pos), out_cache_loc=t(loc),
-            qo_indptr=t(qo, torch.int32), kv_indptr=t(kvp, torch.int32), kv_indices=t(kv_idx),
-            prefix_lens=t(prefix, torch.int32), seq_lens=t(seq, torch.int32),
-            extend_lens_cpu=ext, prefix_lens_cpu=prefix,
-            logits_rows=t(rows) if rows else t([0]))
+            input_ids=ids_t, positions=pos_t, out_cache_loc=loc_t,
+            qo_indptr=qo_t, kv_indptr=kvp_t, kv_indices=kv_indices,
+            prefix_lens=prefix_t, seq_lens=seq_t,
+            extend_lens_cpu=ext, prefix_lens_cpu=prefix, logits_rows=rows_t)
         return fb, sample_rows, lp_rows
 
     @staticmethod
@@ -104,12 +128,11 @@ def _top(logprobs: torch.Tensor, k: int) -> list[tuple[float, int]]:
 
 
 def _to_device(x: list[int], dtype: torch.dtype, device) -> torch.Tensor:
-    """A list of ints as a device tensor.
+    """A list of ints as a (device) tensor.
 
-    NOTE: ``torch.tensor(list)`` costs ~35 ns per element; the KV index list of a large decode batch has
-    ~200k entries (~8 ms per step). ``array`` + ``frombuffer`` is ~5x faster.
+    NOTE: ``torch.tensor(list)`` costs ~35 ns per element; ``array`` + ``frombuffer`` is ~5x faster.
     """
     if len(x) < 4096:
         return torch.tensor(x, dtype=dtype, device=device)
-    host = torch.frombuffer(array("q", x), dtype=torch.long)
-    return host.to(device=device, dtype=dtype)
+    host = torch.frombuffer(array("i" if dtype == torch.int32 else "q", x), dtype=dtype)
+    return host.to(device=device)

@@ -45,10 +45,19 @@ class Req:
     sent_ids: int = 0
     sent_text: int = 0
     forced_tokens: int = 0          # tokens appended by jump-forward
+    # the executor's device copy of kv_slots (runtime/mem/req_to_token.py): row, mirrored list, valid length
+    table_row: int = -1
+    table_ref: list[int] | None = field(default=None, repr=False)
+    table_len: int = 0
 
     @property
     def fill_ids(self) -> list[int]:
         return self.input_ids + self.output_ids
+
+    @property
+    def last_token(self) -> int:
+        """``fill_ids[-1]`` without copying the token lists (the decode batch's input)."""
+        return self.output_ids[-1] if self.output_ids else self.input_ids[-1]
 
     @property
     def seq_len(self) -> int:

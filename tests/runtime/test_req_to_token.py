@@ -1,0 +1,76 @@
+"""The device request-to-token table mirrors each request's host slot list through extends, replacements,
+finishes, row reuse and growth; ``gather`` equals the host-built CSR ``kv_indices``."""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from runtime.mem.req_to_token import ReqToTokenTable
+from runtime.sampling_params import SamplingParams
+from runtime.scheduler.request import FinishReason, Req
+
+
+def _step(table: ReqToTokenTable, batch: list[Req], new: list[list[int]]) -> None:
+    """What the executor does for one pass: plan, upload, scatter the new slots, gather, check."""
+    prefix = [len(r.kv_slots) for r in batch]
+    writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+    rows = table.plan(batch, prefix, [len(n) for n in new], writes)
+    t = table.table
+    if writes[0]:
+        t[torch.tensor(writes[0]), torch.tensor(writes[1])] = torch.tensor(writes[2], dtype=torch.int32)
+    for row, p, slots in zip(rows, prefix, new):
+        t[row, p:p + len(slots)] = torch.tensor(slots, dtype=torch.int32)
+    seq = [p + len(n) for p, n in zip(prefix, new)]
+    indptr = torch.tensor([0] + seq).cumsum(0).to(torch.int32)
+    got = table.gather(torch.tensor(rows, dtype=torch.int32), torch.tensor(seq, dtype=torch.int32), indptr,
+                       sum(seq))
+    want = [s for r, n in zip(batch, new) for s in r.kv_slots + n]
+    assert got.tolist() == want
+    assert len(set(rows)) == len(rows)
+    for r, n in zip(batch, new):
+        r.kv_slots.extend(n)   # the scheduler's _apply
+
+
+def test_table_follows_host_lists_through_random_histories():
+    rng = random.Random(0)
+    table = ReqToTokenTable(rows=4, width=8, device="cpu")   # tiny: forces reuse and growth
+    reqs = [Req(rid=f"r{i}", input_ids=[1], sampling_params=SamplingParams()) for i in range(12)]
+    slot = iter(range(10**6))
+    for _ in range(300):
+        live = [r for r in reqs if not r.finished]
+        batch = rng.sample(live, k=min(len(live), rng.randint(1, 6)))
+        for r in batch:
+            op = rng.random()
+            if op < 0.15 and r.kv_slots:     # cache insert: a new list, same head, a different tail
+                keep = rng.randint(0, len(r.kv_slots))
+                r.kv_slots = r.kv_slots[:keep] + [next(slot) for _ in range(len(r.kv_slots) - keep)]
+            elif op < 0.2:                   # retraction / release
+                r.kv_slots = []
+        new = [[next(slot) for _ in range(rng.choice([1, 1, 1, 3, 17]))] for _ in batch]
+        _step(table, batch, new)
+        for r in reqs:
+            if not r.finished and rng.random() < 0.03:
+                r.finish = FinishReason.STOP
+        if all(r.finished for r in reqs):
+            break
+    assert table.rows > 4 or table.width > 8   # growth was exercised
+
+
+def test_unchanged_rows_upload_only_new_slots():
+    table = ReqToTokenTable(rows=8, width=64, device="cpu")
+    reqs = [Req(rid=f"r{i}", input_ids=[1], sampling_params=SamplingParams()) for i in range(3)]
+    for i, r in enumerate(reqs):
+        r.kv_slots = list(range(100 * i, 100 * i + 10))
+    writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+    table.plan(reqs, [10] * 3, [1] * 3, writes)
+    assert len(writes[0]) == 30          # first sight: every cached slot
+    for r in reqs:
+        r.kv_slots.append(999)
+    writes = ([], [], [])
+    table.plan(reqs, [11] * 3, [1] * 3, writes)
+    assert writes == ([], [], [])        # decode: nothing but the new token (scattered by the caller)
+    reqs[1].kv_slots = reqs[1].kv_slots[:5] + [7, 7, 7, 7, 7, 7, 7]   # replaced list, tail differs
+    writes = ([], [], [])
+    table.plan(reqs, [11, 12, 11], [1] * 3, writes)
+    assert writes[1] == list(range(5, 12))
