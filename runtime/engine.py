@@ -285,7 +285,7 @@ class Engine:
         """Log-likelihood of each continuation after ``prefix``; the prefix is computed once (radix)."""
         pre, seqs = self._score_requests(prefix, continuations)
         if pre:
-            self.warm(pre)
+            self.warm(pre, expect=len(seqs))   # NOTE: pinned until the choices are admitted
         outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
                              logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
@@ -293,7 +293,7 @@ class Engine:
     async def async_score(self, prefix, continuations: list[str]) -> list[dict]:
         pre, seqs = self._score_requests(prefix, continuations)
         if pre:
-            await self.async_warm(pre)
+            await self.async_warm(pre, expect=len(seqs))
         outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
                                          return_logprob=True, logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
@@ -301,13 +301,22 @@ class Engine:
     def _ids(self, prefix) -> list[int]:
         return self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
 
-    def warm(self, prefix) -> dict:
-        """Prefill ``prefix`` (text or ids) into the radix cache; returns prompt and cached token counts."""
-        return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params={"max_new_tokens": 0}))
+    def warm(self, prefix, expect: int = 0, ttl_s: float = 30.0) -> dict:
+        """Prefill ``prefix`` (text or ids) into the radix cache; returns ``prompt_tokens``, ``cached_tokens``
+        and the warm's ``rid``.
 
-    async def async_warm(self, prefix) -> dict:
+        ``expect=n`` pins the prefix: it stays cached (LRU eviction skips it) until ``n`` requests extending
+        it were admitted, ``ttl_s`` seconds passed, ``abort(rid)`` or ``flush_cache()``. Pins are hints: they
+        are dropped before a running request would be retracted, or when nothing else could run.
+        """
+        rid = uuid.uuid4().hex
+        return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params=_warm_params(expect, ttl_s),
+                                          rid=rid), rid)
+
+    async def async_warm(self, prefix, expect: int = 0, ttl_s: float = 30.0) -> dict:
+        rid = uuid.uuid4().hex
         return _warm_result(await self.async_generate(input_ids=self._ids(prefix),
-                                                      sampling_params={"max_new_tokens": 0}))
+                                                      sampling_params=_warm_params(expect, ttl_s), rid=rid), rid)
 
     # -- control ----------------------------------------------------------------------------------
     def abort(self, rid: str) -> None:
@@ -374,8 +383,15 @@ def _raise_for(ev: dict) -> None:
     raise EngineUnavailable(err) if ev.get("unavailable") else EngineError(err)
 
 
-def _warm_result(out: dict) -> dict:
-    return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"]}
+def _warm_params(expect: int, ttl_s: float) -> dict:
+    if isinstance(expect, bool) or not isinstance(expect, int) or expect < 0:
+        raise EngineError(f"warm: expect must be an integer >= 0 (requests to keep the prefix for), got {expect!r}")
+    return {"max_new_tokens": 0, "pin_uses": expect, "pin_ttl_s": ttl_s} if expect else {"max_new_tokens": 0}
+
+
+def _warm_result(out: dict, rid: str) -> dict:
+    return {"prompt_tokens": out["meta_info"]["prompt_tokens"], "cached_tokens": out["meta_info"]["cached_tokens"],
+            "rid": rid}
 
 
 def _score(out: dict, n: int) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import EngineError
 
-_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n")
+_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n", "pin_uses")
 
 
 @dataclass
@@ -36,6 +36,10 @@ class SamplingParams:
     regex: str | None = None
     json_schema: str | None = None
     ebnf: str | None = None
+    # Radix-cache hint (``Engine.warm(prefix, expect=n)``): once the prompt is prefilled, keep it cached and
+    # locked until ``pin_uses`` later requests extending it were admitted, or ``pin_ttl_s`` seconds passed.
+    pin_uses: int = 0
+    pin_ttl_s: float = 30.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | SamplingParams | None) -> SamplingParams:
@@ -89,6 +93,9 @@ class SamplingParams:
         _check(0 < self.repetition_penalty <= 2, "repetition_penalty", "must be in (0, 2]",
                self.repetition_penalty)
         _check(self.n >= 1, "n", "must be >= 1", self.n)
+        _check(self.pin_uses >= 0, "pin_uses", "must be >= 0", self.pin_uses)
+        _check(isinstance(self.pin_ttl_s, (int, float)) and self.pin_ttl_s > 0, "pin_ttl_s", "must be > 0 seconds",
+               self.pin_ttl_s)
         _check(isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
                "stop", "must be a string or a list of non-empty strings", self.stop)
         _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",

@@ -10,6 +10,9 @@ Contract (no torch, no model: testable anywhere):
   passed; slots covering the already-cached part are duplicates the caller must free
   (``slots[cached_before:returned]`` for a request that had matched ``cached_before`` tokens).
 * ``evict(n)`` frees at least ``n`` slots from unlocked leaves in LRU order (or all it can).
+* ``pin(...)`` / ``use_pins(tokens)`` / ``unpin(...)`` — hint locks (``Engine.warm(prefix, expect=n)``):
+  a pinned prefix stays locked until ``n`` requests extending it were admitted, its deadline passed, its
+  owner was aborted, or the cache is flushed (``clear`` drops pins first). See :class:`Pin`.
 
 With ``disabled=True`` nothing is ever cached: ``match_prefix`` is empty and ``insert`` frees everything.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .allocator import SlotAllocator
@@ -48,6 +51,17 @@ class MatchResult:
         return len(self.slots)
 
 
+@dataclass(eq=False)
+class Pin:
+    """A hint lock on ``node`` (where ``tokens`` end): a prefix warmed for ``uses`` requests still to come."""
+
+    owner: str
+    tokens: list[int]
+    node: TreeNode
+    uses: int
+    deadline: float
+
+
 class RadixCache:
     def __init__(self, allocator: SlotAllocator, disabled: bool = False) -> None:
         self.allocator = allocator
@@ -59,6 +73,7 @@ class RadixCache:
         self.root.lock_ref = 1  # the root is never evicted
         self.evictable_size = 0   # slots held by unlocked nodes
         self.protected_size = 0   # slots held by locked nodes
+        self.pins: list[Pin] = []  # oldest first
 
     @property
     def total_size(self) -> int:
@@ -139,6 +154,42 @@ class RadixCache:
                 self.protected_size -= len(node.value)
             node = node.parent
 
+    # -- pins (hint locks) -------------------------------------------------------------------
+    def pin(self, owner: str, tokens: Sequence[int], node: TreeNode, uses: int, deadline: float) -> None:
+        """Lock ``node`` (the end of cached ``tokens``) until ``uses`` requests extending ``tokens`` were
+        admitted (:meth:`use_pins`), ``deadline`` passed (:meth:`expire_pins`) or :meth:`unpin`."""
+        if self.disabled or uses <= 0 or node is self.root:
+            return
+        self.lock(node)
+        self.pins.append(Pin(owner, list(tokens), node, uses, deadline))
+
+    def use_pins(self, tokens: Sequence[int]) -> None:
+        """A request with prompt ``tokens`` was admitted: it uses the deepest pin it extends (the oldest
+        of equal ones); a pin with no uses left is released (the request's own lock now keeps the prefix)."""
+        best: Pin | None = None
+        for p in self.pins:
+            n = len(p.tokens)
+            if len(tokens) >= n and (best is None or n > len(best.tokens)) and tokens[:n] == p.tokens:
+                best = p
+        if best is not None:
+            best.uses -= 1
+            if best.uses <= 0:
+                self._drop_pins([best])
+
+    def expire_pins(self, now: float) -> None:
+        if self.pins:
+            self._drop_pins([p for p in self.pins if p.deadline <= now])
+
+    def unpin(self, owner: Callable[[str], bool] | None = None) -> int:
+        """Release the pins whose owner matches (all when None); returns how many."""
+        return self._drop_pins([p for p in self.pins if owner is None or owner(p.owner)])
+
+    def _drop_pins(self, pins: list[Pin]) -> int:
+        for p in pins:
+            self.pins.remove(p)
+            self.unlock(p.node)
+        return len(pins)
+
     # -- eviction ---------------------------------------------------------------------------
     def evict(self, num_slots: int) -> int:
         """Free at least ``num_slots`` slots from unlocked leaves, least recently used first."""
@@ -159,7 +210,8 @@ class RadixCache:
         return freed
 
     def clear(self) -> bool:
-        """Drop every cached prefix (``flush_cache``); refuses while any prefix is locked."""
+        """Drop every cached prefix (``flush_cache``) and every pin; refuses while a request holds a lock."""
+        self.unpin()
         if self.protected_size > 0:
             return False
         self.evict(self.evictable_size)

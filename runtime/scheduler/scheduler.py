@@ -8,6 +8,7 @@ the results. KV ownership: ``req.kv_slots[:req.cached_len]`` belong to the radix
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class SchedulerConfig:
 
 class Scheduler:
     def __init__(self, cfg: SchedulerConfig, allocator: SlotAllocator, cache: RadixCache,
-                 executor: Executor, check_finish: Callable[[Req], None]) -> None:
+                 executor: Executor, check_finish: Callable[[Req], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.allocator = allocator
         self.cache = cache
@@ -47,6 +49,7 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.stats = {"forward_passes": 0, "prefill_tokens": 0, "decode_tokens": 0, "retractions": 0}
+        self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -55,6 +58,7 @@ class Scheduler:
     def abort(self, rid: str | None) -> list[Req]:
         """Abort every request whose rid is ``rid`` or starts with ``rid#`` (all when None); returns them."""
         hit = [r for r in (*self.waiting, *self.running) if _rid_matches(r.rid, rid)]
+        self.cache.unpin(lambda owner: _rid_matches(owner, rid))   # a warm's pin dies with its rid
         for r in hit:
             self._release(r)
             r.finish, r.error = FinishReason.ABORT, "aborted by the client"
@@ -71,6 +75,7 @@ class Scheduler:
     # -- one step -------------------------------------------------------------------------------
     def step(self) -> list[Req]:
         """Run one batch; returns the requests it touched (finished ones are already released)."""
+        self.cache.expire_pins(self.clock())
         batch = self._prefill_batch() or self._decode_batch()
         if batch is None:
             return []
@@ -89,6 +94,8 @@ class Scheduler:
         req.kv_slots.extend(e.new_slots)
         if not e.req.output_ids and not self.cache.disabled:
             self._cache_prefix(req)   # share the prompt with requests arriving while this one runs
+            if req.sampling_params.pin_uses and not self._prompt_pending(req):
+                self._pin_prompt(req)
         if e.lp_targets:
             req.input_token_logprobs.extend(zip(res.input_logprobs, e.lp_targets))
             req.input_top_logprobs.extend(res.input_tops)
@@ -121,6 +128,7 @@ class Scheduler:
         (partially prefilled) requests hold and try once more."""
         touched = self.step()
         if not touched and self.waiting and not self.running:
+            self.cache.unpin()   # NOTE: pins are hints: never the reason nothing can run
             for r in self.waiting:
                 self._release(r)
             touched = self.step()
@@ -176,7 +184,8 @@ class Scheduler:
 
     def _admit(self, req: Req, max_tokens: int) -> BatchEntry | None:
         fill = req.fill_ids
-        if not req.kv_slots:
+        fresh = not req.kv_slots
+        if fresh:
             m = self.cache.match_prefix(fill[:req.prefix_cap()])
             req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
             self.cache.lock(m.node)
@@ -195,6 +204,8 @@ class Scheduler:
         last_chunk = prefix + n == len(fill)
         sample = last_chunk and req.sampling_params.max_new_tokens > len(req.output_ids)
         entry = BatchEntry(req, new_ids, prefix, slots, sample)
+        if fresh and self.cache.pins:
+            self.cache.use_pins(fill)   # admitted: its own lock keeps the pinned prefix from now on
         if req.needs_input_logprobs and not req.output_ids:
             self._plan_input_logprobs(entry, fill)
         return entry
@@ -220,7 +231,8 @@ class Scheduler:
             slots = self._alloc(len(self.running))
             if slots is not None:
                 break
-            self._retract(self.running[-1])
+            if not self.cache.unpin():   # NOTE: drop hint pins before retracting a running request
+                self._retract(self.running[-1])
         else:
             return None
         entries = [BatchEntry(r, [r.last_token], len(r.kv_slots), [s], True)
@@ -252,6 +264,12 @@ class Scheduler:
         if req.last_node is not None:
             self.cache.unlock(req.last_node)
         req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
+
+    def _pin_prompt(self, req: Req) -> None:
+        """Keep the prefilled prompt locked for ``pin_uses`` requests to come (``Engine.warm(expect=n)``)."""
+        sp = req.sampling_params
+        self.cache.pin(req.rid, req.fill_ids[:len(req.kv_slots)], req.last_node, sp.pin_uses,
+                       self.clock() + sp.pin_ttl_s)
 
     def _release(self, req: Req) -> None:
         """Give the request's KV to the radix tree (or free it) and drop its lock."""
