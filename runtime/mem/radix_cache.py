@@ -164,17 +164,15 @@ class RadixCache:
         self.pins.append(Pin(owner, list(tokens), node, uses, deadline))
 
     def use_pins(self, tokens: Sequence[int]) -> None:
-        """A request with prompt ``tokens`` was admitted: it uses the deepest pin it extends (the oldest
-        of equal ones); a pin with no uses left is released (the request's own lock now keeps the prefix)."""
-        best: Pin | None = None
+        """A request with prompt ``tokens`` was admitted: it is one use of every pin it extends; a pin with
+        no uses left is released (the admitted requests' own locks keep the prefix from now on)."""
+        done = []
         for p in self.pins:
-            n = len(p.tokens)
-            if len(tokens) >= n and (best is None or n > len(best.tokens)) and tokens[:n] == p.tokens:
-                best = p
-        if best is not None:
-            best.uses -= 1
-            if best.uses <= 0:
-                self._drop_pins([best])
+            if len(tokens) >= len(p.tokens) and tokens[:len(p.tokens)] == p.tokens:
+                p.uses -= 1
+                if p.uses <= 0:
+                    done.append(p)
+        self._drop_pins(done)
 
     def expire_pins(self, now: float) -> None:
         if self.pins:

@@ -153,9 +153,12 @@ class RuntimeServicer(pb_grpc.RuntimeServicer):
     @_unary
     async def Warm(self, request: pb.WarmRequest, context: grpc.aio.ServicerContext) -> pb.WarmResponse:
         prefix = _need(proto_convert.prefix_arg(request), "WarmRequest needs `prefix` or `prefix_ids`; neither was set")
-        out = await engine_calls.call(self.engine, "warm", prefix)
+        pin: dict[str, Any] = {"expect": request.expect} if request.expect else {}   # NOTE: old clients send 0
+        if pin and request.ttl_s > 0:
+            pin["ttl_s"] = request.ttl_s
+        out = await engine_calls.call(self.engine, "warm", prefix, **pin)
         return pb.WarmResponse(prompt_tokens=int(out.get("prompt_tokens", 0)),
-                               cached_tokens=int(out.get("cached_tokens", 0)))
+                               cached_tokens=int(out.get("cached_tokens", 0)), rid=str(out.get("rid", "")))
 
     @_unary
     async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:

@@ -76,8 +76,12 @@ class Backend(ABC):
         out = self.generate(prompt, {"max_new_tokens": max(16, longest // 2 + 8), "temperature": 0.0})
         return SelectResult(match_choice(out.text, choices), {"generated": out.text, "method": "generation"})
 
-    def warm(self, prefix: str) -> None:
-        """Prefill ``prefix`` into the backend's prefix cache when it has one (no-op otherwise)."""
+    def warm(self, prefix: str, expect: int = 0) -> None:
+        """Prefill ``prefix`` into the backend's prefix cache when it has one (no-op otherwise).
+
+        ``expect``: how many requests extending ``prefix`` will follow (fork fan-out, choices, batch items);
+        a runtime that supports it keeps the prefix cached until they were admitted (0: no such hint).
+        """
 
     def flush_cache(self) -> bool:
         return False

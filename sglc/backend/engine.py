@@ -69,8 +69,8 @@ class EngineBackend(Backend):
         tok = getattr(self.engine, "tokenizer", None)
         return (getattr(tok, "bos_token", None) or "\n") if tok is not None else "\n"
 
-    def warm(self, prefix: str) -> None:
-        self.engine.warm(prefix)
+    def warm(self, prefix: str, expect: int = 0) -> None:
+        self.engine.warm(prefix, expect=expect)
 
     def flush_cache(self) -> bool:
         return bool(self.engine.flush_cache())

@@ -22,6 +22,7 @@ class HttpTransport:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.pins = True   # until a server refuses the pin_uses sampling parameter
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         resp = self.client.post(path, json=body)
@@ -79,8 +80,16 @@ class HttpTransport:
                            "num_tokens": len(lps), "token_logprobs": lps})
         return scores
 
-    def warm(self, prefix: str) -> None:
-        self._post("/generate", self._body(prefix, {"max_new_tokens": 0}, {}))
+    def warm(self, prefix: str, expect: int = 0) -> None:
+        sampling: dict[str, Any] = {"max_new_tokens": 0}
+        if expect and self.pins:
+            sampling["pin_uses"] = expect   # NOTE: sglc's pin hint (SamplingParams.pin_uses); SGLang has none
+        resp = self.client.post("/generate", json=self._body(prefix, sampling, {}))
+        if resp.status_code in (400, 422) and "pin_uses" in sampling:
+            self.pins = False   # a server without pins: warm without the hint from now on
+            self.warm(prefix)
+        elif resp.status_code != 200:
+            raise RuntimeError(f"sglc runtime at {self.base_url}/generate: HTTP {resp.status_code}: {resp.text[:500]}")
 
     def flush_cache(self) -> bool:
         return self.client.post("/flush_cache").status_code == 200

@@ -95,8 +95,8 @@ class GrpcTransport:
         return [{"logprob_sum": c.logprob_sum, "normalized_logprob": c.normalized_logprob,
                  "num_tokens": c.num_tokens, "token_logprobs": list(c.token_logprobs)} for c in resp.choices]
 
-    def warm(self, prefix: str) -> None:
-        self._call(self.stub.Warm, self._pb.WarmRequest(prefix=prefix))
+    def warm(self, prefix: str, expect: int = 0) -> None:
+        self._call(self.stub.Warm, self._pb.WarmRequest(prefix=prefix, expect=expect))
 
     def flush_cache(self) -> bool:
         return bool(self._call(self.stub.FlushCache, self._pb.FlushCacheRequest()).success)
@@ -143,8 +143,8 @@ class RuntimeEndpoint(Backend):
         best, meta = _choices.select_by_scores(prompt.text, choices, choices_method, self.transport.score)
         return SelectResult(choices[best], meta)
 
-    def warm(self, prefix: str) -> None:
-        self.transport.warm(prefix)
+    def warm(self, prefix: str, expect: int = 0) -> None:
+        self.transport.warm(prefix, expect)
 
     def flush_cache(self) -> bool:
         return self.transport.flush_cache()

@@ -98,8 +98,9 @@ def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], st
         for c in choices:
             seqs.append(pre + tok.encode(c, add_special_tokens=False))
         spans.append((start, len(seqs), len(pre)))
-    # NOTE: warm first so each prefix is prefilled once, not once per choice.
-    engine.generate(input_ids=pres, sampling_params={"max_new_tokens": 0})
+    # NOTE: warm first so each prefix is prefilled once, not once per choice; pinned until its choices arrive.
+    engine.generate(input_ids=pres, sampling_params=[{"max_new_tokens": 0, "pin_uses": len(choices)}
+                                                     for _, choices, _ in items])
     outs = engine.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
                            logprob_start_len=min(len(p) for p in pres))
     results = []
@@ -119,10 +120,10 @@ def _score(out: dict[str, Any], n: int) -> dict[str, Any]:
     return {"logprob_sum": total, "normalized_logprob": total / max(n, 1), "num_tokens": n, "token_logprobs": lps}
 
 
-def warm_ids(backend: Backend, text: str, suffix: str) -> None:
+def warm_ids(backend: Backend, text: str, suffix: str, expect: int = 0) -> None:
     """Warm ``text`` followed by ``suffix`` tokenized the way ``Engine.score`` tokenizes a choice."""
     engine = engine_of(backend)
     if engine is None or engine.tokenizer is None:
         return
     ids = engine.tokenizer.encode(text) + engine.tokenizer.encode(suffix, add_special_tokens=False)
-    engine.warm(ids)
+    engine.warm(ids, expect=expect)

@@ -138,20 +138,21 @@ def run_artifact(artifact: Artifact, backend: Backend, arguments: dict[str, Any]
     return run_plan(artifact.graph, artifact.plan, backend, dict(defaults or {}), dict(arguments or {}), stream)
 
 
-def warm_entry(artifact: Artifact, backend: Backend) -> None:
-    """Warm the program's constant head (the ``entry`` hoist), shared by every item of a batch."""
+def warm_entry(artifact: Artifact, backend: Backend, items: int = 0) -> None:
+    """Warm the program's constant head (the ``entry`` hoist), shared by every item of a batch; pinned
+    until ``items`` requests extending it arrived."""
     entry = next((h for h in artifact.plan.hoists if h.kind == "entry"), None)
     if entry is not None and prefix_cache_enabled(backend):
         head = constant_head(artifact.graph, entry.at, backend).rstrip()  # NOTE: see PlanExecutor.visit_fork
         if head:
-            backend.warm(head)
+            backend.warm(head, expect=items)
 
 
 def run_batch(artifact: Artifact, backend: Backend, batch: list[dict[str, Any]], defaults: dict[str, Any] | None = None,
               num_threads: int = 16) -> list[ProgramState]:
     """Run once per arguments dict, concurrently. With an ``entry`` hoist, the program's constant head
     is warmed once before the items start (they then all find it cached)."""
-    warm_entry(artifact, backend)
+    warm_entry(artifact, backend, len(batch))
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(batch) or 1))) as pool:
         futures = [pool.submit(run_artifact, artifact, backend, args, defaults) for args in batch]
         return [f.result() for f in futures]

@@ -69,8 +69,9 @@ class PlanExecutor(StreamExecutor):
         # BPE may merge with the branch's first word (then the warmed last token would not match).
         text = self.text + hoist.text if hoist is not None and hoist.text else self.text.rstrip()
         if hoist is not None and text:
-            # NOTE: warm before releasing the branches, so they all find the prefix cached.
-            self.ctx.backend.warm(text)
+            # NOTE: warm before releasing the branches, so they all find the prefix cached; pinned until
+            # the branches' first requests arrive (a runtime hint: LRU eviction cannot drop it meanwhile).
+            self.ctx.backend.warm(text, expect=hoist.fanout)
         super().visit_fork(nid, n)
 
     def visit_gen(self, nid: int, n: ir.Gen) -> None:
@@ -87,7 +88,7 @@ class PlanExecutor(StreamExecutor):
         if group is None:
             hoist = self.ctx.hoists.get(nid)
             if hoist is not None and hoist.text:
-                warm_ids(self.ctx.backend, self.text, hoist.text)
+                warm_ids(self.ctx.backend, self.text, hoist.text, expect=hoist.fanout)
             return super().visit_select(nid, n)
         meeting = self.ctx.meeting(group, lambda items: batch_select(self.ctx.backend, items))
         out = meeting.arrive(nid, (self.prompt(), n.choices, n.choices_method))

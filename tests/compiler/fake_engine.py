@@ -30,6 +30,8 @@ class FakeEngine:
         self.tokenizer = CharTokenizer()
         self.calls: list[tuple[str, int]] = []
         self.warmed: list[str] = []
+        self.expected: list[int] = []   # warm(..., expect=n) per warm-up, in order
+        self.pin_uses: list[int] = []   # pin_uses of every generate() item that asked for a pin
         self.lock = threading.Lock()
 
     def _one(self, ids: list[int], sp: dict[str, Any], return_logprob: bool) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class FakeEngine:
         sps = sampling_params if isinstance(sampling_params, list) else [sampling_params or {}] * len(ids)
         with self.lock:
             self.calls.append(("generate", len(ids)))
+            self.pin_uses.extend(sp["pin_uses"] for sp in sps if sp.get("pin_uses"))
         outs = [self._one(i, sp, return_logprob) for i, sp in zip(ids, sps)]
         return outs[0] if single else outs
 
@@ -68,10 +71,11 @@ class FakeEngine:
                         "token_logprobs": lps})
         return out
 
-    def warm(self, prefix: Any) -> dict[str, int]:
+    def warm(self, prefix: Any, expect: int = 0) -> dict[str, int]:
         with self.lock:
             self.calls.append(("warm", 1))
             self.warmed.append(prefix if isinstance(prefix, str) else "".join(map(chr, prefix)))
+            self.expected.append(expect)
         return {"prompt_tokens": len(prefix), "cached_tokens": 0}
 
     def flush_cache(self) -> bool:

@@ -46,7 +46,11 @@ def test_o2_batches_sibling_gens_and_selects_and_warms_before_the_fork() -> None
     assert ("generate", 6) in e2.calls  # 3 selects x 2 choices scored in one call
     assert ("score", 2) in e2.calls  # the parent's lone select still scores its choices in one call
     assert e2.warmed[0] == "Ideas about tea:\nIdea number"  # hoisted before the branches start
-    assert any(w.endswith("Answer:") for w in e2.warmed)  # the select's common choice prefix
+    assert e2.expected[0] == 3  # runtime hint: pinned until the 3 branches' requests arrive
+    hoisted = [i for i, w in enumerate(e2.warmed) if w.endswith("Answer:")]  # the select's common choice prefix
+    assert hoisted and all(e2.expected[i] == 2 for i in hoisted)  # pinned for its 2 choices
+    assert e2.pin_uses == [2, 2, 2]  # the batched selects' prefixes, each pinned for its 2 choices
+    assert not e0.expected and not e0.pin_uses  # -O0 sends no hints
 
 
 def test_a_failing_branch_does_not_deadlock_its_batch() -> None:
@@ -68,3 +72,4 @@ def test_run_batch_warms_the_constant_head_once() -> None:
     states = build.run_batch(art, EngineBackend(engine, "chatml"), [{"q": "x"}, {"q": "y"}, {"q": "z"}])
     assert [s.text().split("\nA:")[0] for s in states] == [f"You answer briefly.\nQ: {q}" for q in "xyz"]
     assert engine.warmed == ["You answer briefly.\nQ:"]
+    assert engine.expected == [3]  # pinned until the three items' requests arrive

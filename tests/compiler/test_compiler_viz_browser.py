@@ -41,7 +41,7 @@ def _chromium() -> str:
         pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
     install = ["apt-get", "install", "-y", "-q", "chromium"]
     try:
-        if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+        if subprocess.run(install, capture_output=True, timeout=600, check=False).returncode != 0:
             # NOTE: a fresh machine has no package lists yet
             subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=True)
             subprocess.run(install, capture_output=True, timeout=600, check=True)

@@ -17,6 +17,7 @@ import pytest
 
 import ir
 import sglc as sgl
+from sglc.backend.base import Prompt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -227,6 +228,12 @@ def test_runtime_endpoint_matches_local_engine(engine, grpc_target, openai_url, 
     streamed = chat_qa.run(question="What is the capital of Italy?", backend=remote, temperature=0, stream=True)
     pieces = list(streamed.text_iter())
     assert "".join(pieces) == italy_local.text()
+    remote.warm("Keep this prefix for one request.", expect=1)   # the pin hint travels over both transports
+    m = engine.metrics()
+    assert m["kv_cached_tokens"] > m["kv_evictable_tokens"]
+    remote.generate(Prompt("Keep this prefix for one request. Go"), {"max_new_tokens": 1})
+    m = engine.metrics()
+    assert m["kv_cached_tokens"] == m["kv_evictable_tokens"]
     assert remote.flush_cache() in (True, False)
     remote.shutdown()
 

@@ -82,14 +82,16 @@ def test_pin_released_after_n_admissions():
     assert_all_free(sched, cache, alloc)
 
 
-def test_nested_pins_use_the_deepest_match():
+def test_a_request_uses_every_pin_it_extends():
     sched, cache, alloc = make(200)
     run(sched, warm("outer", 2))
-    run(sched, req("inner", PREFIX + [50, 51], 0, pin_uses=2))   # the inner warm uses one of outer's
+    run(sched, req("inner", PREFIX + [50, 51], 0, pin_uses=2))   # a warm extending the prefix is a use too
     assert [p.uses for p in cache.pins] == [1, 2]
-    run(sched, req("i1", PREFIX + [50, 51, 1]), req("i2", PREFIX + [50, 51, 2]))
-    assert [p.owner for p in cache.pins] == ["outer"] and cache.pins[0].uses == 1
-    run(sched, req("o2", PREFIX + [60]))
+    run(sched, req("i1", PREFIX + [50, 51, 1]))
+    assert [p.owner for p in cache.pins] == ["inner"] and cache.pins[0].uses == 1
+    run(sched, req("o2", PREFIX + [60]))                        # extends the outer prefix only
+    assert cache.pins[0].uses == 1
+    run(sched, req("i2", PREFIX + [50, 51, 2]))
     assert_all_free(sched, cache, alloc)
 
 

@@ -94,6 +94,24 @@ def test_score_warm_flush_info_metrics(stub: pb_grpc.RuntimeStub, md: list) -> N
     assert stub.Abort(pb.AbortRequest(rid="no-such-request"), metadata=md, timeout=10) is not None
 
 
+def _pinned(stub: pb_grpc.RuntimeStub, md: list) -> int:
+    m = json.loads(stub.GetMetrics(pb.MetricsRequest(), metadata=md, timeout=10).json)
+    return m["kv_cached_tokens"] - m["kv_evictable_tokens"]
+
+
+def test_warm_pin_held_until_expected_requests_or_abort(stub: pb_grpc.RuntimeStub, md: list) -> None:
+    prefix = "A pinned prefix for the branches to come." * 3   # NOTE: no trailing space (BPE merges it)
+    warm = stub.Warm(pb.WarmRequest(prefix=prefix, expect=5, ttl_s=60), metadata=md, timeout=60)
+    assert warm.rid and _pinned(stub, md) >= warm.prompt_tokens
+    stub.Abort(pb.AbortRequest(rid=warm.rid), metadata=md, timeout=10)   # releases the pin
+    assert _pinned(stub, md) == 0
+    warm = stub.Warm(pb.WarmRequest(prefix=prefix, expect=1), metadata=md, timeout=60)
+    assert _pinned(stub, md) >= warm.prompt_tokens
+    req = pb.GenerateRequest(text=prefix + " Go", sampling_params=pb.SamplingParams(max_new_tokens=1))
+    list(stub.Generate(req, metadata=md, timeout=60))
+    assert _pinned(stub, md) == 0   # the one expected request arrived
+
+
 def _running(stub: pb_grpc.RuntimeStub, md: list) -> int:
     m = stub.GetMetrics(pb.MetricsRequest(), metadata=md, timeout=10)
     return m.num_running_reqs + m.num_waiting_reqs
