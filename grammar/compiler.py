@@ -10,9 +10,11 @@ from typing import Any
 
 from . import rx
 from .cache import MemoryCache, cache_key, default_cache_dir, load_fsm, save_fsm
+from .cfg import Grammar
 from .errors import GrammarError
 from .fsm import compile_rx
 from .matcher import TokenFSM
+from .pda import CfgFSM
 from .tokenizer_info import TokenizerInfo
 
 logger = logging.getLogger(__name__)
@@ -33,18 +35,18 @@ def _json_object(source: str) -> rx.Node:
     return json_object_rx()
 
 
-def _ebnf(source: str) -> rx.Node:
-    from .ebnf import ebnf_to_rx
-    return ebnf_to_rx(source)
+def _ebnf(source: str) -> rx.Node | Grammar:
+    from .ebnf import ebnf_to_grammar
+    return ebnf_to_grammar(source)
 
 
-# The registry of frontends: kind → source text → rx IR.
-FRONTENDS: dict[str, Callable[[str], rx.Node]] = {
+# The registry of frontends: kind → source text → rx IR (or a context-free Grammar: recursion).
+FRONTENDS: dict[str, Callable[[str], rx.Node | Grammar]] = {
     "regex": _regex, "json_schema": _json_schema, "json_object": _json_object, "ebnf": _ebnf,
 }
 
 
-def to_rx(kind: str, source: str) -> rx.Node:
+def to_rx(kind: str, source: str) -> rx.Node | Grammar:
     """Run the frontend of ``kind`` on ``source``."""
     front = FRONTENDS.get(kind)
     if front is None:
@@ -79,13 +81,19 @@ class GrammarCompiler:
         fsm = load_fsm(path, info) if self.disk else None
         if fsm is None:
             t0 = time.perf_counter()
-            fsm = TokenFSM.build(compile_rx(to_rx(kind, source)), info, kind)
-            if precompute:
-                fsm.precompute()
+            built = to_rx(kind, source)
+            if isinstance(built, Grammar):  # context-free: a pushdown matcher, cached in memory only
+                fsm = CfgFSM.build(built, info, kind)
+                if precompute:
+                    fsm.precompute()
+            else:
+                fsm = TokenFSM.build(compile_rx(built), info, kind)
+                if precompute:
+                    fsm.precompute()
+                if self.disk:
+                    save_fsm(path, fsm)
             logger.debug("compiled %s constraint in %.1f ms (%d states)", kind,
                          (time.perf_counter() - t0) * 1e3, fsm.num_states)
-            if self.disk:
-                save_fsm(path, fsm)
         with self._lock:
             self.memory.put(key, fsm)
         return fsm
