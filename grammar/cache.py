@@ -20,7 +20,7 @@ from .token_index import TokenIndex
 from .tokenizer_info import TokenizerInfo
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = "sglc-grammar-1"
+FORMAT_VERSION = "sglc-grammar-3"  # 2: recursive ebnf/$ref are pushdown (never on disk); 3: alive-set index
 
 
 def cache_key(kind: str, source: str, info: TokenizerInfo) -> str:
@@ -59,20 +59,11 @@ class MemoryCache:
 
 def save_fsm(path: Path, fsm: TokenFSM) -> None:
     """Write ``fsm`` as arrays (atomic rename); failures are logged, not raised."""
-    states = sorted(s for s in fsm.index.rows if s < fsm.index.num_char_states)
-    rows = [fsm.index.rows[s] for s in states]
-    lens = np.array([len(r[0]) for r in rows], dtype=np.int64)
-    mid_q = np.array([q for q, _ in fsm.index.mid], dtype=np.int64)
-    mid_b = [b for _, b in fsm.index.mid]
-    mid_len = np.array([len(b) for b in mid_b], dtype=np.int64)
-    arrays = dict(
-        trans=fsm.dfa.trans, accept=fsm.dfa.accept, atom_starts=fsm.dfa.alphabet.atom_starts,
-        atom_sym=fsm.dfa.alphabet.atom_sym, states=np.array(states, dtype=np.int64), lens=lens,
-        tokens=np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32),
-        nexts=np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.int32),
-        mid_q=mid_q, mid_len=mid_len, mid_bytes=np.frombuffer(b"".join(mid_b), dtype=np.uint8),
-        meta=np.array([fsm.kind, fsm.info.fingerprint]),
-    )
+    arrays = {
+        "trans": fsm.dfa.trans, "accept": fsm.dfa.accept, "atom_starts": fsm.dfa.alphabet.atom_starts,
+        "atom_sym": fsm.dfa.alphabet.atom_sym, "tok_set": fsm.index.tok_set, "sets": fsm.index.sets,
+        "meta": np.array([fsm.kind, fsm.info.fingerprint]),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
@@ -96,13 +87,5 @@ def load_fsm(path: Path, info: TokenizerInfo) -> TokenFSM | None:
         return None
     num_syms = int(a["trans"].shape[1])
     dfa = CharDFA(a["trans"], a["accept"], Alphabet(a["atom_starts"], a["atom_sym"], num_syms, {}))
-    index = TokenIndex(dfa.num_states)
-    bounds = np.concatenate([[0], np.cumsum(a["lens"])])
-    for s, lo, hi in zip(a["states"].tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-        index.rows[s] = (a["tokens"][lo:hi], a["nexts"][lo:hi])
-    data = a["mid_bytes"].tobytes()
-    pos = 0
-    for q, n in zip(a["mid_q"].tolist(), a["mid_len"].tolist()):
-        index.mid_state(q, data[pos:pos + n])
-        pos += n
+    index = TokenIndex(dfa.num_states, a["tok_set"], a["sets"])
     return TokenFSM(dfa, index, info, kind)

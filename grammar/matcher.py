@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fsm import DEAD, START, CharDFA
-from .token_index import TokenIndex, build_index, index_states
+from .token_index import TokenIndex, build_index
 from .tokenizer_info import TokenizerInfo
 
 logger = logging.getLogger(__name__)
-PRECOMPUTE_MAX_PAIRS = 4_000_000  # ≈ 32 MB of index per compiled constraint
+PRECOMPUTE_MAX_BYTES = 64 << 20  # packed mask rows kept per compiled constraint by precompute()
 
 
 def bitmask_width(vocab_size: int) -> int:
@@ -23,8 +23,9 @@ def bitmask_width(vocab_size: int) -> int:
 class TokenFSM:
     """A constraint compiled against one tokenizer: symbol DFA + token index (+ caches).
 
-    Use :meth:`matcher` for a per-request cursor. Rows of free-text states are indexed on first
-    use; :meth:`precompute` indexes everything at once (call it off the critical path).
+    Use :meth:`matcher` for a per-request cursor. Every state's allowed tokens are known after
+    :meth:`build`; a state's bitmask row is packed on first use (tens of µs) and cached;
+    :meth:`precompute` packs all of them at once.
     """
 
     dfa: CharDFA
@@ -50,46 +51,45 @@ class TokenFSM:
         """A fresh per-request matcher at the start state."""
         return Matcher(self)
 
-    def precompute(self, max_pairs: int = PRECOMPUTE_MAX_PAIRS) -> bool:
-        """Index every state now (free-text states are otherwise indexed on first visit).
+    def precompute(self, max_bytes: int = PRECOMPUTE_MAX_BYTES) -> bool:
+        """Pack every char state's bitmask row now (otherwise packed on first visit).
 
-        Stops once the index holds ``max_pairs`` (token, next state) pairs (8 bytes each), so long
-        counted free text (``.{0,300}``) stays lazy instead of taking seconds and 100+ MB.
-        Returns whether every state is indexed.
+        Stops once the rows take ``max_bytes`` (big automata stay lazy); returns whether every
+        state's row is packed.
         """
-        missing = [s for s in range(1, self.num_states) if s not in self.index.rows]
-        stored = sum(len(r[0]) for r in self.index.rows.values())
-        for lo in range(0, len(missing), 16):
-            if stored > max_pairs:
-                logger.info("precompute stopped at %d pairs; %d states stay lazy", stored, len(missing) - lo)
+        row_bytes = bitmask_width(self.vocab_size) * 4
+        for state in range(1, self.num_states):
+            if state not in self._masks and len(self._masks) * row_bytes >= max_bytes:
+                logger.info("precompute stopped at %d rows; the rest stay lazy", len(self._masks))
                 return False
-            chunk = np.array(missing[lo:lo + 16], dtype=np.int32)
-            index_states(self.index, self.dfa, self.info, chunk)
-            stored += sum(len(self.index.rows[int(s)][0]) for s in chunk)
+            self.mask(state)
         return True
 
     def is_accepting(self, state: int) -> bool:
         return state < self.dfa.num_states and bool(self.dfa.accept[state])
 
     def row(self, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted allowed token ids, next states) of ``state``, EOS not included."""
+        """(sorted allowed token ids, next states) of ``state``, EOS not included (a full walk:
+        for tests and tools; the matcher uses :meth:`mask` and :meth:`next_state`)."""
         return self.index.row(self.dfa, self.info, state)
 
     def next_state(self, state: int, token_id: int) -> int:
-        toks, nexts = self.row(state)
-        i = int(np.searchsorted(toks, token_id))
-        return int(nexts[i]) if i < len(toks) and toks[i] == token_id else DEAD
+        """The state after ``token_id`` (DEAD if it is not allowed)."""
+        return self.index.next_state(self.dfa, self.info, state, token_id)
+
+    def has_tokens(self, state: int) -> bool:
+        """Whether any token (EOS aside) is allowed from ``state``."""
+        return self.index.has_tokens(self.dfa, self.info, state)
 
     def mask(self, state: int) -> np.ndarray:
         """The int32 bitmask row of ``state`` (cached; EOS bit set iff accepting)."""
         row = self._masks.get(state)
         if row is None:
-            toks = self.row(state)[0]
-            bits = np.zeros(bitmask_width(self.vocab_size) * 32, dtype=bool)
-            bits[toks] = True
+            bits = self.index.mask_bytes(self.dfa, self.info, state)
             if self.is_accepting(state):
-                bits[self.info.eos_token_id] = True
-            row = np.packbits(bits, bitorder="little").view(np.int32)
+                eos = self.info.eos_token_id
+                bits[eos >> 3] |= 1 << (eos & 7)
+            row = bits.view(np.int32)
             self._masks[state] = row
         return row
 
@@ -140,7 +140,7 @@ class Matcher:
         """Sorted ids of the tokens allowed now (EOS included when accepting)."""
         if self._eos[-1]:
             return np.zeros(0, dtype=np.int32)
-        toks = self.fsm.row(self.state)[0]
+        toks = np.flatnonzero(self.fsm.index.allowed(self.fsm.dfa, self.fsm.info, self.state)).astype(np.int32)
         if self.is_accepting():
             toks = np.union1d(toks, [self.fsm.info.eos_token_id]).astype(np.int32)
         return toks
@@ -180,7 +180,7 @@ class Matcher:
 
     def is_terminated(self) -> bool:
         """EOS was accepted, or no token can follow (the runtime should stop)."""
-        return self._eos[-1] or len(self.fsm.row(self.state)[0]) == 0
+        return self._eos[-1] or not self.fsm.has_tokens(self.state)
 
     def forced_string(self) -> str:
         """Jump-forward: the longest string the constraint forces from here ("" if none)."""

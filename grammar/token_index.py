@@ -1,10 +1,16 @@
-"""Token index: for each DFA state, the allowed tokens and the state each one leads to.
+"""Token index: which tokens each DFA state allows, and the state each one leads to.
 
-Tokens are walked over the symbol DFA, all states at once, with numpy: tokens are grouped by
-their first symbol (a depth-1 trie), then every live (state, token) pair advances one character
-per step and dead pairs are dropped. Tokens that end inside a multi-byte UTF-8 character lead to
-*mid states* ``(state, pending bytes)``; those rare states get their rows lazily (see
-:meth:`TokenIndex.mid_row`).
+Built *backward*, all tokens at once: the set of states from which a token's suffix survives is a
+function of its next symbol and the set for the suffix after it, ``A_i = {q : trans[q, s_i] ∈
+A_i+1}``. These *alive sets* (bit rows over DFA states) are few (hundreds; they only record
+where a suffix matches literal text or fits a counter), so each one is computed once, memoized on
+``(set, symbol)``, and every token is mapped to the set of states that allow it in ~max-token-length
+numpy gathers over the vocabulary. A state's mask is then one gather, ``bit[q] of sets[tok_set]``,
+done on first visit (tens of µs). Next states are walked per accepted token (a few characters).
+
+Tokens that end inside a multi-byte UTF-8 character lead to *mid states* ``(state, pending
+bytes)``, allowed only when some allowed character starts with those bytes; tokens starting with
+continuation bytes are allowed only from mid states, whose rows are built on first use.
 """
 from __future__ import annotations
 
@@ -13,35 +19,94 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fsm import DEAD, CharDFA
-from .tokenizer_info import TokenizerInfo, split_utf8, tail_interval
+from .tokenizer_info import TokenData, TokenizerInfo, split_utf8, tail_interval
 
-# NOTE: states whose first step alone admits more tokens than this (free-text states) are
-# indexed lazily, on first visit (a few ms each); all others are indexed at compile time.
-EAGER_PAIRS_PER_STATE = 6000
+NEVER = 0  # alive-set id of tokens no char state allows (the empty set)
+BIG_GROUP = 128  # sets with more tokens are OR-ed into masks as packed rows, not scattered
+_CHUNK_CELLS = 1 << 22  # bools per temporary [sets, states] block
 
 
 @dataclass(eq=False)
 class TokenIndex:
-    """Per state: (sorted allowed token ids, next states), computed eagerly or on first use.
+    """Per token its alive set; per set a packed bit row over char states (see the module doc).
 
-    Next states ≥ ``num_char_states`` are mid states ``mid[i] = (char state, pending bytes)``.
+    ``tok_set`` int64 [vocab]; ``sets`` uint8 [num_sets, ceil(S/8)] (``np.packbits`` rows). Next states ≥
+    ``num_char_states`` are mid states ``mid[i] = (char state, pending bytes)``.
     """
 
     num_char_states: int
-    rows: dict = field(default_factory=dict)
+    tok_set: np.ndarray
+    sets: np.ndarray
+    nonempty: np.ndarray = field(init=False)
     mid: list = field(default_factory=list)
     mid_ids: dict = field(default_factory=dict)
+    mid_rows: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        used = np.flatnonzero(np.bincount(self.tok_set, minlength=len(self.sets)))
+        union = np.bitwise_or.reduce(self.sets[used], axis=0) if len(used) else self.sets[0]
+        self.nonempty = np.unpackbits(union, count=self.num_char_states).astype(bool)
+
+    def allowed(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> np.ndarray:
+        """Bool [vocab]: the tokens allowed from ``state`` (char or mid state), EOS not included."""
+        bits = self.mask_bytes(dfa, info, state)
+        return np.unpackbits(bits, count=len(self.tok_set), bitorder="little").view(bool)
+
+    def mask_bytes(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> np.ndarray:
+        """uint8 [4 * ceil(vocab/32)]: the allowed tokens of ``state`` as little-endian bits.
+
+        NOTE: a char state's mask is the union of the token groups of the alive sets holding it:
+        big groups (sets 1..nb, the sets are sorted by size) are OR-ed as packed rows, small ones
+        scattered from a padded table: ~10 numpy calls, no O(vocab) gather (tens of µs).
+        """
+        width = 4 * ((len(self.tok_set) + 31) // 32)
+        if state >= self.num_char_states:
+            flags = np.zeros(8 * width, dtype=bool)
+            flags[self._mid_row(dfa, info, state)[0]] = True
+            return np.packbits(flags, bitorder="little")
+        g = self.groups()
+        col = (self.sets[:, state >> 3] >> (7 - (state & 7))) & 1  # bit ``state`` of every set
+        flags = np.zeros(8 * width + 1, dtype=bool)  # the last slot takes the table's padding
+        flags[g.small_tok[np.flatnonzero(col[1 + g.num_big:])]] = True
+        out = np.packbits(flags[:-1], bitorder="little")
+        big = np.flatnonzero(col[1:1 + g.num_big])
+        if len(big):
+            out |= np.bitwise_or.reduce(g.big_bits[big], axis=0)
+        return out
+
+    def groups(self) -> _Groups:
+        """Tokens grouped by alive set (built on first use; kept for every later mask)."""
+        g = self.__dict__.get("_groups")
+        if g is None:
+            g = self.__dict__["_groups"] = _Groups.build(self.tok_set, len(self.sets))
+        return g
+
+    def has_tokens(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> bool:
+        if state >= self.num_char_states:
+            return len(self._mid_row(dfa, info, state)[0]) > 0
+        return bool(self.nonempty[state])
+
+    def next_state(self, dfa: CharDFA, info: TokenizerInfo, state: int, token_id: int) -> int:
+        """The state after ``token_id`` from ``state``, or DEAD if it is not allowed."""
+        if state >= self.num_char_states:
+            toks, nexts = self._mid_row(dfa, info, state)
+            i = int(np.searchsorted(toks, token_id))
+            return int(nexts[i]) if i < len(toks) and toks[i] == token_id else DEAD
+        if not 0 <= token_id < len(self.tok_set):
+            return DEAD
+        sid = int(self.tok_set[token_id])
+        if not (self.sets[sid, state >> 3] >> (7 - (state & 7))) & 1:
+            return DEAD
+        nxt = self.walk_bytes(dfa, state, info.token_bytes[token_id])
+        assert nxt is not None, "alive set and walk disagree"
+        return nxt
 
     def row(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted allowed token ids, next states) of ``state`` (char or mid state)."""
-        cached = self.rows.get(state)
-        if cached is None:
-            if state < self.num_char_states:
-                index_states(self, dfa, info, np.array([state], dtype=np.int32))
-            else:
-                self.rows[state] = self._mid_row(dfa, info, state)
-            cached = self.rows[state]
-        return cached
+        """(sorted allowed token ids, next states) of ``state``: a vectorized walk (tests, tools)."""
+        if state >= self.num_char_states:
+            return self._mid_row(dfa, info, state)
+        toks = np.flatnonzero(self.allowed(dfa, info, state)).astype(np.int32)
+        return toks, walk_tokens(self, dfa, info.token_data(), state, toks)
 
     def mid_state(self, q: int, pending: bytes) -> int:
         key = (q, pending)
@@ -53,17 +118,20 @@ class TokenIndex:
 
     def _mid_row(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens starting with UTF-8 continuation bytes that complete the pending character."""
-        q, pending = self.mid[state - self.num_char_states]
-        toks, nexts = [], []
-        for tid, data in sorted(info.token_data().cont.items()):
-            nxt = self.walk_bytes(dfa, q, pending + data)
-            if nxt is not None:
-                toks.append(tid)
-                nexts.append(nxt)
-        return np.asarray(toks, dtype=np.int32), np.asarray(nexts, dtype=np.int32)
+        row = self.mid_rows.get(state)
+        if row is None:
+            q, pending = self.mid[state - self.num_char_states]
+            toks, nexts = [], []
+            for tid, data in sorted(info.token_data().cont.items()):
+                nxt = self.walk_bytes(dfa, q, pending + data)
+                if nxt is not None:
+                    toks.append(tid)
+                    nexts.append(nxt)
+            row = self.mid_rows[state] = (np.asarray(toks, dtype=np.int32), np.asarray(nexts, dtype=np.int32))
+        return row
 
     def walk_bytes(self, dfa: CharDFA, q: int, data: bytes) -> int | None:
-        """State after ``data`` from char state ``q`` (None if rejected); may add a mid state."""
+        """State after ``data`` from ``q`` (None if rejected); may add a mid state."""
         if q >= self.num_char_states:
             q, pending = self.mid[q - self.num_char_states]
             data = pending + data
@@ -76,169 +144,184 @@ class TokenIndex:
         if not tail:
             return q
         lo, hi = tail_interval(tail)
-        if not _tail_allowed(dfa, q, lo, hi):
+        if not _tail_syms_live(dfa, lo, hi, np.array([q]))[0]:
             return None
         return self.mid_state(q, tail)
 
 
-def _tail_allowed(dfa: CharDFA, q: int, lo: int, hi: int) -> bool:
+def _tail_syms_live(dfa: CharDFA, lo: int, hi: int, states: np.ndarray) -> np.ndarray:
+    """Bool per state: some encodable code point in [lo, hi] has a live transition."""
     alpha = dfa.alphabet
     a0 = int(np.searchsorted(alpha.atom_starts, lo, side="right")) - 1
     a1 = int(np.searchsorted(alpha.atom_starts, hi, side="right")) - 1
     atoms = np.arange(a0, a1 + 1)
-    atoms = atoms[alpha.live_atoms()[atoms]]
-    return bool((dfa.trans[q, alpha.atom_sym[atoms]] != DEAD).any())
+    syms = np.unique(alpha.atom_sym[atoms[alpha.live_atoms()[atoms]]])
+    return (dfa.trans[states][:, syms] != DEAD).any(axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class _Groups:
+    """The tokens of each alive set: sets 1..num_big as packed bit rows ``big_bits``, the others
+    as rows of ``small_tok`` (token ids padded with ``8 * width``, a spare slot)."""
+
+    num_big: int
+    big_bits: np.ndarray
+    small_tok: np.ndarray
+
+    @classmethod
+    def build(cls, tok_set: np.ndarray, num_sets: int) -> _Groups:
+        counts = np.bincount(tok_set, minlength=num_sets)
+        num_big = int(np.count_nonzero(counts[1:] > BIG_GROUP))
+        width = 4 * ((len(tok_set) + 31) // 32)
+        perm = np.argsort(tok_set, kind="stable")
+        off = np.concatenate([[0], np.cumsum(counts)])
+        flags = np.zeros((num_big, 8 * width), dtype=bool)
+        for i in range(num_big):
+            flags[i, perm[off[i + 1]:off[i + 2]]] = True
+        small = range(1 + num_big, num_sets)
+        table = np.full((len(small), int(counts[1 + num_big:].max(initial=0))), 8 * width, dtype=np.int64)
+        for row, sid in enumerate(small):
+            table[row, :counts[sid]] = perm[off[sid]:off[sid + 1]]
+        return cls(num_big, np.packbits(flags, axis=1, bitorder="little"), table)
+
+
+class _SetTable:
+    """Distinct bit rows over states (packed), with ids; id 0 is the empty set."""
+
+    def __init__(self, num_states: int) -> None:
+        self.num_states = num_states
+        width = (num_states + 7) // 8
+        self.rows = np.zeros((64, width), dtype=np.uint8)
+        self.ids: dict[bytes, int] = {bytes(width): NEVER}
+        self.size = 1
+
+    def add(self, bits: np.ndarray) -> np.ndarray:
+        """Ids of the bool rows ``bits`` [n, S] (new rows are appended)."""
+        packed = np.packbits(bits, axis=1)
+        out = np.empty(len(packed), dtype=np.int32)
+        for i, row in enumerate(packed):
+            key = row.tobytes()
+            sid = self.ids.get(key)
+            if sid is None:
+                sid = self.ids[key] = self.size
+                if self.size == len(self.rows):
+                    self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
+                self.rows[self.size] = row
+                self.size += 1
+            out[i] = sid
+        return out
+
+    def unpack(self, ids: np.ndarray) -> np.ndarray:
+        return np.unpackbits(self.rows[ids], axis=1, count=self.num_states).view(bool)
 
 
 def build_index(dfa: CharDFA, info: TokenizerInfo) -> TokenIndex:
-    """Index the narrow states now; broad (free-text) states wait for their first visit."""
+    """The alive set of every token (backward over token characters, memoized on (set, symbol))."""
     td = info.token_data()
-    index = TokenIndex(dfa.num_states)
-    counts = _prepare(index, dfa, td)[2]
-    per_state = ((dfa.trans != DEAD) * counts[None, :]).sum(axis=1)
-    eager = np.flatnonzero(per_state <= EAGER_PAIRS_PER_STATE)
-    index_states(index, dfa, info, eager[eager != DEAD].astype(np.int32))
-    index.rows[DEAD] = (np.zeros(0, np.int32), np.zeros(0, np.int32))
-    return index
+    num_states, num_syms = dfa.trans.shape
+    trans_t = np.ascontiguousarray(dfa.trans.T).astype(np.int64)  # [K, S]: one row per symbol
+    table = _SetTable(num_states)
+    order, counts, step_cps = _by_length(info, td)
+    # NOTE: one gather maps every (step, token) character to its symbol (cps are few and cached)
+    step_sym = dfa.alphabet.symbols_of(td.cps)[step_cps] if len(step_cps) else step_cps
+    final = _initial_sets(dfa, td, table)[order].astype(np.int64)
+    cur = final[:counts[0]] if len(counts) else final[:0]
+    memo = np.full(64 * num_syms, -1, dtype=np.int64)  # flat [set, symbol] → set
+    memo[NEVER * num_syms:(NEVER + 1) * num_syms] = NEVER
+    pos = 0
+    for j, n in enumerate(counts.tolist()):  # step j: the j-th character from the end
+        keys = cur * num_syms + step_sym[pos:pos + n]
+        pos += n
+        got = memo[keys]
+        miss = got < 0
+        if miss.any():
+            seen = np.zeros(len(memo), dtype=bool)
+            seen[keys[miss]] = True
+            new = np.flatnonzero(seen)
+            ids = _extend(table, trans_t, new // num_syms, new % num_syms)
+            if len(memo) < table.size * num_syms:
+                memo = np.concatenate([memo, np.full(2 * table.size * num_syms, -1, dtype=np.int64)])
+            memo[new] = ids
+            got = memo[keys]
+        nxt = int(counts[j + 1]) if j + 1 < len(counts) else 0
+        final[nxt:n] = got[nxt:]  # tokens of exactly j + 1 characters are done
+        cur = got[:nxt]
+    tok_set = np.zeros(info.vocab_size, dtype=np.int64)
+    tok_set[td.ids[order]] = final
+    return _by_size(num_states, tok_set, table.rows[:table.size])
 
 
-def index_states(index: TokenIndex, dfa: CharDFA, info: TokenizerInfo, states: np.ndarray) -> None:
-    """Walk every token from each of ``states`` (vectorized) and store their rows."""
-    td = info.token_data()
-    trans = dfa.trans
-    flat_sym, order, counts, group_start = _prepare(index, dfa, td)
-    starts_at = td.off[:-1]
-    qi, syms = np.nonzero(trans[states] != DEAD)
-    qs = states[qi]
-    per = counts[syms]
-    total = int(per.sum())
-    pair_q = np.repeat(qs, per).astype(np.int32)
-    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-    pair_t = order[np.repeat(group_start[syms], per) + within]
-    cur = np.repeat(trans[qs, syms], per)
-    out_q, out_t, out_s = [], [], []
-    # NOTE: the first PAD characters run without filtering: padded positions map to an identity
-    # column, so every (state, token) pair takes the same gathers (a few big numpy ops, no Python
-    # per length); dead pairs are dropped every few steps and long tokens finish in the loop below.
-    sym_cols, trans_flat, width = _padded(index, dfa, td, flat_sym)
-    cur = cur.astype(np.int32)
-    for j in range(1, PAD):
-        # NOTE: 1-D gathers (column-major symbols, flattened table) are ~2x faster than 2-D ones
-        cur = trans_flat[cur * width + sym_cols[j][pair_t]]
-        if j % 4 == 0:
-            live = cur != DEAD
-            pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
-    live = cur != DEAD
-    pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
-    short = td.clen[pair_t] <= PAD
-    out_q.append(pair_q[short])
-    out_t.append(pair_t[short])
-    out_s.append(cur[short])
-    pair_q, pair_t, cur = pair_q[~short], pair_t[~short], cur[~short]
-    j = PAD
-    while len(pair_t):
-        cur = trans[cur, flat_sym[starts_at[pair_t] + j]]
-        j += 1
-        live = cur != DEAD
-        pair_q, pair_t, cur = pair_q[live], pair_t[live], cur[live]
-        done = td.clen[pair_t] == j
-        out_q.append(pair_q[done])
-        out_t.append(pair_t[done])
-        out_s.append(cur[done])
-        pair_q, pair_t, cur = pair_q[~done], pair_t[~done], cur[~done]
-    fq = np.concatenate(out_q) if out_q else np.zeros(0, np.int32)
-    ft = np.concatenate(out_t) if out_t else np.zeros(0, np.int64)
-    fs = np.concatenate(out_s).astype(np.int32) if out_s else np.zeros(0, np.int32)
-    fq, ft, fs = _resolve_tails(dfa, td, index, states, fq, ft, fs)
-    _store_rows(index, states, fq, td.ids[ft], fs, info.vocab_size)
+def _by_size(num_states: int, tok_set: np.ndarray, sets: np.ndarray) -> TokenIndex:
+    """Renumber the sets by token count, largest first (NEVER stays 0): see ``mask_bytes``."""
+    counts = np.bincount(tok_set, minlength=len(sets))
+    counts[NEVER] = len(tok_set) + 1
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return TokenIndex(num_states, rank[tok_set], sets[order])
 
 
-def _store_rows(index: TokenIndex, states: np.ndarray, fq, tok_ids, fs, vocab_size: int) -> None:
-    """Group (state, token, next) triples into sorted rows.
-
-    NOTE: a scatter into a [chunk, vocab] table replaces sorting (O(vocab) per state, no log factor).
-    """
-    if not len(states):
-        return
-    if len(fq) * 8 < len(states) * vocab_size:  # sparse rows: sorting is cheaper than tables
-        srt = np.lexsort((tok_ids, fq))
-        fq, tok_ids, fs = fq[srt], tok_ids[srt].astype(np.int32), fs[srt].astype(np.int32)
-        lo, hi = np.searchsorted(fq, states, side="left"), np.searchsorted(fq, states, side="right")
-        for q, a, b in zip(states.tolist(), lo.tolist(), hi.tolist()):
-            index.rows[q] = (tok_ids[a:b], fs[a:b])
-        return
-    states = np.sort(states)  # chunks of sorted states own contiguous ranges of sorted fq
-    slot = np.full(int(states.max()) + 1, -1, dtype=np.int64)
-    chunk = 64
-    order = np.argsort(fq, kind="stable")
-    fq, tok_ids, fs = fq[order], tok_ids[order], fs[order]
-    for c0 in range(0, len(states), chunk):
-        part = states[c0:c0 + chunk]
-        slot[part] = np.arange(len(part))
-        lo, hi = np.searchsorted(fq, part.min()), np.searchsorted(fq, part.max(), side="right")
-        table = np.full((len(part), vocab_size), -1, dtype=np.int32)
-        table[slot[fq[lo:hi]], tok_ids[lo:hi]] = fs[lo:hi]
-        for i, q in enumerate(part.tolist()):
-            toks = np.flatnonzero(table[i] >= 0).astype(np.int32)
-            index.rows[q] = (toks, table[i, toks])
-        slot[part] = -1
+def _by_length(info: TokenizerInfo, td: TokenData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Once per vocabulary: tokens longest first (those still walking at step j are a prefix),
+    ``counts[j]`` = tokens longer than j characters, and the code point index (into ``td.cps``)
+    of each such token's j-th character from the end, steps concatenated."""
+    got = info._memo.get("by_length")
+    if got is None:
+        order = np.argsort(-td.clen, kind="stable")
+        clen, last = td.clen[order], td.off[1:][order] - 1
+        counts = np.searchsorted(-clen, -np.arange(int(clen.max(initial=0))), side="left")
+        steps = [td.cp_idx[last[:n] - j] for j, n in enumerate(counts.tolist())]
+        step_cps = np.concatenate(steps) if steps else np.zeros(0, np.int64)
+        got = info._memo["by_length"] = (order, counts, step_cps.astype(np.int64))
+    return got
 
 
-PAD = 12  # characters walked without per-step filtering (most tokens are shorter)
+def _extend(table: _SetTable, trans_t: np.ndarray, xs: np.ndarray, ss: np.ndarray) -> np.ndarray:
+    """Id of {q : trans[q, ss[u]] ∈ set xs[u]} for each u (chunked: bounded temporary memory)."""
+    out = np.empty(len(xs), dtype=np.int32)
+    num_states = trans_t.shape[1]
+    step = max(1, _CHUNK_CELLS // num_states)
+    for lo in range(0, len(xs), step):
+        src = table.unpack(xs[lo:lo + step]).reshape(-1)
+        rows = np.arange(len(src) // num_states, dtype=np.int64)[:, None] * num_states
+        out[lo:lo + step] = table.add(src[trans_t[ss[lo:lo + step]] + rows])
+    return out
 
 
-def _padded(index: TokenIndex, dfa: CharDFA, td, flat_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Token symbols for the first PAD characters, column-major ([PAD, T]; pad = an identity
-    symbol), and the flattened transition table extended with that identity column."""
-    prep = index.__dict__.get("_padded")
-    if prep is None:
-        num_syms = dfa.trans.shape[1]
-        cols = np.arange(PAD)
-        pos = td.off[None, :-1] + cols[:, None]
-        inside = cols[:, None] < td.clen[None, :]
-        sym_cols = np.where(inside, flat_sym[np.minimum(pos, len(flat_sym) - 1)], num_syms).astype(np.int32)
-        trans_ext = np.concatenate([dfa.trans, np.arange(dfa.num_states, dtype=np.int32)[:, None]], axis=1)
-        prep = index.__dict__["_padded"] = (np.ascontiguousarray(sym_cols), trans_ext.reshape(-1), num_syms + 1)
-    return prep
+def _initial_sets(dfa: CharDFA, td: TokenData, table: _SetTable) -> np.ndarray:
+    """Per token (``TokenData`` order): the states that accept its partial UTF-8 tail (all live
+    states when it has none)."""
+    alive = np.ones((1, dfa.num_states), dtype=bool)
+    alive[0, DEAD] = False
+    out = np.full(len(td.ids), table.add(alive)[0], dtype=np.int32)
+    tails = np.flatnonzero(td.tail_lo >= 0)
+    if len(tails):
+        alpha = dfa.alphabet
+        a0 = np.searchsorted(alpha.atom_starts, td.tail_lo[tails], side="right") - 1
+        a1 = np.searchsorted(alpha.atom_starts, td.tail_hi[tails], side="right") - 1
+        # per tail: which symbols hold a live (encodable) atom in its range, via prefix counts
+        onehot = np.zeros((len(alpha.atom_sym) + 1, alpha.num_symbols), dtype=np.int32)
+        onehot[np.flatnonzero(alpha.live_atoms()) + 1, alpha.atom_sym[alpha.live_atoms()]] = 1
+        np.cumsum(onehot, axis=0, out=onehot)
+        syms = (onehot[a1 + 1] - onehot[a0]) > 0
+        uniq, inv = np.unique(syms, axis=0, return_inverse=True)
+        live = (dfa.trans != DEAD).astype(np.float32)
+        rows = (live @ uniq.T.astype(np.float32)) > 0  # [S, distinct symbol sets]
+        out[tails] = table.add(np.ascontiguousarray(rows.T))[inv.reshape(-1)]
+    return out
 
 
-def _prepare(index: TokenIndex, dfa: CharDFA, td) -> tuple:
-    """Tokens as symbols, grouped by first symbol (kept on the index for lazy rows)."""
-    prep = index.__dict__.get("_prep")
-    if prep is None:
-        flat_sym = dfa.alphabet.symbols_of(td.cps)[td.cp_idx]
-        has = np.flatnonzero(td.clen > 0)
-        first = flat_sym[td.off[:-1][has]]
-        order = has[np.argsort(first, kind="stable")]
-        counts = np.bincount(first, minlength=dfa.trans.shape[1])
-        group_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        prep = index.__dict__["_prep"] = (flat_sym, order, counts, group_start)
-    return prep
-
-
-def _resolve_tails(dfa: CharDFA, td, index: TokenIndex, states: np.ndarray, fq, ft, fs):
-    """Tokens ending in a partial character: keep those some allowed character can complete."""
-    has_tail = td.tail_lo[ft] >= 0
-    pure = np.flatnonzero((td.clen == 0) & (td.tail_lo >= 0))
-    if not has_tail.any() and not len(pure):
-        return fq, ft, fs
-    tq = np.concatenate([fq[has_tail], np.repeat(states, len(pure))])
-    tt = np.concatenate([ft[has_tail], np.tile(pure, len(states))])
-    ts = np.concatenate([fs[has_tail], np.repeat(states, len(pure))])
-    alpha = dfa.alphabet
-    cum = index.__dict__.get("_tail_cum")
-    if cum is None:  # per state: prefix counts of live atoms (kept for lazy rows)
-        live = (dfa.trans[:, alpha.atom_sym] != DEAD) & alpha.live_atoms()[None, :]
-        cum = np.zeros((dfa.num_states, live.shape[1] + 1), dtype=np.int32)
-        np.cumsum(live, axis=1, out=cum[:, 1:])
-        index.__dict__["_tail_cum"] = cum
-    a0 = np.searchsorted(alpha.atom_starts, td.tail_lo[tt], side="right") - 1
-    a1 = np.searchsorted(alpha.atom_starts, td.tail_hi[tt], side="right") - 1
-    ok = cum[ts, a1 + 1] - cum[ts, a0] > 0
-    tq, tt, ts = tq[ok], tt[ok], ts[ok]
-    mids = np.empty(len(tt), dtype=np.int32)
-    for i, (s, tid) in enumerate(zip(ts.tolist(), td.ids[tt].tolist())):
-        mids[i] = index.mid_state(s, td.tail_bytes[tid])
-    keep = ~has_tail
-    return (np.concatenate([fq[keep], tq]), np.concatenate([ft[keep], tt]),
-            np.concatenate([fs[keep], mids]))
+def walk_tokens(index: TokenIndex, dfa: CharDFA, td: TokenData, state: int, toks: np.ndarray) -> np.ndarray:
+    """Next states of the allowed tokens ``toks`` from char state ``state`` (vectorized walk)."""
+    pos = np.full(len(index.tok_set), -1, dtype=np.int64)
+    pos[td.ids] = np.arange(len(td.ids))
+    p = pos[toks]
+    cur = np.full(len(toks), state, dtype=np.int32)
+    clen, start = td.clen[p], td.off[p]
+    flat_sym = dfa.alphabet.symbols_of(td.cps)[td.cp_idx]
+    for j in range(int(clen.max()) if len(p) else 0):
+        more = np.flatnonzero(clen > j)
+        cur[more] = dfa.trans[cur[more], flat_sym[start[more] + j]]
+    for i in np.flatnonzero(td.tail_lo[p] >= 0).tolist():
+        cur[i] = index.mid_state(int(cur[i]), td.tail_bytes[int(toks[i])])
+    return cur

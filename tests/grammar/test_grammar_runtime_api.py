@@ -53,7 +53,7 @@ def test_unknown_kind_and_non_text_source(info):
 
 def test_precompute_is_capped_and_lazy_rows_still_work(info, hf_tokenizer):
     fsm = GrammarCompiler(disk=False).compile("regex", r"[^\n]{0,40}", info, precompute=False)
-    assert fsm.precompute(max_pairs=100_000) is False  # stops early: the rest stays lazy
+    assert fsm.precompute(max_bytes=20_000) is False  # stops early: the rest stays lazy
     m = fsm.matcher()
     for tid in hf_tokenizer.encode("hello world, 42!", add_special_tokens=False):
         assert m.accept_token(tid)

@@ -193,3 +193,79 @@ def test_jump_forward_retokenization_recipe(info, hf_tokenizer):
         assert m.accept_token(last)
         text += hf_tokenizer.decode([last])
     assert text == HP_SAMPLE and m.is_accepting()
+
+
+def _reference_next(dfa, info, q, data):
+    """Scalar reference: walk ``data`` from char state ``q`` byte string by character; None if dead."""
+    from grammar.fsm import DEAD
+    from grammar.tokenizer_info import split_utf8, tail_interval
+    if not data or data[0] & 0xC0 == 0x80:
+        return None
+    text, tail = split_utf8(data)
+    if text is None:
+        return None
+    for ch in text:
+        q = int(dfa.trans[q, dfa.alphabet.symbol_of(ord(ch))])
+        if q == DEAD:
+            return None
+    if not tail:
+        return q
+    lo, hi = tail_interval(tail)
+    alpha = dfa.alphabet
+    ends = np.append(alpha.atom_starts[1:], 0x110000)
+    for start, end, sym in zip(alpha.atom_starts.tolist(), ends.tolist(), alpha.atom_sym.tolist()):
+        if max(start, lo) < min(end, hi + 1) and not 0xD800 <= start < 0xE000 and dfa.trans[q, sym] != DEAD:
+            return (q, tail)
+    return None
+
+
+def _random_vocab(rng: random.Random):
+    chars = "abcdxyzqr0123456789.-+@ \n\t_éà中ç٣\u2003comrg\"{}"
+    toks = {bytes([c]) for c in range(32, 127)} | {b"\n", b"\t"}
+    while len(toks) < 400:
+        text = "".join(rng.choice(chars) for _ in range(rng.randint(1, 6))).encode()
+        if rng.random() < 0.3:  # split multi-byte characters
+            text = "".join(rng.choice("éü中文٣\u2003a\"") for _ in range(3)).encode()
+            a = rng.randrange(len(text))
+            text = text[a:a + rng.randint(1, 6)]
+        toks.add(text)
+    return [None] + sorted(toks)  # id 0: EOS (special)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("pattern", [
+    IPV4_REGEX, r"[0-9]+(\.[0-9]+)?", r"a|ab", r"(ab|a)(bc|c)?", r"\w+@\w+\.(com|org)", r"[^abc]{2,4}x?",
+    r"a.{0,3}b", r"(?s)a.b", r"[\u00e0-\u00ff\u4e00-\u4e0f]+", r"(a|b|c|)+d", r"[-+]?\d*\.?\d+",
+    r'"([^"\\]|\\.){0,5}"', r"(é|ü|中文)+!", r"[\w\d\s]{1,4}",
+])
+def test_alive_set_index_matches_scalar_walks(pattern, seed):
+    """The backward alive-set index vs a per-(state, token) scalar walk, on a small random vocabulary
+    with split UTF-8 characters and continuation-only tokens (masks, next states, mid states)."""
+    from grammar import TokenizerInfo
+    from grammar.fsm import DEAD, compile_rx
+    from grammar.matcher import TokenFSM
+    from grammar.regex_parser import parse_regex
+    info = TokenizerInfo(tuple(_random_vocab(random.Random(seed))), 0, frozenset({0}))
+    fsm = TokenFSM.build(compile_rx(parse_regex(pattern)), info)
+    num = fsm.num_states
+    for q in range(1, num):
+        bits = np.unpackbits(fsm.mask(q).view(np.uint8), bitorder="little")[:info.vocab_size]
+        assert bool(bits[0]) == fsm.is_accepting(q)  # EOS
+        for tid, data in enumerate(info.token_bytes[1:], start=1):
+            ref = _reference_next(fsm.dfa, info, q, data)
+            got = fsm.next_state(q, tid)
+            assert bool(bits[tid]) == (ref is not None), (q, data)
+            if ref is None:
+                assert got == DEAD
+            elif isinstance(ref, tuple):
+                assert got >= num and fsm.index.mid[got - num] == ref
+                for cid, cont in enumerate(info.token_bytes):  # the mid state's row
+                    want = _reference_next(fsm.dfa, info, ref[0], ref[1] + cont) if cont and cont[0] & 0xC0 == 0x80 else None
+                    nxt = fsm.next_state(got, cid)
+                    assert (nxt != DEAD) == (want is not None)
+            else:
+                assert got == ref
+        toks, nexts = fsm.row(q)
+        assert np.array_equal(toks, np.flatnonzero(bits[1:]) + 1)
+        assert all(fsm.next_state(q, int(t)) == int(n) for t, n in zip(toks, nexts))
+        assert fsm.has_tokens(q) == bool(len(toks))
