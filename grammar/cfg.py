@@ -12,6 +12,8 @@ sits in an accepting state of rule 0.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,8 +180,25 @@ class Runner:
         return self.step_closed(self.closure(kernel)[0], b)
 
 
+# NOTE: a small process-wide memo (frontends validate a grammar, then the compiler builds it)
+_COMPILED: OrderedDict[Grammar, BytePDA] = OrderedDict()
+_COMPILED_LOCK = threading.Lock()
+
+
 def compile_grammar(grammar: Grammar) -> BytePDA:
-    """Check and compile ``grammar``; raises :class:`GrammarError` (or :class:`CfgUnsupported`)."""
+    """Check and compile ``grammar`` (memoized); raises :class:`GrammarError` / :class:`CfgUnsupported`."""
+    with _COMPILED_LOCK:
+        pda = _COMPILED.get(grammar)
+    if pda is None:
+        pda = _compile_grammar(grammar)
+        with _COMPILED_LOCK:
+            _COMPILED[grammar] = pda
+            while len(_COMPILED) > 32:
+                _COMPILED.popitem(last=False)
+    return pda
+
+
+def _compile_grammar(grammar: Grammar) -> BytePDA:
     n = len(grammar.rules)
     if n > MAX_RULES:
         raise GrammarError(f"a grammar may have at most {MAX_RULES} recursive rules (has {n})")

@@ -77,7 +77,7 @@ class CfgMatcher:
 
     def is_terminated(self) -> bool:
         """EOS was accepted, or no token can follow (the runtime should stop)."""
-        return self._eos[-1] or not self.fsm.mask_row(self.state).any()
+        return self._eos[-1] or not len(self.fsm.allowed(self.state))
 
     def forced_string(self) -> str:
         """Jump-forward: the longest string (whole characters) the grammar forces from here."""

@@ -5,11 +5,13 @@ serializations (never a superset: zero false accepts) plus ``exact`` — whether
 within the depth bound. Set operations that need exactness (``not``, ``if``/``else``, ``oneOf``
 on overlapping branches, ``maxContains``) are refused when a side is not exact.
 
-Two bounds keep the automata finite (both documented in docs/grammar.md): free-form values
-(``{}``, ``true``, unconstrained ``items``/``additionalProperties``) nest at most
-``free_depth`` levels, and a recursive ``$ref`` is unrolled at most ``max_recursion`` times
-(deeper instances are not generated, so such languages are not exact). Declared structure
-nests freely. Whatever cannot be expressed raises :class:`GrammarError`.
+Free-form values (``{}``, ``true``, unconstrained ``items``/``additionalProperties``) nest at most
+``free_depth`` levels (documented in docs/grammar.md). A recursive ``$ref`` becomes a rule call of a
+context-free :class:`~grammar.cfg.Grammar` (:func:`schema_to_grammar`, unbounded nesting, run by the
+pushdown matcher); where that is impossible (a recursive reference under ``not``/``allOf``
+intersections, left recursion) it is unrolled at most ``max_recursion`` times instead (deeper
+instances are not generated, so such languages are not exact). Declared structure nests freely.
+Whatever cannot be expressed raises :class:`GrammarError`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from urllib.parse import urljoin
 
 from . import json_values as J
 from . import rx
+from .cfg import CfgUnsupported, Grammar, call, compile_grammar
 from .errors import GrammarError
 from .json_keywords import KeywordCompiler, Lang
 
@@ -30,8 +33,9 @@ JSON_OBJECT_DEPTH = 4   # nesting of the json_object kind
 MAX_RECURSION = 3       # unrollings of a recursive $ref
 
 
-def schema_text_to_rx(text: str, strict: bool = True) -> rx.Node:
-    """Parse JSON-schema text and compile it (the ``json_schema`` constraint kind).
+def schema_text_to_rx(text: str, strict: bool = True) -> rx.Node | Grammar:
+    """Parse JSON-schema text and compile it (the ``json_schema`` constraint kind): an ``rx`` node,
+    or a :class:`Grammar` when a ``$ref`` is recursive (see :func:`schema_to_grammar`).
 
     ``strict`` (the default for generation): an object schema that does not mention
     ``additionalProperties``/``unevaluatedProperties`` allows no extra properties (write
@@ -42,7 +46,30 @@ def schema_text_to_rx(text: str, strict: bool = True) -> rx.Node:
         schema = json.loads(text)
     except ValueError as e:
         raise GrammarError(f"the json_schema constraint is not valid JSON: {e}") from None
-    return schema_to_rx(schema, strict=strict)
+    return schema_to_grammar(schema, strict=strict)
+
+
+def schema_to_grammar(schema: Any, free_depth: int = FREE_DEPTH, strict: bool = False) -> rx.Node | Grammar:
+    """Compile a parsed schema; recursive ``$ref``s become rule calls (unbounded nesting).
+
+    Returns an ``rx`` node when nothing recursive is reached (the DFA path). Falls back to
+    :func:`schema_to_rx` (bounded unrolling) when the pushdown form is refused.
+    """
+    comp = SchemaCompiler(schema, free_depth, strict, cfg=True)
+    root = comp.compile(schema, 0).node
+    if not comp.rule_targets:
+        return root
+    bodies = [root]
+    while len(bodies) <= len(comp.rule_targets):  # a body may reach further recursive schemas
+        bodies.append(comp.compile(comp.rule_targets[len(bodies) - 1], 0).node)
+    names = ("<root>",) + tuple(comp._pointers.get(id(t), "$ref") for t in comp.rule_targets)
+    grammar = Grammar(tuple(bodies), names)
+    try:
+        compile_grammar(grammar)  # NOTE: memoized, so the compiler's own call is free
+    except CfgUnsupported as e:
+        logger.info("recursive $ref unrolled %d times instead (%s)", MAX_RECURSION, e)
+        return schema_to_rx(schema, free_depth, strict=strict)
+    return grammar
 
 
 def schema_to_rx(schema: Any, free_depth: int = FREE_DEPTH, max_recursion: int = MAX_RECURSION,
@@ -60,10 +87,13 @@ def json_object_rx(depth: int = JSON_OBJECT_DEPTH) -> rx.Node:
 class SchemaCompiler(KeywordCompiler):
     """Walks one schema document; ``compile(subschema, budget)`` is the recursive entry."""
 
-    def __init__(self, root: Any, free_depth: int, strict: bool = False) -> None:
+    def __init__(self, root: Any, free_depth: int, strict: bool = False, cfg: bool = False) -> None:
         super().__init__()
         self.root = root
         self.strict = strict
+        self.cfg = cfg                      # recursive $refs become rule calls (rule i+1 = rule_targets[i])
+        self.rule_targets: list[Any] = []
+        self._rule_ids: dict[int, int] = {}
         self.free_depth = free_depth
         self._memo: dict[tuple[int, int], Lang] = {}
         self._active: set[tuple[int, int]] = set()
@@ -71,6 +101,7 @@ class SchemaCompiler(KeywordCompiler):
         self._any: dict[int, rx.Node] = {}
         self._uris, self._bases = _index(root)
         self._uris.setdefault(ROOT_URI, root)
+        self._pointers = {id(sub): path or "#" for path, sub, _ in _walk(root, "", ROOT_URI)}
 
     # -- universes -------------------------------------------------------------------------
     def free_value(self) -> rx.Node:
@@ -139,6 +170,12 @@ class SchemaCompiler(KeywordCompiler):
     def compile_ref(self, schema: dict, budget: int) -> Lang:
         """Compile ``schema["$ref"]``; re-entering a schema being expanded costs one budget unit."""
         target = self.resolve_ref(schema["$ref"], self._bases.get(id(schema), ROOT_URI))
+        if id(target) in self._stack and self.cfg:
+            rid = self._rule_ids.get(id(target))
+            if rid is None:
+                self.rule_targets.append(target)
+                rid = self._rule_ids[id(target)] = len(self.rule_targets)
+            return Lang(call(rid), True)  # exactness of the body is decided where it is compiled
         if id(target) in self._stack:
             if budget == 0:
                 return Lang(rx.NOTHING, False)

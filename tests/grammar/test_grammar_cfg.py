@@ -188,3 +188,36 @@ def test_special_tokens_never_inside_strings(json_fsm, info, hf_tokenizer):
     bits = _bits(m, info)
     assert bits.sum() > 10_000  # free text inside the string
     assert not any(bits[s] for s in info.special_ids)
+
+
+# -- recursive JSON schemas --------------------------------------------------------------------
+TREE = {"$defs": {"node": {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 8},
+    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 3}},
+    "required": ["name", "children"], "additionalProperties": False}}, "$ref": "#/$defs/node"}
+
+
+def _tree(depth: int) -> dict:
+    return {"name": f"n{depth}", "children": [_tree(depth - 1)] if depth else []}
+
+
+def test_recursive_ref_schema_is_pushdown_and_unbounded(info, hf_tokenizer):
+    import jsonschema
+    fsm = compile_constraint("json_schema", json.dumps(TREE), info)
+    assert type(fsm).__name__ == "CfgFSM"
+    m = fsm.matcher()
+    doc = _tree(60)
+    jsonschema.validate(doc, TREE)
+    for tid in hf_tokenizer.encode(json.dumps(doc), add_special_tokens=False):
+        assert m.accept_token(tid)
+    assert m.is_accepting() and m.is_terminated()  # nothing may follow the closing brace
+    m.reset()
+    assert m.forced_string() == '{"name": "'
+    rng = random.Random(3)
+    done = 0
+    for _ in range(8):
+        data, finished = random_walk(fsm, rng, max_steps=150, eos_prob=0.5, bias=0.8)
+        if finished:
+            done += 1
+            jsonschema.validate(json.loads(data.decode("utf-8")), TREE)
+    assert done >= 3
