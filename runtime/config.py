@@ -25,6 +25,7 @@ class RuntimeConfig:
     max_prefill_tokens: int | None = None
     schedule_policy: str = "lpm"           # "lpm" (longest cached prefix first) | "fcfs"
     disable_radix_cache: bool = False
+    overlap_schedule: str = "auto"         # "auto" (on for CUDA) | "on" | "off": queue step N+1 before N ends
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
@@ -61,6 +62,8 @@ class RuntimeConfig:
             raise EngineError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         if self.schedule_policy not in ("lpm", "fcfs"):
             raise EngineError(f"schedule_policy must be 'lpm' or 'fcfs', got {self.schedule_policy!r}")
+        if self.overlap_schedule not in ("auto", "on", "off"):
+            raise EngineError(f"overlap_schedule must be 'auto', 'on' or 'off', got {self.overlap_schedule!r}")
         if self.worker_mode not in ("process", "thread"):
             raise EngineError(f"worker_mode must be 'process' or 'thread', got {self.worker_mode!r}")
         if not 0 < self.mem_fraction_static < 1:
@@ -88,6 +91,11 @@ def resolve_dtype(dtype: str, device: str):
         # NOTE: this CPU class has no bf16 units (bf16 matmuls run at half fp32 speed): fp32 on CPU.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
+
+
+def use_overlap(cfg: RuntimeConfig, device: str) -> bool:
+    """Overlap scheduling (runtime/scheduler/overlap.py): on by default where the model runs asynchronously."""
+    return cfg.overlap_schedule == "on" or (cfg.overlap_schedule == "auto" and device.startswith("cuda"))
 
 
 def scheduler_defaults(cfg: RuntimeConfig, device: str) -> dict[str, int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .host_copy import h2d
 from .scheduler.request import Req
 
 
@@ -21,13 +22,13 @@ class Sampler:
             if bool(dead.any()):
                 # NOTE: a constraint that allows no token: emit EOS; the matcher then ends the request.
                 logits[dead, self.eos_ids[0] if self.eos_ids else 0] = 0.0
-        greedy = [r.sampling_params.greedy for r in reqs]
         out = logits.argmax(dim=-1)
-        sampled_rows = [i for i, g in enumerate(greedy) if not g]
+        sampled_rows = [i for i, r in enumerate(reqs) if not r.sampling_params.greedy]
+        if len(sampled_rows) == len(reqs):
+            return self._sample_rows(logits, reqs)
         if sampled_rows:
-            rows = torch.tensor(sampled_rows, device=logits.device)
-            toks = self._sample_rows(logits[rows], [reqs[i] for i in sampled_rows])
-            out[rows] = toks
+            rows = h2d(sampled_rows, torch.long, logits.device)
+            out[rows] = self._sample_rows(logits[rows], [reqs[i] for i in sampled_rows])
         return out
 
     def _penalize(self, logits: torch.Tensor, reqs: list[Req]) -> None:
@@ -35,43 +36,44 @@ class Sampler:
             sp = r.sampling_params
             if len(r.output_ids) < sp.min_new_tokens and not sp.ignore_eos:
                 # NOTE: min_new_tokens: EOS and stop tokens are not allowed yet.
-                logits[i, self.eos_ids + sp.stop_token_ids] = float("-inf")
+                logits[i, h2d(self.eos_ids + sp.stop_token_ids, torch.long, logits.device)] = float("-inf")
             if sp.frequency_penalty or sp.presence_penalty:
                 if r.output_ids:
-                    ids, counts = torch.tensor(r.output_ids, device=logits.device).unique(return_counts=True)
+                    ids, counts = h2d(r.output_ids, torch.long, logits.device).unique(return_counts=True)
                     logits[i, ids] -= sp.frequency_penalty * counts.float() + sp.presence_penalty
             if sp.repetition_penalty != 1.0:
-                ids = torch.tensor(r.fill_ids, device=logits.device).unique()
+                ids = h2d(r.fill_ids, torch.long, logits.device).unique()
                 vals = logits[i, ids]
                 logits[i, ids] = torch.where(vals > 0, vals / sp.repetition_penalty, vals * sp.repetition_penalty)
 
     def _sample_rows(self, logits: torch.Tensor, reqs: list[Req]) -> torch.Tensor:
         sps = [r.sampling_params for r in reqs]
         dev = logits.device
-        temp = torch.tensor([sp.temperature for sp in sps], device=dev).unsqueeze(1)
+        temp = h2d([sp.temperature for sp in sps], torch.float32, dev).unsqueeze(1)
         probs = torch.softmax(logits / temp, dim=-1)
         if any(sp.top_k > 0 or sp.top_p < 1 or sp.min_p > 0 for sp in sps):
             probs = _filter(probs, sps)
-        out = torch.empty(len(reqs), dtype=torch.long, device=dev)
+        # NOTE: argmax(p / E) with E ~ Exp(1) is a draw from p (the exponential race); unlike
+        # torch.multinomial it needs no host sync, so the next step can be launched before this one ends.
+        noise = torch.empty_like(probs)
         seeded = [i for i, sp in enumerate(sps) if sp.seed is not None]
         if len(seeded) < len(reqs):
-            rest = [i for i in range(len(reqs)) if sps[i].seed is None]
-            out[rest] = torch.multinomial(probs[rest], 1, generator=self.generator).squeeze(1)
+            noise.exponential_(generator=self.generator)
         for i in seeded:
             # NOTE: seeded rows are reproducible: the generator depends only on (seed, sample, step).
             sample = int(reqs[i].rid.rpartition("#")[2] or 0) if "#" in reqs[i].rid else 0
             g = torch.Generator(device=dev).manual_seed(
                 (sps[i].seed * 1000003 + sample * 7919 + len(reqs[i].output_ids)) % (2**63))
-            out[i] = torch.multinomial(probs[i], 1, generator=g)[0]
-        return out
+            noise[i].exponential_(generator=g)
+        return (probs / noise).argmax(dim=-1)
 
 
 def _filter(probs: torch.Tensor, sps) -> torch.Tensor:
     """Top-k, top-p and min-p over sorted probabilities, renormalized."""
     dev = probs.device
-    top_k = torch.tensor([sp.top_k if sp.top_k > 0 else probs.shape[1] for sp in sps], device=dev)
-    top_p = torch.tensor([sp.top_p for sp in sps], device=dev)
-    min_p = torch.tensor([sp.min_p for sp in sps], device=dev)
+    top_k = h2d([sp.top_k if sp.top_k > 0 else probs.shape[1] for sp in sps], torch.long, dev)
+    top_p = h2d([sp.top_p for sp in sps], torch.float32, dev)
+    min_p = h2d([sp.min_p for sp in sps], torch.float32, dev)
     sp_, idx = probs.sort(dim=-1, descending=True)
     ranks = torch.arange(probs.shape[1], device=dev).unsqueeze(0)
     cum = sp_.cumsum(dim=-1)

@@ -14,11 +14,12 @@ import time
 import traceback
 from typing import Any
 
-from .config import RuntimeConfig, scheduler_defaults
+from .config import RuntimeConfig, scheduler_defaults, use_overlap
 from .mem.radix_cache import RadixCache
 from .output import OutputProcessor
 from .sampling_params import SamplingParams
 from .scheduler.request import FinishReason, Req
+from .scheduler.overlap import OverlapScheduler
 from .scheduler.scheduler import Scheduler, SchedulerConfig
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Worker:
         self.grammar = GrammarManager(self.tokenizer, self.runner.vocab_size, cfg)
         executor = ModelExecutor(self.runner, sampler, self.grammar.masks)
         sd = scheduler_defaults(cfg, self.runner.device)
-        self.scheduler = Scheduler(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
+        sched_cls = OverlapScheduler if use_overlap(cfg, self.runner.device) else Scheduler
+        self.scheduler = sched_cls(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
                                                    sd["max_prefill_tokens"], cfg.schedule_policy),
                                    pool.allocator, self.cache, executor, self._check_finish)
         self.counters = {"num_requests_total": 0, "prompt_tokens_total": 0, "generation_tokens_total": 0,
@@ -135,6 +137,7 @@ class Worker:
         return events
 
     def flush_cache(self) -> bool:
+        self.scheduler.settle()
         if self.scheduler.has_work:
             return False
         return self.cache.clear()

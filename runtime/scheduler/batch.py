@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from .request import Req
 
+FUTURE_TOKEN = -1   # a decode input the previous, still running, batch samples (overlap scheduling)
+
 
 @dataclass
 class BatchEntry:

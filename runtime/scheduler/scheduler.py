@@ -72,6 +72,9 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def settle(self) -> None:
+        """Apply whatever is already launched (the overlap scheduler's in-flight step; here: nothing)."""
+
     # -- one step -------------------------------------------------------------------------------
     def step(self) -> list[Req]:
         """Run one batch; returns the requests it touched (finished ones are already released)."""

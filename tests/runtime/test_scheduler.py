@@ -7,7 +7,8 @@ import random
 from runtime.mem.allocator import SlotAllocator
 from runtime.mem.radix_cache import RadixCache
 from runtime.sampling_params import SamplingParams
-from runtime.scheduler.batch import EntryResult, ScheduleBatch
+from runtime.scheduler.batch import FUTURE_TOKEN, EntryResult, ScheduleBatch
+from runtime.scheduler.overlap import OverlapScheduler
 from runtime.scheduler.request import FinishReason, Req
 from runtime.scheduler.scheduler import Scheduler, SchedulerConfig
 
@@ -24,48 +25,75 @@ class FakeExecutor:
 
     def __init__(self, pool_tokens: dict[int, tuple[int, int]]):
         self.kv = pool_tokens  # slot -> (position, token): what a real KV pool would hold
+        self.ahead = 0         # decode entries launched before their previous token was applied
 
     def run(self, batch: ScheduleBatch) -> list[EntryResult]:
-        out = []
+        return self.collect(self.launch(batch))
+
+    def launch(self, batch: ScheduleBatch, prev: dict | None = None) -> dict:
+        """Computes at once (a GPU would later); a FUTURE_TOKEN input is the token ``prev`` sampled."""
+        out, sampled = [], {}
         for e in batch.entries:
             req = e.req
-            seq = req.fill_ids
-            assert e.prefix_len == len(req.kv_slots)
-            for p, slot in enumerate(req.kv_slots):       # cached/previous KV holds the right tokens
-                assert self.kv[slot] == (p, seq[p]), (req.rid, p)
-            for j, (tok, slot) in enumerate(zip(e.new_ids, e.new_slots)):
+            seq, slots, new_ids = req.fill_ids, list(req.kv_slots), e.new_ids
+            if new_ids == [FUTURE_TOKEN]:        # overlap: the previous step's token is not applied yet
+                pe, tok = prev["sampled"][id(req)]
+                seq, slots, new_ids = seq + [tok], slots + pe.new_slots, [tok]
+                seq = seq[:-1]                   # the in-flight token is this pass's input
+                self.ahead += 1
+            assert e.prefix_len == len(slots)
+            for p, slot in enumerate(slots):       # cached/previous KV holds the right tokens
+                assert self.kv[slot] == (p, (seq + new_ids)[p]), (req.rid, p)
+            for j, (tok, slot) in enumerate(zip(new_ids, e.new_slots)):
                 self.kv[slot] = (e.prefix_len + j, tok)
-            upto = e.prefix_len + len(e.new_ids)
-            assert seq[e.prefix_len:upto] == e.new_ids
-            out.append(EntryResult(next_token=next_token(seq[:upto]) if e.sample else None))
-        return out
+            upto = e.prefix_len + len(new_ids)
+            full = seq[:e.prefix_len] + new_ids
+            assert full[e.prefix_len:upto] == new_ids and len(full) == upto
+            nxt = next_token(full) if e.sample else None
+            if e.sample:
+                sampled[id(req)] = (e, nxt)
+            out.append(EntryResult(next_token=nxt))
+        return {"results": out, "sampled": sampled}
+
+    @staticmethod
+    def collect(handle: dict) -> list[EntryResult]:
+        return handle["results"]
+
+
+EOS = 0
 
 
 def finish_check(req: Req) -> None:
-    if len(req.output_ids) >= req.sampling_params.max_new_tokens:
+    if req.sampling_params.stop_token_ids and req.output_ids[-1:] == [EOS]:
+        req.finish = FinishReason.STOP
+    elif len(req.output_ids) >= req.sampling_params.max_new_tokens:
         req.finish = FinishReason.LENGTH
 
 
-def expected_output(prompt: list[int], n: int) -> list[int]:
+def expected_output(prompt: list[int], n: int, eos: bool = False) -> list[int]:
     seq = list(prompt)
     for _ in range(n):
         seq.append(next_token(seq))
+        if eos and seq[-1] == EOS:
+            break
     return seq[len(prompt):]
 
 
-def _run(seed: int, pool: int, disable_cache: bool, policy: str):
+def _run(seed: int, pool: int, disable_cache: bool, policy: str, overlap: bool = False):
     rng = random.Random(seed)
     alloc = SlotAllocator(pool)
     cache = RadixCache(alloc, disabled=disable_cache)
-    sched = Scheduler(SchedulerConfig(max_running_requests=8, chunked_prefill_size=16, max_prefill_tokens=24,
-                                      schedule_policy=policy), alloc, cache, FakeExecutor({}), finish_check)
+    cls = OverlapScheduler if overlap else Scheduler
+    sched = cls(SchedulerConfig(max_running_requests=8, chunked_prefill_size=16, max_prefill_tokens=24,
+                                schedule_policy=policy), alloc, cache, FakeExecutor({}), finish_check)
     prefixes = [[rng.randrange(V) for _ in range(rng.randint(5, 30))] for _ in range(3)]
     reqs, aborted = [], set()
     for step in range(3000):
         if len(reqs) < 40 and rng.random() < 0.3:
             prompt = rng.choice(prefixes) + [rng.randrange(V) for _ in range(rng.randint(1, 20))]
+            eos = [EOS] if rng.random() < 0.5 else []   # half stop at EOS (finishing while a step is ahead)
             r = Req(rid=f"r{len(reqs)}", input_ids=prompt,
-                    sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25)))
+                    sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25), stop_token_ids=eos))
             reqs.append(r)
             sched.add(r)
         if reqs and rng.random() < 0.03:
@@ -80,8 +108,10 @@ def _run(seed: int, pool: int, disable_cache: bool, policy: str):
         if r.rid in aborted:
             assert r.finish is FinishReason.ABORT
             continue
-        assert r.finish is FinishReason.LENGTH, r.rid
-        assert r.output_ids == expected_output(r.input_ids, r.sampling_params.max_new_tokens), r.rid
+        sp = r.sampling_params
+        want = expected_output(r.input_ids, sp.max_new_tokens, eos=bool(sp.stop_token_ids))
+        assert r.output_ids == want, r.rid
+        assert r.finish is (FinishReason.STOP if want[-1:] == [EOS] and sp.stop_token_ids else FinishReason.LENGTH)
     # every slot is either free or held (unlocked) by the cache; flushing frees all
     assert cache.protected_size == 0
     assert alloc.used == cache.total_size
@@ -95,6 +125,17 @@ def test_stress_tiny_pool_forces_eviction_and_retraction():
     for seed in range(6):
         retractions += _run(seed, pool=90, disable_cache=False, policy="lpm").stats["retractions"]
     assert retractions > 0, "the pool was not small enough to force retraction"
+
+
+def test_stress_overlap_scheduling():
+    """Step N+1 built and launched before step N is applied: same answers, same KV, nothing leaked."""
+    retractions = ahead = 0
+    for seed in range(6):
+        sched = _run(seed, pool=90, disable_cache=False, policy="lpm", overlap=True)
+        retractions += sched.stats["retractions"]
+        ahead += sched.executor.ahead
+    assert retractions > 0 and ahead > 500
+    _run(7, pool=400, disable_cache=True, policy="fcfs", overlap=True)
 
 
 def test_stress_without_radix_cache_and_fcfs():

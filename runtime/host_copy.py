@@ -1,0 +1,27 @@
+"""Host-to-device copies that never wait for the GPU.
+
+A plain ``torch.tensor(values, device="cuda")`` copies from pageable memory and synchronizes the stream:
+the host then waits for every kernel already queued, which defeats launching step N+1 while step N runs.
+Values go through pinned memory with ``non_blocking=True`` instead (torch's pinned allocator keeps the
+buffer alive until the copy has run).
+"""
+from __future__ import annotations
+
+from array import array
+
+import torch
+
+_ARRAY_CODES = {torch.int32: "i", torch.long: "q", torch.float32: "f"}
+
+
+def h2d(values: list, dtype: torch.dtype, device) -> torch.Tensor:
+    """``values`` as a tensor on ``device`` (no stream sync on CUDA)."""
+    dev = torch.device(device)
+    if len(values) >= 4096 and dtype in _ARRAY_CODES:
+        # NOTE: torch.tensor(list) costs ~35 ns per element; array + frombuffer is ~5x faster.
+        host = torch.frombuffer(array(_ARRAY_CODES[dtype], values), dtype=dtype)
+    else:
+        host = torch.tensor(values, dtype=dtype)
+    if dev.type != "cuda":
+        return host
+    return host.pin_memory().to(dev, non_blocking=True)

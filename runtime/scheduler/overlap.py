@@ -1,0 +1,117 @@
+"""Overlap scheduling: queue step N+1 on the GPU before reading step N's tokens back.
+
+Without it a decode step is: build the batch on the host, run it on the GPU, wait for the sampled tokens,
+apply them on the host (finish checks, outputs); the GPU idles through the host parts (~30% of a step at
+256 running requests). Here ``step()`` builds and launches the next batch first, then collects and applies
+the previous one while the GPU computes — the host work hides behind the forward pass.
+
+How the next batch is built before the previous one is applied:
+
+* a request decoding in the in-flight batch decodes again with input ``FUTURE_TOKEN``: the executor
+  takes that token from the in-flight batch's device output; its position and KV length count the
+  in-flight token (``len(kv_slots) + 1``);
+* a request that surely finishes in flight (it reaches ``max_new_tokens``) is left out; one that finishes
+  otherwise (EOS, stop string, abort) has computed one token too many: its slot is freed and the token
+  dropped when that batch is applied;
+* requests whose next step depends on the host seeing every token — grammar matchers (masks, jump-forward),
+  penalties, seeded sampling, ``min_new_tokens`` still pending — are never looked ahead: the scheduler
+  applies the in-flight batch first (the plain synchronous step);
+* prefill batches of waiting requests need nothing from an in-flight decode batch and are launched ahead
+  too; after an in-flight *prefill* the scheduler applies it first, so the radix cache holds its prompts
+  before the next prefill matches against it.
+
+``step()`` returns the requests it applied *and* the ones it launched (so a step that only launched still
+counts as progress); anything applied outside ``step()`` (an abort drains the in-flight batch first) is
+returned by the next ``step()``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .batch import FUTURE_TOKEN, BatchEntry, ScheduleBatch
+from .request import Req
+from .scheduler import Scheduler
+
+
+class OverlapScheduler(Scheduler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inflight: tuple[ScheduleBatch, Any] | None = None   # (batch, executor handle)
+        self._applied_outside: list[Req] = []
+
+    @property
+    def has_work(self) -> bool:
+        return super().has_work or self.inflight is not None or bool(self._applied_outside)
+
+    def step(self) -> list[Req]:
+        touched, self._applied_outside = self._applied_outside, []
+        self.cache.expire_pins(self.clock())
+        if self.inflight is not None and not _can_look_ahead(self.inflight[0]):
+            return touched + self._drain()
+        batch = self._prefill_batch() or (self._decode_ahead() if self.inflight else self._decode_batch())
+        if batch is None:
+            return touched + self._drain()
+        prev = self.inflight[1] if self.inflight is not None else None
+        handle = self.executor.launch(batch, prev)   # NOTE: queued on the GPU; nothing waits here
+        self.stats["forward_passes"] += 1
+        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        touched += self._drain()                     # the host work of step N, while N+1 runs
+        self.inflight = (batch, handle)
+        seen = {id(r) for r in touched}
+        touched += [e.req for e in batch.entries if id(e.req) not in seen]
+        return touched
+
+    def abort(self, rid: str | None) -> list[Req]:
+        self.settle()   # NOTE: in-flight requests are in neither queue
+        return super().abort(rid)
+
+    def settle(self) -> None:
+        self._applied_outside += self._drain()
+
+    def _drain(self) -> list[Req]:
+        """Collect and apply the in-flight batch (if any); returns its live requests."""
+        if self.inflight is None:
+            return []
+        batch, handle = self.inflight
+        self.inflight = None
+        results = self.executor.collect(handle)
+        touched = []
+        for entry, res in zip(batch.entries, results):
+            if entry.req.finished:   # finished (or aborted) while this step ran: drop its extra token
+                self.allocator.free(entry.new_slots)
+                continue
+            self._apply(entry, res)
+            touched.append(entry.req)
+        return touched
+
+    def _decode_ahead(self) -> ScheduleBatch | None:
+        """The decode batch after the in-flight one, built before that one is applied (None: apply first)."""
+        ahead = {id(e.req) for e in self.inflight[0].entries if e.sample}
+        reqs = []
+        for r in self.running:
+            if id(r) not in ahead:
+                reqs.append((r, r.last_token, len(r.kv_slots)))
+            elif len(r.output_ids) + 1 < r.sampling_params.max_new_tokens:
+                reqs.append((r, FUTURE_TOKEN, len(r.kv_slots) + 1))
+        if not reqs:
+            return None
+        slots = self._alloc(len(reqs))
+        if slots is None:
+            return None   # NOTE: out of KV: the synchronous path retracts after applying the in-flight batch
+        entries = [BatchEntry(r, [tok], prefix, [s], True) for (r, tok, prefix), s in zip(reqs, slots)]
+        return ScheduleBatch(decode=True, entries=entries)
+
+
+def _can_look_ahead(batch: ScheduleBatch) -> bool:
+    """Whether the next batch may be built before ``batch`` is applied: ``batch`` decodes (a prefill must
+    reach the radix cache first, or the next prefill recomputes the prefixes it shares with it) and every
+    request of it may take its next step before the host sees this one's tokens."""
+    if not batch.decode:
+        return False
+    for e in batch.entries:
+        r, sp = e.req, e.req.sampling_params
+        if r.matcher is not None or sp.seed is not None or sp.frequency_penalty or sp.presence_penalty:
+            return False
+        if sp.repetition_penalty != 1.0 or (sp.min_new_tokens and len(r.output_ids) <= sp.min_new_tokens):
+            return False
+    return True
