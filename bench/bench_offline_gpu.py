@@ -28,10 +28,12 @@ def main() -> None:
     ap.add_argument("--max-running-requests", type=int, default=None)
     ap.add_argument("--mem-fraction-static", type=float, default=0.88)
     ap.add_argument("--model-path", default=None)
+    ap.add_argument("--overlap-schedule", default="auto", choices=["auto", "on", "off"],
+                    help="overlap scheduling (auto: on for CUDA)")
     ap.add_argument("--skip-offline", action="store_true")
     args = ap.parse_args()
 
-    kw = {"mem_fraction_static": args.mem_fraction_static}
+    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule}
     if args.max_running_requests:
         kw["max_running_requests"] = args.max_running_requests
     if args.model_path:

@@ -50,9 +50,11 @@ def main() -> None:
     ap.add_argument("--no-cache-too", action="store_true", help="also run with the radix cache off (slow)")
     ap.add_argument("--mem-fraction-static", type=float, default=0.85)
     ap.add_argument("--model-path", default=None)
+    ap.add_argument("--overlap-schedule", default="auto", choices=["auto", "on", "off"],
+                    help="overlap scheduling (auto: on for CUDA)")
     ap.add_argument("--small", action="store_true", help="a smoke run: 20 few-shot requests, 2 x 4 forks")
     args = ap.parse_args()
-    kw = {"mem_fraction_static": args.mem_fraction_static}
+    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule}
     if args.model_path:
         kw["model_path"] = args.model_path
     sizes = (20, 2, 4) if args.small else (2000, 8, 32)
