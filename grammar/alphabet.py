@@ -74,25 +74,41 @@ def collect_classes(node: rx.Node, out: set) -> set:
 def build_alphabet(node: rx.Node) -> Alphabet:
     """The alphabet of ``node``: atoms and symbols from all its character classes."""
     classes = sorted(collect_classes(node, set()))
-    bounds = {0, 0xD800, 0xE000}  # surrogates get atoms of their own (never valid UTF-8)
-    for ranges in classes:
-        for lo, hi in ranges:
-            bounds.add(lo)
-            if hi < rx.MAX_CP:
-                bounds.add(hi + 1)
-    starts = np.array(sorted(bounds), dtype=np.int64)
-    member = np.zeros((len(starts), max(len(classes), 1)), dtype=bool)
-    for ci, ranges in enumerate(classes):
-        if not ranges:
-            continue
-        arr = np.asarray(ranges, dtype=np.int64)
-        # an atom is in the class iff its start lies in one of the ranges
-        idx = np.searchsorted(arr[:, 0], starts, side="right") - 1
-        ok = idx >= 0
-        member[ok, ci] = starts[ok] <= arr[idx[ok], 1]
-    _, atom_sym = np.unique(member, axis=0, return_inverse=True)
-    atom_sym = atom_sym.reshape(-1).astype(np.int64)
-    class_syms = {}
-    for ci, ranges in enumerate(classes):
-        class_syms[ranges] = tuple(sorted(set(atom_sym[member[:, ci]].tolist())))
-    return Alphabet(starts, atom_sym, int(atom_sym.max()) + 1, class_syms)
+    sizes = [len(ranges) for ranges in classes]
+    ranges = np.array([r for rs in classes for r in rs], dtype=np.int64).reshape(-1, 2)
+    ends = ranges[:, 1] + 1
+    # surrogates get atoms of their own (never valid UTF-8)
+    starts = np.unique(np.concatenate([[0, 0xD800, 0xE000], ranges[:, 0], ends[ends <= rx.MAX_CP]]))
+    # membership [atom, class] by +1/-1 at each range's first and past-the-end atom, summed down
+    num_classes = max(len(classes), 1)
+    cls = np.repeat(np.arange(len(classes)), sizes)
+    cells = (len(starts) + 1) * num_classes
+    first = np.searchsorted(starts, ranges[:, 0]) * num_classes + cls
+    past = np.searchsorted(starts, ends) * num_classes + cls
+    diff = np.bincount(first, minlength=cells) - np.bincount(past, minlength=cells)
+    member = np.cumsum(diff.reshape(-1, num_classes), axis=0)[:-1] > 0
+    atom_sym = _row_ids(member)
+    num_symbols = int(atom_sym.max()) + 1
+    present = np.zeros((num_classes, num_symbols), dtype=bool)
+    rows, cols = np.nonzero(member)
+    present[cols, atom_sym[rows]] = True
+    class_syms = {ranges: tuple(np.flatnonzero(present[ci]).tolist()) for ci, ranges in enumerate(classes)}
+    return Alphabet(starts, atom_sym, num_symbols, class_syms)
+
+
+def _row_ids(member: np.ndarray) -> np.ndarray:
+    """Dense ids of the distinct rows of a bool matrix, numbered in sorted row order.
+
+    NOTE: rows are packed into uint64 words first; sorting a few words per row is far faster than
+    ``np.unique(axis=0)`` over bools (thousands of atoms for Unicode classes such as ``\\w``).
+    """
+    packed = np.packbits(member, axis=1)
+    words = (packed.shape[1] + 7) // 8
+    padded = np.zeros((len(member), 8 * words), dtype=np.uint8)
+    padded[:, :packed.shape[1]] = packed
+    keys = padded.view(">u8")  # big-endian: word order = bit order
+    if words == 1:
+        _, inv = np.unique(keys[:, 0], return_inverse=True)
+    else:
+        _, inv = np.unique(keys, axis=0, return_inverse=True)
+    return inv.reshape(-1).astype(np.int64)

@@ -150,18 +150,34 @@ class _NFA:
         for _ in range(dfa.num_states):
             self.new()
         end = self.new()
-        accept = dfa.accept.tolist()
-        for s, row in enumerate(dfa.trans.tolist()):
-            if s == DEAD:
-                continue
-            groups: dict[int, list[int]] = {}
-            for sym, tgt in enumerate(row):
-                if tgt != DEAD:
-                    groups.setdefault(tgt, []).append(sym)
-            self.edges[base + s].extend((tuple(syms), base + tgt) for tgt, syms in groups.items())
-            if accept[s]:
+        for s, groups in enumerate(_edge_groups(dfa)):
+            self.edges[base + s].extend((syms, base + tgt) for syms, tgt in groups)
+            if dfa.accept[s] and s != DEAD:
                 self.eps[base + s].append(end)
         return base + START, end
+
+
+def _edge_groups(dfa: CharDFA) -> list[list[tuple[tuple[int, ...], int]]]:
+    """Per state: (symbols, target) for each live target, symbols grouped (cached on the DFA:
+    a unit is embedded many times)."""
+    got = dfa.__dict__.get("_edge_groups")
+    if got is None:
+        trans = dfa.trans.copy()
+        trans[DEAD] = DEAD
+        src, sym = np.nonzero(trans)
+        tgt = trans[src, sym]
+        srt = np.lexsort((sym, tgt, src))
+        src, sym, tgt = src[srt].tolist(), sym[srt].tolist(), tgt[srt].tolist()
+        got = [[] for _ in range(dfa.num_states)]
+        i = 0
+        while i < len(src):
+            j = i
+            while j < len(src) and src[j] == src[i] and tgt[j] == tgt[i]:
+                j += 1
+            got[src[i]].append((tuple(sym[i:j]), tgt[i]))
+            i = j
+        dfa.__dict__["_edge_groups"] = got
+    return got
 
 
 class _Closures:
@@ -226,28 +242,39 @@ def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
     order = [frozenset(), init]
     rows: list[list[int]] = [[DEAD] * k]
     edges = nfa.edges
+    disjoint = [len({c for syms, _ in e for c in syms}) == sum(len(syms) for syms, _ in e) for e in edges]
+
+    def state_of(key: frozenset) -> int:
+        idx = index.get(key)
+        if idx is None:
+            if len(order) >= MAX_DFA_STATES:
+                raise GrammarError(f"the constraint needs more than {MAX_DFA_STATES} automaton "
+                                   "states; simplify it (smaller repetition counts, fewer options)")
+            idx = index[key] = len(order)
+            order.append(key)
+        return idx
+
     i = 1
     while i < len(order):
-        moves: dict[int, set[int]] = {}
-        for s in order[i]:
-            for syms, t in edges[s]:
-                for c in syms:
-                    got = moves.get(c)
-                    if got is None:
-                        moves[c] = {t}
-                    else:
-                        got.add(t)
         row = [DEAD] * k
-        for c, targets in moves.items():
-            key = closures.of_set(frozenset(targets))
-            idx = index.get(key)
-            if idx is None:
-                if len(order) >= MAX_DFA_STATES:
-                    raise GrammarError(f"the constraint needs more than {MAX_DFA_STATES} automaton "
-                                       "states; simplify it (smaller repetition counts, fewer options)")
-                idx = index[key] = len(order)
-                order.append(key)
-            row[c] = idx
+        live = [s for s in order[i] if edges[s]]
+        if len(live) == 1 and disjoint[live[0]]:  # NOTE: the common case: one target per symbol
+            for syms, t in edges[live[0]]:
+                idx = state_of(closures.of_state(t))
+                for c in syms:
+                    row[c] = idx
+        else:
+            moves: dict[int, set[int]] = {}
+            for s in live:
+                for syms, t in edges[s]:
+                    for c in syms:
+                        got = moves.get(c)
+                        if got is None:
+                            moves[c] = {t}
+                        else:
+                            got.add(t)
+            for c, targets in moves.items():
+                row[c] = state_of(closures.of_set(frozenset(targets)))
         rows.append(row)
         i += 1
     trans = np.asarray(rows, dtype=np.int32).reshape(len(order), k)
@@ -256,59 +283,72 @@ def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
 
 
 def minimize(dfa: CharDFA) -> CharDFA:
-    """Prune states that cannot reach acceptance, merge equivalent states (Moore), renumber by BFS."""
+    """Prune states that cannot reach acceptance, then merge equivalent states.
+
+    Merging is exact (Moore refinement) when that converges within ``MOORE_ROUNDS`` rounds; long
+    literal chains can need hundreds, and then states with identical rows are merged instead
+    (always sound, nearly as small for regex DFAs). Renumbered: 0 dead, 1 start.
+    """
     trans, accept = dfa.trans, dfa.accept
-    alive = accept.copy()
-    while True:  # co-reachability
-        nxt = alive | alive[trans].any(axis=1)
-        nxt[DEAD] = False
-        if (nxt == alive).all():
-            break
-        alive = nxt
+    alive = _coreachable(trans, accept)
     trans = np.where(alive[trans], trans, DEAD)
-    part, nparts = _refine(trans, np.where(alive, np.where(accept, 2, 1), 0).astype(np.int64))
-    reps = np.zeros(nparts, dtype=np.int64)
-    reps[part[::-1]] = np.arange(len(part))[::-1]  # first state of each part
-    ptrans = part[trans[reps]]  # [P, K] over parts
-    rows = ptrans.tolist()
-    order = {int(part[DEAD]): DEAD}
-    queue = [int(part[START])] if alive[START] else []
-    for p in queue:
-        order.setdefault(p, len(order))
-    head = 0
-    while head < len(queue):
-        for q in rows[queue[head]]:
-            if q not in order:
-                order[q] = len(order)
-                queue.append(q)
-        head += 1
-    mapping = np.zeros(nparts, dtype=np.int32)
-    for p, idx in order.items():
-        mapping[p] = idx
-    n = max(len(order), 2)
-    out = np.zeros((n, trans.shape[1]), dtype=np.int32)
-    acc = np.zeros(n, dtype=bool)
-    for p, idx in order.items():
-        if idx != DEAD:
-            out[idx] = mapping[ptrans[p]]
-            acc[idx] = accept[reps[p]]
+    part = _moore(trans, np.where(alive, np.where(accept, 2, 1), 0))
+    if part is None:
+        part = _merge_identical(trans, accept & alive)
+    if not alive[START]:
+        return CharDFA(np.zeros((2, trans.shape[1]), dtype=np.int32), np.zeros(2, dtype=bool), dfa.alphabet)
+    # block ids: dead's block 0, start's 1, the others in order of their first state
+    first = np.empty(int(part.max()) + 1, dtype=np.int64)
+    first[part[::-1]] = np.arange(len(part))[::-1]  # the first state of each block
+    rank = np.argsort(np.where(np.arange(len(first)) == part[START], -1, first), kind="stable")
+    rank = rank[rank != part[DEAD]]
+    new = np.empty(len(first), dtype=np.int32)
+    new[part[DEAD]] = DEAD
+    new[rank] = np.arange(1, len(rank) + 1)
+    reps = first[rank]
+    out = np.zeros((len(rank) + 1, trans.shape[1]), dtype=np.int32)
+    out[1:] = new[part[trans[reps]]]
+    acc = np.zeros(len(rank) + 1, dtype=bool)
+    acc[1:] = accept[reps]
     return CharDFA(out, acc, dfa.alphabet)
 
 
-def _refine(trans: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
-    """Moore refinement to the coarsest stable partition.
+def _coreachable(trans: np.ndarray, accept: np.ndarray) -> np.ndarray:
+    """States from which an accepting state is reachable (a reverse search over live edges)."""
+    num, k = trans.shape
+    src = np.repeat(np.arange(num), k)
+    dst = trans.reshape(-1).astype(np.int64)
+    edges = np.unique(dst[dst != DEAD] * num + src[dst != DEAD])  # sorted by target
+    preds = (edges % num).tolist()
+    bounds = np.searchsorted(edges // num, np.arange(num + 1)).tolist()
+    alive = accept.tolist()
+    alive[DEAD] = False
+    stack = [q for q in range(num) if alive[q]]
+    while stack:
+        q = stack.pop()
+        for p in preds[bounds[q]:bounds[q + 1]]:
+            if not alive[p]:
+                alive[p] = True
+                stack.append(p)
+    return np.array(alive, dtype=bool)
 
-    NOTE: rows are compared through a random 64-bit hash (1-D unique is far faster than
-    unique over rows); the result is verified exactly and recomputed row-wise if a hash collided.
+
+MOORE_ROUNDS = 48
+
+
+def _moore(trans: np.ndarray, part: np.ndarray) -> np.ndarray | None:
+    """Moore refinement to the coarsest stable partition; None if it needs over MOORE_ROUNDS.
+
+    NOTE: rows are compared through a random hash (1-D unique is far faster than unique over
+    rows); the result is verified exactly and recomputed row-wise if a hash collided.
     """
     rng = np.random.default_rng(0x5EED)
     weights = rng.integers(1, 2**62, size=trans.shape[1] + 1, dtype=np.uint64) | np.uint64(1)
     _, part = np.unique(part, return_inverse=True)
     nparts = int(part.max()) + 1
-    while True:
+    for _ in range(MOORE_ROUNDS):
         with np.errstate(over="ignore"):
-            sig = part.astype(np.uint64) * weights[0] + (part[trans].astype(np.uint64) * weights[1:]).sum(
-                axis=1, dtype=np.uint64)
+            sig = part.astype(np.uint64) * weights[0] + part[trans].astype(np.uint64) @ weights[1:]
         _, new = np.unique(sig, return_inverse=True)
         new = new.reshape(-1)
         count = int(new.max()) + 1
@@ -316,6 +356,8 @@ def _refine(trans: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
         if count == nparts:
             break
         nparts = count
+    else:
+        return None
     reps = np.zeros(nparts, dtype=np.int64)
     reps[part[::-1]] = np.arange(len(part))[::-1]
     if not (part[trans] == part[trans[reps[part]]]).all():  # a hash collision merged too much
@@ -326,7 +368,21 @@ def _refine(trans: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
             if int(new.max()) + 1 == nparts:
                 break
             part, nparts = new, int(new.max()) + 1
-    return part, nparts
+    return part
+
+
+def _merge_identical(trans: np.ndarray, accept: np.ndarray) -> np.ndarray:
+    """Merge states with equal acceptance and equal successor blocks, repeatedly (each round's
+    partition only relates equivalent states, so stopping early is sound)."""
+    part = np.arange(len(trans))
+    for _ in range(MOORE_ROUNDS):
+        sig = np.concatenate([accept[:, None].astype(part.dtype), part[trans]], axis=1)
+        _, new = np.unique(sig, axis=0, return_inverse=True)
+        new = new.reshape(-1)
+        if int(new.max()) + 1 == int(part.max()) + 1:
+            return new
+        part = new
+    return part
 
 
 def product(a: CharDFA, b: CharDFA, op: str) -> CharDFA:
@@ -394,4 +450,6 @@ def remap(dfa: CharDFA, alphabet: Alphabet) -> CharDFA:
 
 def compile_rx(node: rx.Node) -> CharDFA:
     """Compile an ``rx`` node to a minimal DFA over its own symbol alphabet."""
+    if node[0] == "unit":  # the same DFA (and alphabet) as its body: compile that once
+        return shared_unit(node[1])
     return _compile(node, build_alphabet(node))
