@@ -442,6 +442,12 @@ def shared_unit(node: rx.Node) -> CharDFA:
     return dfa
 
 
+def clear_unit_cache() -> None:
+    """Forget the process-wide unit DFAs (benchmarks measuring cold compiles)."""
+    with _UNITS_LOCK:
+        _UNITS.clear()
+
+
 def remap(dfa: CharDFA, alphabet: Alphabet) -> CharDFA:
     """The same DFA over a finer ``alphabet`` (each new symbol lies inside one old symbol)."""
     old = dfa.alphabet.symbols_of(alphabet.first_cp())

@@ -38,6 +38,7 @@ class TokenIndex:
     tok_set: np.ndarray
     sets: np.ndarray
     nonempty: np.ndarray = field(init=False)
+    groups: _Groups = field(init=False)
     mid: list = field(default_factory=list)
     mid_ids: dict = field(default_factory=dict)
     mid_rows: dict = field(default_factory=dict)
@@ -46,6 +47,7 @@ class TokenIndex:
         used = np.flatnonzero(np.bincount(self.tok_set, minlength=len(self.sets)))
         union = np.bitwise_or.reduce(self.sets[used], axis=0) if len(used) else self.sets[0]
         self.nonempty = np.unpackbits(union, count=self.num_char_states).astype(bool)
+        self.groups = _Groups.build(self.tok_set, len(self.sets))
 
     def allowed(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> np.ndarray:
         """Bool [vocab]: the tokens allowed from ``state`` (char or mid state), EOS not included."""
@@ -64,7 +66,7 @@ class TokenIndex:
             flags = np.zeros(8 * width, dtype=bool)
             flags[self._mid_row(dfa, info, state)[0]] = True
             return np.packbits(flags, bitorder="little")
-        g = self.groups()
+        g = self.groups
         col = (self.sets[:, state >> 3] >> (7 - (state & 7))) & 1  # bit ``state`` of every set
         flags = np.zeros(8 * width + 1, dtype=bool)  # the last slot takes the table's padding
         flags[g.small_tok[np.flatnonzero(col[1 + g.num_big:])]] = True
@@ -73,13 +75,6 @@ class TokenIndex:
         if len(big):
             out |= np.bitwise_or.reduce(g.big_bits[big], axis=0)
         return out
-
-    def groups(self) -> _Groups:
-        """Tokens grouped by alive set (built on first use; kept for every later mask)."""
-        g = self.__dict__.get("_groups")
-        if g is None:
-            g = self.__dict__["_groups"] = _Groups.build(self.tok_set, len(self.sets))
-        return g
 
     def has_tokens(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> bool:
         if state >= self.num_char_states:
@@ -173,15 +168,17 @@ class _Groups:
         counts = np.bincount(tok_set, minlength=num_sets)
         num_big = int(np.count_nonzero(counts[1:] > BIG_GROUP))
         width = 4 * ((len(tok_set) + 31) // 32)
-        perm = np.argsort(tok_set, kind="stable")
-        off = np.concatenate([[0], np.cumsum(counts)])
+        toks = np.flatnonzero(tok_set != NEVER)
+        sid = tok_set[toks]
+        big = sid <= num_big
         flags = np.zeros((num_big, 8 * width), dtype=bool)
-        for i in range(num_big):
-            flags[i, perm[off[i + 1]:off[i + 2]]] = True
-        small = range(1 + num_big, num_sets)
-        table = np.full((len(small), int(counts[1 + num_big:].max(initial=0))), 8 * width, dtype=np.int64)
-        for row, sid in enumerate(small):
-            table[row, :counts[sid]] = perm[off[sid]:off[sid + 1]]
+        flags[sid[big] - 1, toks[big]] = True
+        toks, sid = toks[~big], sid[~big]
+        srt = np.argsort(sid, kind="stable")
+        toks, sid = toks[srt], sid[srt] - (1 + num_big)
+        starts = np.searchsorted(sid, np.arange(num_sets - 1 - num_big))
+        table = np.full((num_sets - 1 - num_big, int(counts[1 + num_big:].max(initial=0))), 8 * width, dtype=np.int64)
+        table[sid, np.arange(len(sid)) - starts[sid]] = toks
         return cls(num_big, np.packbits(flags, axis=1, bitorder="little"), table)
 
 

@@ -15,6 +15,7 @@ class GrammarManager:
     def __init__(self, tokenizer, vocab_size: int, cfg) -> None:
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
+        self.jump_forward_enabled = not getattr(cfg, "disable_jump_forward", False)
         self._info = None
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Req, Future]] = []
@@ -55,6 +56,8 @@ class GrammarManager:
                 failed.append(req)
             else:
                 req.matcher = fut.result().matcher()
+                if self.jump_forward_enabled:
+                    self.force_prefix(req)
                 add(req)
         self._pending = still
         return failed
@@ -84,6 +87,22 @@ class GrammarManager:
         shifts = torch.arange(32, device=device, dtype=torch.int32)
         allowed = ((t.unsqueeze(-1) >> shifts) & 1).bool().view(len(reqs), words * 32)
         return allowed[:, :vocab]
+
+    def force_prefix(self, req: Req) -> None:
+        """Text the constraint forces before any sampled token (e.g. ``{"name": "``) becomes the first
+        output tokens, prefilled with the prompt: no forward pass of its own."""
+        m = req.matcher
+        forced = m.forced_string()
+        # NOTE: prompt logprobs are planned only for requests without output tokens: keep those as they are
+        if not forced or self.tokenizer is None or req.output_ids or req.needs_input_logprobs:
+            return
+        ids = self.tokenizer.encode(forced, add_special_tokens=False)[:req.sampling_params.max_new_tokens]
+        for i, t in enumerate(ids):
+            if not m.accept_token(t):     # cannot happen for the same text; keep the plain path if it does
+                m.rollback(i)
+                return
+        req.output_ids.extend(ids)
+        req.forced_tokens += len(ids)
 
     def jump_forward(self, req: Req) -> None:
         """Append the text the constraint forces, re-tokenized together with the last sampled token so the

@@ -59,3 +59,28 @@ def test_precompute_is_capped_and_lazy_rows_still_work(info, hf_tokenizer):
         assert m.accept_token(tid)
     assert m.is_accepting()
     assert fsm.precompute() is True
+
+
+def test_forced_prefix_rides_with_the_prefill(info, hf_tokenizer):
+    """runtime/constrained.py: text forced before any sampled token becomes the first output tokens
+    (no forward pass of its own); not for requests that want prompt logprobs."""
+    from grammar_helpers import HP_REGEX
+
+    from runtime.constrained import GrammarManager
+    from runtime.sampling_params import SamplingParams
+    from runtime.scheduler.request import Req
+
+    gm = GrammarManager(hf_tokenizer, info.vocab_size, None)
+    fsm = compile_constraint("regex", HP_REGEX, info)
+    req = Req("r", [1, 2], SamplingParams(max_new_tokens=64, regex=HP_REGEX))
+    req.matcher = fsm.matcher()
+    gm.force_prefix(req)
+    assert hf_tokenizer.decode(req.output_ids) == '{\n    "name": "'
+    assert req.forced_tokens == len(req.output_ids) == req.matcher.num_steps
+    for tid in hf_tokenizer.encode('Harry Potter",', add_special_tokens=False):
+        assert req.matcher.accept_token(tid)
+    logprobs = Req("s", [1, 2], SamplingParams(max_new_tokens=64, regex=HP_REGEX), return_logprob=True,
+                   logprob_start_len=0)
+    logprobs.matcher = fsm.matcher()
+    gm.force_prefix(logprobs)
+    assert logprobs.output_ids == [] and logprobs.matcher.num_steps == 0
