@@ -22,7 +22,8 @@ from .fsm import DEAD, CharDFA
 from .tokenizer_info import TokenData, TokenizerInfo, split_utf8, tail_interval
 
 NEVER = 0  # alive-set id of tokens no char state allows (the empty set)
-BIG_GROUP = 128  # sets with more tokens are OR-ed into masks as packed rows, not scattered
+BIG_GROUP = 8  # sets with more tokens are OR-ed into masks as packed rows, not scattered...
+MAX_BIG_ROWS = 512  # ...up to this many (the largest sets; 6 KB each for a 49k vocabulary)
 _CHUNK_CELLS = 1 << 22  # bools per temporary [sets, states] block
 
 
@@ -166,7 +167,7 @@ class _Groups:
     @classmethod
     def build(cls, tok_set: np.ndarray, num_sets: int) -> _Groups:
         counts = np.bincount(tok_set, minlength=num_sets)
-        num_big = int(np.count_nonzero(counts[1:] > BIG_GROUP))
+        num_big = min(int(np.count_nonzero(counts[1:] > BIG_GROUP)), MAX_BIG_ROWS)
         width = 4 * ((len(tok_set) + 31) // 32)
         toks = np.flatnonzero(tok_set != NEVER)
         sid = tok_set[toks]
