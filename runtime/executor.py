@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .forward_batch import ForwardBatch, ForwardMode
-from .mem.req_to_token import ReqToTokenTable
+from .mem.req_to_token import ReqToTokenTable, Writes
 from .model_runner import ModelRunner
 from .sampler import Sampler
-from .host_copy import h2d
+from .host_copy import h2d, h2d_parts
 from .scheduler.batch import FUTURE_TOKEN, EntryResult, ScheduleBatch
 
 
@@ -99,7 +99,7 @@ class ModelExecutor:
         future_pos: list[int] = []   # input rows whose token prev samples
         future_src: list[int] = []
         entries = sb.entries
-        writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+        writes = Writes()
         table_rows = self.table.plan([e.req for e in entries], [e.prefix_len for e in entries],
                                      [len(e.new_ids) for e in entries], writes)
         for i, (e, trow) in enumerate(zip(entries, table_rows)):
@@ -130,17 +130,18 @@ class ModelExecutor:
         if not rows:
             rows = [0]
         # NOTE: one upload for everything (each separate small copy costs ~15 us of host time on a GPU).
-        parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows, *writes, future_pos, future_src]
-        flat = h2d([x for part in parts for x in part], torch.int32, self.runner.device)
+        parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows,
+                 writes.rows, writes.lens, writes.shifts, writes.vals, future_pos, future_src]
+        flat = h2d_parts(parts, self.runner.device)
         views = list(torch.split(flat, [len(p) for p in parts]))
         wide = flat[:sum(map(len, parts[:4]))].long()   # ids, positions, slots, logits rows: int64
         ids_t, pos_t, loc_t, rows_t = torch.split(wide, [len(p) for p in parts[:4]])
-        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_cols, w_vals, f_pos, f_src = views[4:]
+        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src = views[4:]
         if future_pos:
             ids_t[f_pos] = prev.tokens[f_src]
         table = self.table.table
-        if writes[0]:
-            table[w_rows, w_cols] = w_vals
+        if writes:
+            self.table.write(w_rows, w_lens, w_shifts, w_vals)
         table[tok_rows_t, pos_t] = loc_t.int()
         kv_indices = self.table.gather(trows_t, seq_t, kvp_t, kvp[-1])
         fb = ForwardBatch(

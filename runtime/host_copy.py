@@ -25,3 +25,13 @@ def h2d(values: list, dtype: torch.dtype, device) -> torch.Tensor:
     if dev.type != "cuda":
         return host
     return host.pin_memory().to(dev, non_blocking=True)
+
+
+def h2d_parts(parts: list[list[int]], device) -> torch.Tensor:
+    """The int32 concatenation of ``parts`` on ``device`` in one copy (split it with ``torch.split``)."""
+    buf = array("i")
+    for part in parts:
+        buf.extend(part)   # NOTE: C-speed; a flattening list comprehension costs ~30 ns per element
+    host = torch.frombuffer(buf, dtype=torch.int32) if len(buf) else torch.empty(0, dtype=torch.int32)
+    dev = torch.device(device)
+    return host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host

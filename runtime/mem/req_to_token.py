@@ -20,6 +20,26 @@ import torch
 from ..scheduler.request import Req
 
 
+class Writes:
+    """Row segments to upload: segment i writes ``vals[off_i : off_i + lens[i]]`` to
+    ``table[rows[i], start_i :]``; ``shifts[i] = start_i - off_i``, so value j lands in column ``j + shift``."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.lens: list[int] = []
+        self.shifts: list[int] = []
+        self.vals: list[int] = []
+
+    def add(self, row: int, start: int, vals: list[int]) -> None:
+        self.rows.append(row)
+        self.lens.append(len(vals))
+        self.shifts.append(start - len(self.vals))
+        self.vals.extend(vals)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
 class ReqToTokenTable:
     def __init__(self, rows: int, width: int, device: torch.device | str) -> None:
         self.device = torch.device(device)
@@ -35,17 +55,15 @@ class ReqToTokenTable:
     def width(self) -> int:
         return self.table.shape[1]
 
-    def plan(self, reqs: list[Req], prefix_lens: list[int], new_lens: list[int],
-             writes: tuple[list[int], list[int], list[int]]) -> list[int]:
+    def plan(self, reqs: list[Req], prefix_lens: list[int], new_lens: list[int], writes: Writes) -> list[int]:
         """Assign rows to ``reqs`` and queue the host->device writes that make ``table[row, :prefix_len]``
-        equal ``req.kv_slots[:prefix_len]`` (into ``writes``: rows, columns, values). Records that after this
-        step the row holds ``prefix_len + new_len`` slots (the caller scatters the new tokens' slots)."""
+        equal ``req.kv_slots[:prefix_len]`` (into ``writes``, see ``Writes``). Records that after this step
+        the row holds ``prefix_len + new_len`` slots (the caller scatters the new tokens' slots)."""
         need = max((p + n for p, n in zip(prefix_lens, new_lens)), default=0)
         if need > self.width:
             self._grow(self.rows, max(need, 2 * self.width))
         in_batch = {id(r) for r in reqs}
         rows = []
-        w_rows, w_cols, w_vals = writes
         for req, p, n in zip(reqs, prefix_lens, new_lens):
             row = req.table_row
             if row < 0 or self.owner.get(row) is not req:
@@ -53,9 +71,7 @@ class ReqToTokenTable:
             else:
                 valid = self._valid(req, p)
             if valid < p:
-                w_rows.extend([row] * (p - valid))
-                w_cols.extend(range(valid, p))
-                w_vals.extend(req.kv_slots[valid:p])
+                writes.add(row, valid, req.kv_slots[valid:p])
             req.table_ref, req.table_len = req.kv_slots, p + n
             rows.append(row)
         return rows
@@ -105,6 +121,14 @@ class ReqToTokenTable:
         self.table = torch.zeros((rows, width), dtype=torch.int32, device=self.device)
         self.table[:old.shape[0], :old.shape[1]] = old
         self.free = list(range(rows - 1, old.shape[0] - 1, -1)) + self.free
+
+    def write(self, rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, vals: torch.Tensor) -> None:
+        """Apply a ``Writes`` uploaded as device tensors (no host sync)."""
+        n = vals.numel()
+        row_of = torch.repeat_interleave(rows, lens, output_size=n)
+        cols = torch.arange(n, dtype=torch.int32, device=vals.device)
+        cols += torch.repeat_interleave(shifts, lens, output_size=n)
+        self.table[row_of, cols] = vals
 
     def gather(self, rows: torch.Tensor, seq_lens: torch.Tensor, kv_indptr: torch.Tensor,
                total: int) -> torch.Tensor:

@@ -149,7 +149,7 @@ class Scheduler:
         room = self.cfg.max_running_requests - len(self.running)
         budget = self.cfg.max_prefill_tokens
         entries: list[BatchEntry] = []
-        computing: set[tuple] = set()   # uncached prefixes this batch already computes
+        computing = self._keys_in_flight()   # uncached prefixes this batch (or one in flight) computes
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
@@ -165,6 +165,10 @@ class Scheduler:
             budget -= len(entry.new_ids)
             room -= 1
         return ScheduleBatch(decode=False, entries=entries) if entries else None
+
+    def _keys_in_flight(self) -> set[tuple]:
+        """``_uncached_key``s of prefills launched but not applied yet (overlap scheduling; here none)."""
+        return set()
 
     def _uncached_key(self, req: Req) -> tuple | None:
         """Where ``req``'s uncached part starts and its first tokens: requests in one prefill batch with the
@@ -192,8 +196,8 @@ class Scheduler:
             m = self.cache.match_prefix(fill[:req.prefix_cap()])
             req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
             self.cache.lock(m.node)
-            if not req.output_ids:
-                req.cached_tokens = m.length
+            if req.forward_passes == 0:   # NOTE: also with jump-forward's forced first output tokens
+                req.cached_tokens = min(m.length, len(req.input_ids))
         prefix = len(req.kv_slots)
         # NOTE: a resumed request (retracted, or jump-forwarded) extends through its newest token and samples
         # in the same pass: one forward pass per jump-forward instead of two.

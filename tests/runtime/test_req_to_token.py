@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from runtime.mem.req_to_token import ReqToTokenTable
+from runtime.mem.req_to_token import ReqToTokenTable, Writes
 from runtime.sampling_params import SamplingParams
 from runtime.scheduler.request import FinishReason, Req
 
@@ -14,11 +14,12 @@ from runtime.scheduler.request import FinishReason, Req
 def _step(table: ReqToTokenTable, batch: list[Req], new: list[list[int]]) -> None:
     """What the executor does for one pass: plan, upload, scatter the new slots, gather, check."""
     prefix = [len(r.kv_slots) for r in batch]
-    writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+    writes = Writes()
     rows = table.plan(batch, prefix, [len(n) for n in new], writes)
     t = table.table
-    if writes[0]:
-        t[torch.tensor(writes[0]), torch.tensor(writes[1])] = torch.tensor(writes[2], dtype=torch.int32)
+    if writes:
+        i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
+        table.write(i32(writes.rows), i32(writes.lens), i32(writes.shifts), i32(writes.vals))
     for row, p, slots in zip(rows, prefix, new):
         t[row, p:p + len(slots)] = torch.tensor(slots, dtype=torch.int32)
     seq = [p + len(n) for p, n in zip(prefix, new)]
@@ -62,15 +63,15 @@ def test_unchanged_rows_upload_only_new_slots():
     reqs = [Req(rid=f"r{i}", input_ids=[1], sampling_params=SamplingParams()) for i in range(3)]
     for i, r in enumerate(reqs):
         r.kv_slots = list(range(100 * i, 100 * i + 10))
-    writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+    writes = Writes()
     table.plan(reqs, [10] * 3, [1] * 3, writes)
-    assert len(writes[0]) == 30          # first sight: every cached slot
+    assert len(writes.vals) == 30 and writes.lens == [10] * 3   # first sight: every cached slot
     for r in reqs:
         r.kv_slots.append(999)
-    writes = ([], [], [])
+    writes = Writes()
     table.plan(reqs, [11] * 3, [1] * 3, writes)
-    assert writes == ([], [], [])        # decode: nothing but the new token (scattered by the caller)
+    assert not writes                    # decode: nothing but the new token (scattered by the caller)
     reqs[1].kv_slots = reqs[1].kv_slots[:5] + [7, 7, 7, 7, 7, 7, 7]   # replaced list, tail differs
-    writes = ([], [], [])
+    writes = Writes()
     table.plan(reqs, [11, 12, 11], [1] * 3, writes)
-    assert writes[1] == list(range(5, 12))
+    assert writes.lens == [7] and writes.shifts == [5] and writes.vals == [7] * 7

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from runtime.mem.allocator import SlotAllocator
 from runtime.mem.radix_cache import RadixCache
 from runtime.sampling_params import SamplingParams
@@ -156,12 +158,14 @@ def test_cache_hit_skips_prefill():
     assert sched.stats["prefill_tokens"] == 41 + 1  # the second request computed only its own token
 
 
-def test_in_batch_prefix_is_computed_once():
-    """Requests arriving together with a shared, uncached prefix: one computes it, the rest reuse it."""
+@pytest.mark.parametrize("cls", [Scheduler, OverlapScheduler])
+def test_in_batch_prefix_is_computed_once(cls):
+    """Requests arriving together with a shared, uncached prefix: one computes it, the rest reuse it (with
+    overlap scheduling too: the twins wait for the in-flight prefill instead of launching their own)."""
     alloc = SlotAllocator(5000)
     cache = RadixCache(alloc)
-    sched = Scheduler(SchedulerConfig(max_prefill_tokens=4096, chunked_prefill_size=4096), alloc, cache,
-                      FakeExecutor({}), finish_check)
+    sched = cls(SchedulerConfig(max_prefill_tokens=4096, chunked_prefill_size=4096), alloc, cache,
+                FakeExecutor({}), finish_check)
     prefix = list(range(1, 101))
     for i in range(8):
         sched.add(Req(rid=f"f{i}", input_ids=prefix + [i + 1, i + 2], sampling_params=SamplingParams(max_new_tokens=2)))
