@@ -37,51 +37,86 @@ logger = logging.getLogger("bench_programs")
 
 
 class Recorder:
-    """Wraps an Engine; records the token sequences programs ask for (warm-ups excluded)."""
+    """Wraps an Engine; records what programs ask for (warm-ups excluded): each request's token ids with
+    the longest prefix the runtime may reuse for it (``Req.prefix_cap``), and each gen's output ids."""
 
     def __init__(self, engine: Any) -> None:
         self.engine, self.tokenizer = engine, engine.tokenizer
-        self.seqs: list[list[int]] = []
+        self.requests: list[tuple[list[int], int]] = []        # (token ids, reusable prefix length)
+        self.outputs: list[tuple[list[int], list[int]]] = []   # (prompt ids, output ids) of gens
         self.lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
-    def _record(self, seqs: list[list[int]]) -> None:
-        with self.lock:
-            self.seqs.extend(seqs)
-
     def generate(self, prompt: Any = None, sampling_params: Any = None, input_ids: Any = None, **kw: Any) -> Any:
-        warm = sampling_params == {"max_new_tokens": 0} and not kw.get("return_logprob")
-        if not warm:
+        out = self.engine.generate(prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, **kw)
+        sps = sampling_params if isinstance(sampling_params, list) else [sampling_params or {}]
+        if kw.get("return_logprob") or any(sp.get("max_new_tokens") != 0 for sp in sps):   # not a warm-up
             items = ([prompt] if isinstance(prompt, str) else prompt) if prompt is not None else \
                 ([input_ids] if input_ids and isinstance(input_ids[0], int) else input_ids)
-            self._record([self.tokenizer.encode(x) if isinstance(x, str) else list(x) for x in items])
-        return self.engine.generate(prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, **kw)
+            ids = [self.tokenizer.encode(x) if isinstance(x, str) else list(x) for x in items]
+            start = kw.get("logprob_start_len") if kw.get("return_logprob") else None
+            with self.lock:
+                for x, o in zip(ids, out if isinstance(out, list) else [out]):
+                    cap = len(x) - 1 if start is None or start < 0 else min(len(x) - 1, max(start - 1, 0))
+                    self.requests.append((x, cap))
+                    if o["output_ids"]:
+                        self.outputs.append((x, list(o["output_ids"])))
+        return out
 
     def score(self, prefix: str, continuations: list[str]) -> list[dict]:
         pre = self.tokenizer.encode(prefix)
-        self._record([pre + self.tokenizer.encode(c, add_special_tokens=False) for c in continuations])
+        with self.lock:
+            for c in continuations:   # NOTE: scoring needs the logits of the position before the continuation
+                self.requests.append((pre + self.tokenizer.encode(c, add_special_tokens=False), len(pre) - 1))
         return self.engine.score(prefix, continuations)
 
     def reset(self) -> None:
-        self.seqs = []
+        self.requests, self.outputs = [], []
 
     def requested(self) -> int:
-        return sum(len(s) for s in self.seqs)
+        return sum(len(s) for s, _ in self.requests)
+
+    def output_computed(self) -> int:
+        """Output tokens whose KV was computed (all but each gen's last): by decode or jump-forward extends."""
+        return sum(max(len(out) - 1, 0) for _, out in self.outputs)
 
     def optimal(self) -> int:
-        """Distinct tokens of the trie over all requests = prefill with every shared prefix reused."""
-        root: dict = {}
-        count = 0
-        for seq in self.seqs:
+        """Fewest prompt tokens any run of these requests computes under the runtime's reuse rule: a request
+        reuses at most ``ids[:cap]`` (generation: all but the last prompt token; scoring: up to the token
+        before the first scored one, whose logits are needed and a KV cache does not keep logits); every
+        token in a trie over the reusable prefixes is computed once; KV computed while decoding a gen's
+        output is free for later prompts that contain the same token ids."""
+        root = _Node()
+        for prompt, out in self.outputs:    # output tokens (and the prompt tail the gen computed): paid
             node = root
-            for t in seq:
-                if t not in node:
-                    node[t] = {}
-                    count += 1
-                node = node[t]
+            for i, t in enumerate(prompt + out[:-1]):
+                node = node.child(t)
+                node.paid |= i >= len(prompt) - 1
+        count = 0
+        for ids, cap in self.requests:
+            node = root
+            for t in ids[:cap]:
+                node = node.child(t)
+                if not node.paid:
+                    node.paid, count = True, count + 1
+            count += len(ids) - cap
         return count
+
+
+class _Node:
+    __slots__ = ("kids", "paid")
+
+    def __init__(self) -> None:
+        self.kids: dict[int, _Node] = {}
+        self.paid = False
+
+    def child(self, t: int) -> _Node:
+        node = self.kids.get(t)
+        if node is None:
+            node = self.kids[t] = _Node()
+        return node
 
 
 def run_workload(wl: Workload, level: int, backend: sgl.EngineBackend, rec: Recorder,
@@ -96,15 +131,16 @@ def run_workload(wl: Workload, level: int, backend: sgl.EngineBackend, rec: Reco
     rec.reset()
     m0 = rec.engine.metrics()
     t0 = time.perf_counter()
-    for art in {id(a): a for a in arts}.values():  # NOTE: each program's constant head once (O2)
-        build.warm_entry(art, backend)
+    build.warm_batch([(art, args) for art, (_, args) in zip(arts, wl.items)], backend)   # -O2: entry hoists
     defaults = {"temperature": 0}
     with ThreadPoolExecutor(max_workers=len(wl.items)) as pool:
         futs = [pool.submit(build.run_artifact, art, backend, args, defaults) for art, (_, args) in zip(arts, wl.items)]
         states = [f.result() for f in futs]
     dt = time.perf_counter() - t0
     m1 = rec.engine.metrics()
-    prefill = m1["prefill_tokens_total"] - m0["prefill_tokens_total"]
+    computed = (m1["prefill_tokens_total"] - m0["prefill_tokens_total"]
+                + m1["decode_tokens_total"] - m0["decode_tokens_total"])
+    prefill = computed - rec.output_computed()   # NOTE: prompt tokens only (jump-forward extends output tokens)
     prompt = m1["prompt_tokens_total"] - m0["prompt_tokens_total"]
     cached = m1["cached_tokens_total"] - m0["cached_tokens_total"]
     requested, optimal = rec.requested(), rec.optimal()

@@ -39,6 +39,15 @@ def token_safe(prefix: str, texts: list[str]) -> str:
     return ""
 
 
+def branch_heads(graph: ir.Graph, fork: int) -> list[str]:
+    """The constant text each branch of ``fork`` starts with."""
+    heads = []
+    for child in graph.fork_children(fork):
+        nxt = graph.succs(child, "stream")
+        heads.append(leading_text(graph, nxt[0] if nxt else None))
+    return heads
+
+
 @dataclass(frozen=True)
 class HoistPrefix(Pass):
     """Record, per fork with ``n >= min_fanout`` branches, the constant text all branches start with;
@@ -70,10 +79,7 @@ class HoistPrefix(Pass):
         return with_plan(graph, get_plan(graph).replace(hoists=tuple(hoists)))
 
     def _fork(self, graph: ir.Graph, nid: int, node: ir.Fork) -> Hoist:
-        heads = []
-        for child in graph.fork_children(nid):
-            nxt = graph.succs(child, "stream")
-            heads.append(leading_text(graph, nxt[0] if nxt else None))
+        heads = branch_heads(graph, nid)
         return Hoist(nid, "fork", token_safe(common_prefix(heads), heads), node.n)
 
     def _entry(self, graph: ir.Graph) -> Hoist | None:

@@ -284,16 +284,18 @@ class Engine:
     def score(self, prefix, continuations: list[str]) -> list[dict]:
         """Log-likelihood of each continuation after ``prefix``; the prefix is computed once (radix)."""
         pre, seqs = self._score_requests(prefix, continuations)
-        if pre:
-            self.warm(pre, expect=len(seqs))   # NOTE: pinned until the choices are admitted
+        if len(pre) > 1:
+            # NOTE: not the last token: every continuation recomputes it (its logits score the first token);
+            # pinned until the continuations are admitted
+            self.warm(pre[:-1], expect=len(seqs))
         outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
                              logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
 
     async def async_score(self, prefix, continuations: list[str]) -> list[dict]:
         pre, seqs = self._score_requests(prefix, continuations)
-        if pre:
-            await self.async_warm(pre, expect=len(seqs))
+        if len(pre) > 1:
+            await self.async_warm(pre[:-1], expect=len(seqs))
         outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
                                          return_logprob=True, logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]

@@ -92,6 +92,7 @@ def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], st
         return [backend.select(prompt, choices, method) for prompt, choices, method in items]
     tok = engine.tokenizer
     pres = [tok.encode(prompt.text) for prompt, _, _ in items]
+    warms = [(pre[:-1], len(choices)) for pre, (_, choices, _) in zip(pres, items) if len(pre) > 1]
     seqs, spans = [], []
     for pre, (_, choices, _) in zip(pres, items):
         start = len(seqs)
@@ -99,8 +100,10 @@ def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], st
             seqs.append(pre + tok.encode(c, add_special_tokens=False))
         spans.append((start, len(seqs), len(pre)))
     # NOTE: warm first so each prefix is prefilled once, not once per choice; pinned until its choices arrive.
-    engine.generate(input_ids=pres, sampling_params=[{"max_new_tokens": 0, "pin_uses": len(choices)}
-                                                     for _, choices, _ in items])
+    # Not its last token: every choice recomputes it (its logits score the choice's first token).
+    if warms:
+        engine.generate(input_ids=[w for w, _ in warms],
+                        sampling_params=[{"max_new_tokens": 0, "pin_uses": k} for _, k in warms])
     outs = engine.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
                            logprob_start_len=min(len(p) for p in pres))
     results = []
@@ -120,10 +123,28 @@ def _score(out: dict[str, Any], n: int) -> dict[str, Any]:
     return {"logprob_sum": total, "normalized_logprob": total / max(n, 1), "num_tokens": n, "token_logprobs": lps}
 
 
-def warm_ids(backend: Backend, text: str, suffix: str, expect: int = 0) -> None:
-    """Warm ``text`` followed by ``suffix`` tokenized the way ``Engine.score`` tokenizes a choice."""
+def warm_common_ids(backend: Backend, texts: list[str], expect: int) -> bool:
+    """Warm the longest common *token* prefix of ``texts`` as the engine tokenizes them, pinned for ``expect``
+    requests; False (nothing done) when the backend has no in-process engine with a tokenizer.
+
+    NOTE: text-level cuts cannot know the tokenizer (``" 1"`` is two tokens for some, one for others);
+    comparing token ids warms exactly what the branches' requests will share.
+    """
     engine = engine_of(backend)
-    if engine is None or engine.tokenizer is None:
-        return
-    ids = engine.tokenizer.encode(text) + engine.tokenizer.encode(suffix, add_special_tokens=False)
-    engine.warm(ids, expect=expect)
+    if engine is None or engine.tokenizer is None or not texts:
+        return False
+    ids = [engine.tokenizer.encode(t) for t in texts]
+    n = min(len(x) for x in ids) - 1   # NOTE: a request recomputes its last prompt token (for its logits)
+    first = ids[0]
+    for other in ids[1:]:
+        n = min(n, _common_len(first, other))
+    if n > 0:
+        engine.warm(first[:n], expect=expect)
+    return True
+
+
+def _common_len(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from ..errors import InterpreterError
 from ..program import SglFunction
 from ..state import ProgramState
 from .artifact import Artifact, ArtifactError, runtime_hints
-from .batching import prefix_cache_enabled
-from .executor import constant_head, run_plan
+from .batching import prefix_cache_enabled, warm_common_ids
+from .executor import constant_head, rendered_head, run_plan
 
 logger = logging.getLogger(__name__)
 
@@ -138,21 +139,33 @@ def run_artifact(artifact: Artifact, backend: Backend, arguments: dict[str, Any]
     return run_plan(artifact.graph, artifact.plan, backend, dict(defaults or {}), dict(arguments or {}), stream)
 
 
-def warm_entry(artifact: Artifact, backend: Backend, items: int = 0) -> None:
-    """Warm the program's constant head (the ``entry`` hoist), shared by every item of a batch; pinned
-    until ``items`` requests extending it arrived."""
+def entry_head(artifact: Artifact, backend: Backend) -> str:
+    """The program's constant head (the ``entry`` hoist's text), or "" when there is none to warm."""
     entry = next((h for h in artifact.plan.hoists if h.kind == "entry"), None)
-    if entry is not None and prefix_cache_enabled(backend):
-        head = constant_head(artifact.graph, entry.at, backend).rstrip()  # NOTE: see PlanExecutor.visit_fork
+    if entry is None or not prefix_cache_enabled(backend):
+        return ""
+    return constant_head(artifact.graph, entry.at, backend).rstrip()  # NOTE: see PlanExecutor.visit_fork
+
+
+def warm_batch(items: list[tuple[Artifact, dict[str, Any]]], backend: Backend) -> None:
+    """Before the items of a batch start: warm what their prompts share (for programs with an ``entry``
+    hoist), pinned until every item's first request arrived. On an in-process engine that is the longest
+    common token prefix of the items' heads rendered with their arguments; elsewhere each constant head."""
+    hoisted = [(a, args) for a, args in items if any(h.kind == "entry" for h in a.plan.hoists)]
+    if len(hoisted) < 2 or not prefix_cache_enabled(backend):
+        return   # NOTE: nothing to share: the item computes its own prompt
+    heads = [rendered_head(a.graph, backend, args) for a, args in hoisted]
+    if warm_common_ids(backend, heads, len(hoisted)):
+        return
+    for head, count in Counter(entry_head(a, backend) for a, _ in hoisted).items():
         if head:
-            backend.warm(head, expect=items)
+            backend.warm(head, expect=count)
 
 
 def run_batch(artifact: Artifact, backend: Backend, batch: list[dict[str, Any]], defaults: dict[str, Any] | None = None,
               num_threads: int = 16) -> list[ProgramState]:
-    """Run once per arguments dict, concurrently. With an ``entry`` hoist, the program's constant head
-    is warmed once before the items start (they then all find it cached)."""
-    warm_entry(artifact, backend, len(batch))
+    """Run once per arguments dict, concurrently; what the items share is warmed first (``warm_batch``)."""
+    warm_batch([(artifact, args) for args in batch], backend)
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(batch) or 1))) as pool:
         futures = [pool.submit(run_artifact, artifact, backend, args, defaults) for args in batch]
         return [f.result() for f in futures]

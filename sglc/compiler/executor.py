@@ -13,13 +13,22 @@ from typing import Any
 
 import ir
 from passes import Plan
+from passes.hoist_prefix import branch_heads
+from passes.plan import Hoist
 
 from ..backend.base import Backend
 from ..executor import RunContext, StreamExecutor
 from ..graph_interpreter import check_arguments, execute
 from ..sampling import merge
 from ..state import ProgramState
-from .batching import Rendezvous, batch_generate, batch_select, engine_of, prefix_cache_enabled, warm_ids
+from .batching import (
+    Rendezvous,
+    batch_generate,
+    batch_select,
+    engine_of,
+    prefix_cache_enabled,
+    warm_common_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +37,9 @@ class PlanContext(RunContext):
     """A run context that knows the plan and hands out one rendezvous per batch group."""
 
     def __init__(self, backend: Backend, defaults: dict[str, Any], arguments: dict[str, Any], stream: bool,
-                 plan: Plan) -> None:
+                 graph: ir.Graph, plan: Plan) -> None:
         super().__init__(backend, defaults, arguments, stream)
+        self.graph = graph
         self.plan = plan
         # NOTE: without a prefix cache a warm-up is pure extra prefill: skip the hoists.
         self.hoists = plan.hoist_at() if prefix_cache_enabled(backend) else {}
@@ -65,14 +75,21 @@ class PlanExecutor(StreamExecutor):
 
     def visit_fork(self, nid: int, n: ir.Fork) -> None:
         hoist = self.ctx.hoists.get(nid)
-        # NOTE: with no shared branch text, what follows is unknown: drop trailing whitespace, which
-        # BPE may merge with the branch's first word (then the warmed last token would not match).
-        text = self.text + hoist.text if hoist is not None and hoist.text else self.text.rstrip()
-        if hoist is not None and text:
+        if hoist is not None:
             # NOTE: warm before releasing the branches, so they all find the prefix cached; pinned until
             # the branches' first requests arrive (a runtime hint: LRU eviction cannot drop it meanwhile).
-            self.ctx.backend.warm(text, expect=hoist.fanout)
+            self._warm_fork(nid, hoist)
         super().visit_fork(nid, n)
+
+    def _warm_fork(self, nid: int, hoist: Hoist) -> None:
+        heads = [self.text + h for h in branch_heads(self.ctx.graph, nid)]
+        if warm_common_ids(self.ctx.backend, heads, hoist.fanout):
+            return   # the engine's tokenizer decided exactly which tokens the branches share
+        # NOTE: with no shared branch text, what follows is unknown: drop trailing whitespace, which
+        # BPE may merge with the branch's first word (then the warmed last token would not match).
+        text = self.text + hoist.text if hoist.text else self.text.rstrip()
+        if text:
+            self.ctx.backend.warm(text, expect=hoist.fanout)
 
     def visit_gen(self, nid: int, n: ir.Gen) -> None:
         group = self.ctx.gen_group.get(nid)
@@ -86,9 +103,8 @@ class PlanExecutor(StreamExecutor):
     def visit_select(self, nid: int, n: ir.Select) -> None:
         group = self.ctx.select_group.get(nid)
         if group is None:
-            hoist = self.ctx.hoists.get(nid)
-            if hoist is not None and hoist.text:
-                warm_ids(self.ctx.backend, self.text, hoist.text, expect=hoist.fanout)
+            # NOTE: a select hoist is not warmed: scoring needs the logits of every choice token, so the
+            # choices' shared text is computed per choice anyway, and the prompt is warmed by score().
             return super().visit_select(nid, n)
         meeting = self.ctx.meeting(group, lambda items: batch_select(self.ctx.backend, items))
         out = meeting.arrive(nid, (self.prompt(), n.choices, n.choices_method))
@@ -100,7 +116,24 @@ def run_plan(graph: ir.Graph, plan: Plan, backend: Backend, defaults: dict[str, 
              arguments: dict[str, Any], stream: bool = False) -> ProgramState:
     """Run ``graph`` following ``plan``; returns the root stream's state (synced unless ``stream``)."""
     check_arguments(graph, arguments, " (pass them as --arg name=value)")
-    return execute(graph, PlanContext(backend, defaults, arguments, stream, plan), stream)
+    return execute(graph, PlanContext(backend, defaults, arguments, stream, graph, plan), stream)
+
+
+_HEAD_KINDS = ("text", "role_begin", "role_end", "image", "argument")
+
+
+def rendered_head(graph: ir.Graph, backend: Backend, arguments: dict[str, Any]) -> str:
+    """The root stream's text, for ``arguments``, before its first node that is not text, a role or an argument."""
+    ctx = RunContext(backend, {}, arguments)
+    ex = ctx.new_executor(ir.ROOT_STREAM)
+    for nid in graph.streams()[ir.ROOT_STREAM]:
+        node = graph.node(nid)
+        if node.kind not in _HEAD_KINDS:
+            break
+        ex.submit(nid, node)
+    ex.end()
+    ex.sync()
+    return ex.text
 
 
 def constant_head(graph: ir.Graph, upto: int, backend: Backend) -> str:
