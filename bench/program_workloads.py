@@ -77,6 +77,23 @@ def skeleton_of_thought(s, question, max_tokens=12):
     s += "Summary:" + forks[0]["point"] + forks[1]["point"] + sgl.gen("summary", max_tokens=max_tokens, stop="\n")
 
 
+def document() -> str:
+    """A ~600-token report (deterministic) for the long-context fork workload."""
+    facts = [f"In year {2000 + i}, the northern farm harvested {120 + 7 * i} tonnes of wheat and the southern farm "
+             f"{95 + 11 * i} tonnes, while rainfall was {600 + 13 * i} millimetres." for i in range(16)]
+    return "Report on two farms.\n" + "\n".join(facts) + "\n"
+
+
+@sgl.function
+def document_fork(s, question, max_tokens=8):
+    s += "Read the report and answer.\n" + document() + "Question: " + question + "\n"
+    forks = s.fork(4)
+    for i, f in enumerate(forks):
+        f += "Consider aspect " + str(i + 1) + " of the question:" + sgl.gen("aspect", max_tokens=max_tokens, stop="\n")
+    forks.join()
+    s += "Answer:" + sgl.gen("answer", max_tokens=max_tokens, stop="\n")
+
+
 def json_extract(use_schema: bool) -> sgl.SglFunction:
     constraint = {"json_schema": PERSON_SCHEMA} if use_schema else {"regex": PERSON_REGEX}
 
@@ -113,6 +130,9 @@ def workloads(n: int, use_schema: bool) -> list[Workload]:
         Workload("skeleton-of-thought fork x4", [(skeleton_of_thought, {"question": q})
                                                   for q in ["What is exercise?", "What is sleep?",
                                                             "What is reading?", "What is tea?"][:n]]),
+        Workload("long-context fork x4", [(document_fork, {"question": q})
+                                          for q in ["Which farm grew more?", "Did rain help?", "What was the trend?",
+                                                    "Which year was best?"][:n]]),
         Workload("json extraction", [(json_extract(use_schema), {"text": t}) for t in PEOPLE[:n]]),
         Workload("multi-turn chat", [(multi_turn, {"question_1": f"Name a {w}.", "question_2": "Why that one?"})
                                      for w in ["fruit", "color", "city", "sport"][:n]]),

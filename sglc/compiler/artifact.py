@@ -93,11 +93,11 @@ class Artifact:
 
 
 def runtime_hints(graph: ir.Graph) -> dict[str, Any]:
-    """What the runtime could plan for (item 4 of the compiler issue): per hoisted prefix, how many
+    """What the runtime can plan for (item 4 of the compiler issue): per hoisted prefix, how many
     requests will share it and how many tokens each may generate; the program's token budget.
 
-    NOTE: the Engine API has no hint channel yet; these are recorded for the scheduler to use
-    (keep a hoisted prefix locked until ``fanout`` requests arrived).
+    NOTE: the fan-out reaches the runtime as the pin of the fork's warm-up (``Backend.warm(prefix,
+    expect=fanout)``, see ``PlanExecutor``); output lengths are informational (docs/compiler.md says why).
     """
     plan = get_plan(graph)
     forks = []
