@@ -68,11 +68,32 @@ class _NFA:
         return start, end
 
     def _seq(self, node: rx.Node) -> tuple[int, int]:
+        items = node[1]
+        loops = _separated_lists(items)
         start = cur = self.new()
-        for sub in node[1]:
-            s, e = self.build(sub)
+        i = 0
+        while i < len(items):
+            hit = loops.get(i)
+            if hit is None:
+                s, e = self.build(items[i])
+                self.eps[cur].append(s)
+                cur = e
+                i += 1
+                continue
+            # NOTE: "x (s x)*" (JSON arrays and objects) builds x once and loops back through s:
+            # half the NFA, and the DFA gets no twin states for "first item" and "later items"
+            n, sep = hit
+            x_in = self.new()
+            self.eps[cur].append(x_in)
+            cur = x_in
+            for sub in items[i:i + n]:
+                s, e = self.build(sub)
+                self.eps[cur].append(s)
+                cur = e
+            s, e = self._seq(("seq", sep))
             self.eps[cur].append(s)
-            cur = e
+            self.eps[e].append(x_in)
+            i += n + 1
         return start, cur
 
     def _alt(self, node: rx.Node) -> tuple[int, int]:
@@ -155,6 +176,23 @@ class _NFA:
             if dfa.accept[s] and s != DEAD:
                 self.eps[base + s].append(end)
         return base + START, end
+
+
+def _separated_lists(items: tuple) -> dict[int, tuple[int, tuple]]:
+    """Where ``items`` holds ``x (s x)*``: {index of x's first item: (len(x), s's items)}, x being
+    the ``n`` items right before a ``("rep", ("seq", s + x), 0, None)``."""
+    out: dict[int, tuple[int, tuple]] = {}
+    free = 0  # items before this index are claimed by a list already
+    for r, node in enumerate(items):
+        if node[0] != "rep" or node[2] != 0 or node[3] is not None or node[1][0] != "seq":
+            continue
+        inner = node[1][1]
+        for n in range(min(r - free, len(inner) - 1), 0, -1):
+            if items[r - n:r] == inner[len(inner) - n:]:
+                out[r - n] = (n, inner[:len(inner) - n])
+                free = r + 1
+                break
+    return out
 
 
 def _edge_groups(dfa: CharDFA) -> list[list[tuple[tuple[int, ...], int]]]:
@@ -339,16 +377,24 @@ MOORE_ROUNDS = 48
 def _moore(trans: np.ndarray, part: np.ndarray) -> np.ndarray | None:
     """Moore refinement to the coarsest stable partition; None if it needs over MOORE_ROUNDS.
 
-    NOTE: rows are compared through a random hash (1-D unique is far faster than unique over
-    rows); the result is verified exactly and recomputed row-wise if a hash collided.
+    NOTE: rows are compared through a random hash summed over the *live* edges only (JSON and
+    regex DFAs are sparse: a few live symbols per state), one cumulative sum per round; the
+    result is verified exactly and recomputed row-wise if a hash collided.
     """
     rng = np.random.default_rng(0x5EED)
     weights = rng.integers(1, 2**62, size=trans.shape[1] + 1, dtype=np.uint64) | np.uint64(1)
+    src, sym = np.nonzero(trans)  # sorted by source state
+    tgt = trans[src, sym]
+    w_edge = weights[1 + sym]
+    bounds = np.searchsorted(src, np.arange(len(trans) + 1))
     _, part = np.unique(part, return_inverse=True)
+    part = part.reshape(-1)
     nparts = int(part.max()) + 1
     for _ in range(MOORE_ROUNDS):
         with np.errstate(over="ignore"):
-            sig = part.astype(np.uint64) * weights[0] + part[trans].astype(np.uint64) @ weights[1:]
+            cum = np.zeros(len(src) + 1, dtype=np.uint64)
+            np.cumsum((part[tgt].astype(np.uint64) + np.uint64(1)) * w_edge, out=cum[1:])
+            sig = part.astype(np.uint64) * weights[0] + (cum[bounds[1:]] - cum[bounds[:-1]])
         _, new = np.unique(sig, return_inverse=True)
         new = new.reshape(-1)
         count = int(new.max()) + 1
