@@ -46,9 +46,10 @@ class CharDFA:
 
 
 class _NFA:
-    def __init__(self, alphabet: Alphabet, units: dict | None = None) -> None:
+    def __init__(self, alphabet: Alphabet, units: dict | None = None, inline: set | None = None) -> None:
         self.alphabet = alphabet
         self.units: dict[int, tuple[rx.Node, CharDFA]] = {} if units is None else units
+        self.inline: set[int] = inline or set()  # ids of units built in place (see _inlined_units)
         self.eps: list[list[int]] = []
         self.edges: list[list[tuple[tuple[int, ...], int]]] = []
 
@@ -154,6 +155,8 @@ class _NFA:
         return start, end
 
     def _unit(self, node: rx.Node) -> tuple[int, int]:
+        if id(node) in self.inline:
+            return self.build(node[1])
         hit = self.units.get(id(node))
         if hit is None:
             hit = self.units[id(node)] = (node, remap(shared_unit(node[1]), self.alphabet))
@@ -163,7 +166,7 @@ class _NFA:
         # NOTE: keyed by identity: shared subtrees are compiled once (the node is kept alive here)
         hit = self.units.get(id(node))
         if hit is None:
-            hit = self.units[id(node)] = (node, _compile(node, self.alphabet, self.units))
+            hit = self.units[id(node)] = (node, _compile(node, self.alphabet, self.units, self.inline))
         return hit[1]
 
     def _embed(self, dfa: CharDFA) -> tuple[int, int]:
@@ -459,8 +462,8 @@ def product(a: CharDFA, b: CharDFA, op: str) -> CharDFA:
     return minimize(CharDFA(np.stack(rows), acc, a.alphabet))
 
 
-def _compile(node: rx.Node, alphabet: Alphabet, units: dict | None = None) -> CharDFA:
-    nfa = _NFA(alphabet, units)
+def _compile(node: rx.Node, alphabet: Alphabet, units: dict | None = None, inline: set | None = None) -> CharDFA:
+    nfa = _NFA(alphabet, units, inline)
     start, end = nfa.build(node)
     return minimize(_determinize(nfa, start, end))
 
@@ -504,4 +507,31 @@ def compile_rx(node: rx.Node) -> CharDFA:
     """Compile an ``rx`` node to a minimal DFA over its own symbol alphabet."""
     if node[0] == "unit":  # the same DFA (and alphabet) as its body: compile that once
         return shared_unit(node[1])
-    return _compile(node, build_alphabet(node))
+    return _compile(node, build_alphabet(node), None, _inlined_units(node))
+
+
+def _inlined_units(root: rx.Node) -> set[int]:
+    """Ids of the ``unit`` nodes that the NFA of ``root`` embeds exactly once.
+
+    NOTE: such a unit gains nothing from being determinized on its own (a fixed ~1-3 ms of
+    alphabet, subset construction and minimization each; nested JSON schemas have a dozen), so it
+    is built in place; units embedded twice or more (shared, repeated) stay units.
+    """
+    count: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, many = stack.pop()
+        kind = node[0]
+        if kind == "unit":
+            seen = count.get(id(node), 0)
+            count[id(node)] = seen + (2 if many else 1)
+            if not seen:
+                stack.append((node[1], False))  # counted relative to the unit's own body
+        elif kind in ("seq", "alt"):
+            stack.extend((sub, many) for sub in node[1])
+        elif kind == "rep":
+            stack.append((node[1], many or node[2] > 1 or node[3] != 1))
+        elif kind in ("and", "diff"):
+            stack.append((node[1], many))
+            stack.append((node[2], many))
+    return {uid for uid, n in count.items() if n == 1}
