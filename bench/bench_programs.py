@@ -58,8 +58,9 @@ class Recorder:
                 ([input_ids] if input_ids and isinstance(input_ids[0], int) else input_ids)
             ids = [self.tokenizer.encode(x) if isinstance(x, str) else list(x) for x in items]
             start = kw.get("logprob_start_len") if kw.get("return_logprob") else None
+            starts = start if isinstance(start, list) else [start] * len(ids)
             with self.lock:
-                for x, o in zip(ids, out if isinstance(out, list) else [out]):
+                for x, start, o in zip(ids, starts, out if isinstance(out, list) else [out]):
                     cap = len(x) - 1 if start is None or start < 0 else min(len(x) - 1, max(start - 1, 0))
                     self.requests.append((x, cap))
                     if o["output_ids"]:

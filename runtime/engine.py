@@ -170,6 +170,9 @@ class Engine:
         sps = sampling_params if isinstance(sampling_params, list) else [sampling_params] * n_items
         if len(sps) != n_items:
             raise EngineError(f"{len(sps)} sampling_params for {n_items} prompts")
+        starts = logprob_start_len if isinstance(logprob_start_len, list) else [logprob_start_len] * n_items
+        if len(starts) != n_items:
+            raise EngineError(f"{len(starts)} logprob_start_len values for {n_items} prompts")
         base = rid or uuid.uuid4().hex
         reqs = []
         for i in range(n_items):
@@ -179,7 +182,7 @@ class Engine:
             for k in range(sp.n):
                 reqs.append({"rid": f"{item_rid}#{k}", "input_ids": ids, "sampling_params": sp.to_dict(),
                              "return_logprob": return_logprob,
-                             "logprob_start_len": -1 if logprob_start_len is None else logprob_start_len,
+                             "logprob_start_len": -1 if starts[i] is None else starts[i],
                              "top_logprobs_num": top_logprobs_num or 0, "stream": stream, "index": len(reqs)})
         return reqs, single
 
@@ -216,9 +219,10 @@ class Engine:
 
     # -- generate ---------------------------------------------------------------------------------
     def generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
-                 return_logprob: bool = False, logprob_start_len: int | None = None,
+                 return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
                  top_logprobs_num: int | None = None, rid=None):
-        """Generate for one prompt (→ dict), a list (→ list), or stream chunks (→ iterator)."""
+        """Generate for one prompt (→ dict), a list (→ list), or stream chunks (→ iterator).
+        ``sampling_params`` and ``logprob_start_len`` may be one value or one per prompt."""
         reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
                                      logprob_start_len, top_logprobs_num, rid)
         sink = self._submit(reqs)
@@ -237,7 +241,7 @@ class Engine:
                 self.abort(rid.split("#")[0])
 
     async def async_generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
-                             return_logprob: bool = False, logprob_start_len: int | None = None,
+                             return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
                              top_logprobs_num: int | None = None, rid=None):
         """``generate`` for asyncio callers; with ``stream=True`` returns an async iterator."""
         reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,

@@ -104,8 +104,10 @@ def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], st
     if warms:
         engine.generate(input_ids=[w for w, _ in warms],
                         sampling_params=[{"max_new_tokens": 0, "pin_uses": k} for _, k in warms])
+    # NOTE: each sequence's logprobs start at its own prefix: one shared start would make longer prefixes
+    # recompute their tail per choice.
     outs = engine.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
-                           logprob_start_len=min(len(p) for p in pres))
+                           logprob_start_len=[n_pre for lo, hi, n_pre in spans for _ in range(lo, hi)])
     results = []
     for (lo, hi, n_pre), (_, choices, method) in zip(spans, items):
         scores = [_score(outs[i], len(seqs[i]) - n_pre) for i in range(lo, hi)]

@@ -65,10 +65,9 @@ def test_fork_and_select_program_same_outputs_less_prefill(backend) -> None:
     s2, prefill2 = _run(backend, graph, 2, {"topic": "sleep"})
     assert s2.text() == s0.text() and s2.variables() == s0.variables()
     assert s2["useful"] in (["yes", "no"], ["no", "yes"], ["yes", "yes"], ["no", "no"])
-    # NOTE: the runtime now shares an uncached prefix inside one prefill batch by itself, so -O0 often gets
-    # the hoisting benefit too (how much depends on whether the branches' requests land in one batch); a warm
-    # boundary may cost -O2 a few tokens. -O2 must not cost more than that.
-    assert prefill2 <= prefill0 + 16
+    # NOTE: -O0 sometimes gets the sharing too (the runtime shares an uncached prefix inside one prefill batch,
+    # depending on whether the branches' requests land in one batch); -O2 never computes more.
+    assert prefill2 <= prefill0
 
 
 def test_constraints_are_compiled_ahead_into_the_grammar_cache(backend) -> None:

@@ -68,6 +68,14 @@ def test_abort_flush_and_timeout_release_the_pin(engine):
     assert engine.flush_cache() and engine.metrics()["kv_free_tokens"] == 100
 
 
+def test_logprob_start_per_prompt(engine):
+    outs = engine.generate(input_ids=[PREFIX[:10], PREFIX[:20]], sampling_params={"max_new_tokens": 0},
+                           return_logprob=True, logprob_start_len=[7, 15])
+    assert [len(o["meta_info"]["input_token_logprobs"]) for o in outs] == [3, 5]
+    with pytest.raises(EngineError, match="logprob_start_len"):
+        engine.generate(input_ids=[PREFIX[:10]], return_logprob=True, logprob_start_len=[1, 2])
+
+
 def test_bad_expect_is_refused(engine):
     with pytest.raises(EngineError, match="expect"):
         engine.warm(PREFIX, expect=-1)
