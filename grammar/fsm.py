@@ -171,15 +171,16 @@ class _NFA:
 
     def _embed(self, dfa: CharDFA) -> tuple[int, int]:
         base = len(self.eps)
-        for _ in range(dfa.num_states):
-            self.new()
-        end = self.new()
-        for s, groups in enumerate(_edge_groups(dfa)):
-            self.edges[base + s].extend((syms, base + tgt) for syms, tgt in groups)
-            if dfa.accept[s] and s != DEAD:
-                self.eps[base + s].append(end)
+        src, syms, tgt, accepting = _edge_groups(dfa)
+        self.eps.extend([] for _ in range(dfa.num_states + 1))
+        self.edges.extend([] for _ in range(dfa.num_states + 1))
+        end = base + dfa.num_states
+        edges, eps = self.edges, self.eps
+        for s, group, t in zip((src + base).tolist(), syms, (tgt + base).tolist()):
+            edges[s].append((group, t))
+        for s in accepting:
+            eps[base + s].append(end)
         return base + START, end
-
 
 def _separated_lists(items: tuple) -> dict[int, tuple[int, tuple]]:
     """Where ``items`` holds ``x (s x)*``: {index of x's first item: (len(x), s's items)}, x being
@@ -198,25 +199,23 @@ def _separated_lists(items: tuple) -> dict[int, tuple[int, tuple]]:
     return out
 
 
-def _edge_groups(dfa: CharDFA) -> list[list[tuple[tuple[int, ...], int]]]:
-    """Per state: (symbols, target) for each live target, symbols grouped (cached on the DFA:
-    a unit is embedded many times)."""
+def _edge_groups(dfa: CharDFA) -> tuple[np.ndarray, list[tuple[int, ...]], np.ndarray, list[int]]:
+    """(source, symbols, target) of each group of a DFA's live edges with one source and target,
+    and the accepting states (cached on the DFA: a unit is embedded many times)."""
     got = dfa.__dict__.get("_edge_groups")
     if got is None:
         trans = dfa.trans.copy()
         trans[DEAD] = DEAD
         src, sym = np.nonzero(trans)
-        tgt = trans[src, sym]
-        srt = np.lexsort((sym, tgt, src))
-        src, sym, tgt = src[srt].tolist(), sym[srt].tolist(), tgt[srt].tolist()
-        got = [[] for _ in range(dfa.num_states)]
-        i = 0
-        while i < len(src):
-            j = i
-            while j < len(src) and src[j] == src[i] and tgt[j] == tgt[i]:
-                j += 1
-            got[src[i]].append((tuple(sym[i:j]), tgt[i]))
-            i = j
+        key = src.astype(np.int64) * dfa.num_states + trans[src, sym]
+        srt = np.argsort(key, kind="stable")  # symbols stay sorted inside a group
+        key, sym = key[srt], sym[srt].tolist()
+        cut = np.flatnonzero(key[1:] != key[:-1]) + 1
+        bounds = [0, *cut.tolist(), len(sym)]
+        first = key[bounds[:-1]] if len(sym) else key[:0]
+        groups = [tuple(sym[lo:hi]) for lo, hi in zip(bounds, bounds[1:])] if len(sym) else []
+        accepting = np.flatnonzero(dfa.accept).tolist()
+        got = (first // dfa.num_states, groups, first % dfa.num_states, [q for q in accepting if q != DEAD])
         dfa.__dict__["_edge_groups"] = got
     return got
 
@@ -281,9 +280,9 @@ def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
     init = closures.of_state(start)
     index = {frozenset(): DEAD, init: START}
     order = [frozenset(), init]
-    rows: list[list[int]] = [[DEAD] * k]
+    flat: list[int] = [DEAD] * k  # the rows, concatenated
     edges = nfa.edges
-    disjoint = [len({c for syms, _ in e for c in syms}) == sum(len(syms) for syms, _ in e) for e in edges]
+    single: dict[int, int] = {}  # NFA state t → the DFA state of t's closure
 
     def state_of(key: frozenset) -> int:
         idx = index.get(key)
@@ -299,9 +298,13 @@ def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
     while i < len(order):
         row = [DEAD] * k
         live = [s for s in order[i] if edges[s]]
-        if len(live) == 1 and disjoint[live[0]]:  # NOTE: the common case: one target per symbol
+        # NOTE: the common case: one live NFA state; its edges are disjoint (every edge comes from
+        # a char class, a DFA row or the mod automaton), so each symbol has one target
+        if len(live) == 1:
             for syms, t in edges[live[0]]:
-                idx = state_of(closures.of_state(t))
+                idx = single.get(t)
+                if idx is None:
+                    idx = single[t] = state_of(closures.of_state(t))
                 for c in syms:
                     row[c] = idx
         else:
@@ -315,10 +318,17 @@ def _determinize(nfa: _NFA, start: int, final: int) -> CharDFA:
                         else:
                             got.add(t)
             for c, targets in moves.items():
-                row[c] = state_of(closures.of_set(frozenset(targets)))
-        rows.append(row)
+                if len(targets) == 1:
+                    t = next(iter(targets))
+                    idx = single.get(t)
+                    if idx is None:
+                        idx = single[t] = state_of(closures.of_state(t))
+                else:
+                    idx = state_of(closures.of_set(frozenset(targets)))
+                row[c] = idx
+        flat.extend(row)
         i += 1
-    trans = np.asarray(rows, dtype=np.int32).reshape(len(order), k)
+    trans = np.array(flat, dtype=np.int32).reshape(len(order), k)
     accept = np.array([final in s for s in order], dtype=bool)
     return CharDFA(trans, accept, nfa.alphabet)
 
