@@ -17,6 +17,8 @@ REGEXES = [
     r"[^abc]{2,4}x?", r"\d{3}-\d{4}", r"(?:x|y)*z+", r"a.{0,3}b", r"[\s\S]{2}", r"(?s)a.b",
     r"(?P<n>q+)r?", r"[a-f\d]{1,3}?", r"\W\D\S", r"colou?r", r"^(ab)+$", r"(?a)\w\d\s",
     r"[\u00e0-\u00ff\u4e00-\u4e0f]+", r"x{2,}", r"[-+]?\d*\.?\d+", r"(a|b|c|)+d",
+    # separated lists "x (s x)*" (x built once in the NFA, looping back through s)
+    r"a(-a)*", r"(x|yz)( (x|yz))*", r"ba(ca)*d?", r"(ab)(c(ab))*(c(ab))*", r"(q\d*)(\.(q\d*))*r?",
 ]
 ALPHABET = "abcdxyzqr0123456789.-+@ \n\t_éà中ç٣\u2003" + "comrg"
 
