@@ -69,12 +69,20 @@ class TokenIndex:
             return np.packbits(flags, bitorder="little")
         g = self.groups
         col = (self.sets[:, state >> 3] >> (7 - (state & 7))) & 1  # bit ``state`` of every set
+        big = col[1:1 + g.num_big]
+        # NOTE: a state held by most big sets (free text: a JSON string's inside) is built from the
+        # complement: the allowed tokens are the indexable ones minus the groups of the sets that do
+        # *not* hold it, so at most half of the big rows are ever OR-ed (they are 6 KB each)
+        invert = 2 * int(np.count_nonzero(big)) > g.num_big
+        want = 0 if invert else 1
         flags = np.zeros(8 * width + 1, dtype=bool)  # the last slot takes the table's padding
-        flags[g.small_tok[np.flatnonzero(col[1 + g.num_big:])]] = True
+        flags[g.small_tok[np.flatnonzero(col[1 + g.num_big:] == want)]] = True
         out = np.packbits(flags[:-1], bitorder="little")
-        big = np.flatnonzero(col[1:1 + g.num_big])
-        if len(big):
-            out |= np.bitwise_or.reduce(g.big_bits[big], axis=0)
+        rows = np.flatnonzero(big == want)
+        if len(rows):
+            out |= np.bitwise_or.reduce(g.big_bits[rows], axis=0)
+        if invert:
+            np.bitwise_and(g.indexed, ~out, out=out)
         return out
 
     def has_tokens(self, dfa: CharDFA, info: TokenizerInfo, state: int) -> bool:
@@ -163,6 +171,7 @@ class _Groups:
     num_big: int
     big_bits: np.ndarray
     small_tok: np.ndarray
+    indexed: np.ndarray  # packed: the tokens some state allows (alive set not NEVER)
 
     @classmethod
     def build(cls, tok_set: np.ndarray, num_sets: int) -> _Groups:
@@ -180,7 +189,10 @@ class _Groups:
         starts = np.searchsorted(sid, np.arange(num_sets - 1 - num_big))
         table = np.full((num_sets - 1 - num_big, int(counts[1 + num_big:].max(initial=0))), 8 * width, dtype=np.int64)
         table[sid, np.arange(len(sid)) - starts[sid]] = toks
-        return cls(num_big, np.packbits(flags, axis=1, bitorder="little"), table)
+        indexed = np.zeros(8 * width, dtype=bool)
+        indexed[:len(tok_set)] = tok_set != NEVER
+        return cls(num_big, np.packbits(flags, axis=1, bitorder="little"), table,
+                   np.packbits(indexed, bitorder="little"))
 
 
 class _SetTable:
