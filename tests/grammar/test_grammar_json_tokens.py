@@ -153,3 +153,22 @@ def test_discriminated_union_one_of(info):
         overlapping = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
                                  {"type": "object", "properties": {"b": {"type": "integer"}}}]}
         compile_constraint("json_schema", json.dumps(overlapping), info)
+
+
+@pytest.mark.parametrize("kind,source", [("json_schema", json.dumps(NESTED)), ("json_object", "")],
+                         ids=["nested", "json_object"])
+def test_every_state_mask_matches_alive_sets(info, kind, source):
+    """Each char state's packed mask (OR of token groups, or its complement for states most big
+    groups hold) equals the direct gather ``bit q of sets[tok_set[t]]``, EOS iff accepting."""
+    import numpy as np
+    fsm = compile_constraint(kind, source, info, precompute=False)
+    index, g = fsm.index, fsm.index.groups
+    inverted = 0
+    for q in range(1, fsm.num_states):
+        col = np.unpackbits(index.sets[:, q >> 3:(q >> 3) + 1], axis=1)[:, q & 7].astype(bool)
+        want = col[index.tok_set]
+        want[info.eos_token_id] = fsm.is_accepting(q)
+        got = np.unpackbits(fsm.mask(q).view(np.uint8), bitorder="little")[:info.vocab_size].astype(bool)
+        assert np.array_equal(got, want), q
+        inverted += 2 * int(col[1:1 + g.num_big].sum()) > g.num_big
+    assert inverted > 0  # the complement path ran
