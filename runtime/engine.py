@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from array import array
 import logging
 import multiprocessing as mp
 import queue
@@ -197,7 +198,11 @@ class Engine:
         ctx = self._info["context_length"]
         if not ids:
             raise EngineError("the prompt is empty (0 tokens)")
-        if any((not isinstance(t, int)) or t < 0 or t >= self._info["vocab_size"] for t in ids):
+        try:
+            arr = array("q", ids)   # NOTE: C-speed type check: a per-token Python check cost 0.3 us/token
+        except (TypeError, OverflowError):
+            arr = None
+        if arr is None or min(arr) < 0 or max(arr) >= self._info["vocab_size"]:
             raise EngineError(f"input_ids must be integers in [0, {self._info['vocab_size']})")
         if len(ids) >= ctx:
             raise EngineError(f"the prompt has {len(ids)} tokens but the context length is {ctx}")

@@ -50,10 +50,9 @@ class SamplingParams:
             return dataclasses.replace(d)
         if not isinstance(d, dict):
             raise EngineError(f"sampling_params must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d).difference(_FIELDS))
         if unknown:
-            raise EngineError(f"unknown sampling parameter(s) {unknown}; known: {sorted(names)}")
+            raise EngineError(f"unknown sampling parameter(s) {unknown}; known: {sorted(_FIELDS)}")
         kw = {k: v for k, v in d.items() if v is not None or k in ("seed", "regex", "json_schema", "ebnf")}
         if isinstance(kw.get("stop"), str):
             kw["stop"] = [kw["stop"]]
@@ -66,7 +65,8 @@ class SamplingParams:
         return sp
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # NOTE: not dataclasses.asdict: its recursive deep copy cost ~0.1 ms per request of a large batch.
+        return {name: list(v) if isinstance(v := getattr(self, name), list) else v for name in _FIELDS}
 
     @property
     def greedy(self) -> bool:
@@ -117,3 +117,6 @@ class SamplingParams:
 def _check(ok: bool, name: str, what: str, value: Any) -> None:
     if not ok:
         raise EngineError(f"invalid sampling parameter {name}={value!r}: {what}")
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
