@@ -71,9 +71,16 @@ def main() -> None:
         outs = rng.integers(128, 513, 2000)[:n]
         prompts = [token_prompt(rng, int(k), vocab) for k in ins]
         sps = [_sp(int(o), args.temperature) for o in outs]
+        m0 = eng.metrics()
         t = time.perf_counter()
         r = eng.generate(input_ids=prompts, sampling_params=sps)
         dt = time.perf_counter() - t
+        m1 = eng.metrics()
+        d = {k: m1[k] - m0[k] for k in ("forward_passes_total", "decode_tokens_total", "prefill_tokens_total",
+                                       "retractions_total")}
+        res.update(offline_passes=d["forward_passes_total"], offline_retractions=d["retractions_total"],
+                   offline_prefill_tokens=d["prefill_tokens_total"],
+                   decode_tokens_per_pass=round(d["decode_tokens_total"] / max(d["forward_passes_total"], 1), 1))
         n_out = sum(len(o["output_ids"]) for o in r)
         res.update(offline_prompts=n, offline_s=round(dt, 2), offline_out_tok_per_s=round(n_out / dt),
                    offline_total_tok_per_s=round((n_out + int(ins.sum())) / dt))
