@@ -117,6 +117,7 @@ class CfgFSM:
         self._packed: dict[frozenset, tuple[np.ndarray, np.ndarray]] = {}
         self._closures: dict[frozenset, tuple] = {}
         self._lock = threading.Lock()
+        self._precomputed = False
 
     @classmethod
     def build(cls, grammar: Grammar, info: TokenizerInfo, kind: str = "ebnf") -> CfgFSM:
@@ -136,14 +137,21 @@ class CfgFSM:
 
     def precompute(self) -> bool:
         """Build the level-1 mask of every single-stack state now (xgrammar's per-position cache),
-        so first visits only walk context-dependent tokens. Returns True."""
+        so first visits only walk context-dependent tokens. Idempotent; returns True.
+
+        NOTE: the lock is taken per state, so requests already using this constraint keep getting
+        masks while another thread precomputes (the runtime does this in its compile thread).
+        """
+        if self._precomputed:
+            return True
         targets = np.unique(self.pda.trans)
         keys = [frozenset({(UNKNOWN, q)}) for q in targets[targets != 0].tolist()]
         end0 = self.pda.starts[1] if len(self.pda.starts) > 1 else self.pda.num_states
         keys += [frozenset({(q,)}) for q in range(self.pda.starts[0], end0)]
-        with self._lock:
-            for key in keys:
+        for key in keys:
+            with self._lock:
                 self._packed_level1(key)
+        self._precomputed = True
         return True
 
     # -- stack sets ------------------------------------------------------------------------

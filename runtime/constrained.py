@@ -41,8 +41,14 @@ class GrammarManager:
             raise grammar.GrammarError("constrained decoding needs a tokenizer (skip_tokenizer_init=False)")
         if self._info is None:
             self._info = grammar.TokenizerInfo.from_hf(self.tokenizer)
-        # NOTE: no precompute: a state's mask row is packed on first visit (tens of µs), compiles stay short
-        return grammar.compile_constraint(kind, source, self._info, precompute=False)
+        # NOTE: regular constraints skip precompute: a state's row is packed on first visit (≤ ~60 µs).
+        # Context-free ones (recursive ebnf / $ref) precompute their per-position masks here, in the
+        # compile thread (+80-85 ms, once per constraint): a first visit then costs ~0.2-4 ms at p99
+        # instead of ~2-7 ms (bench/bench_grammar_cfg.py, docs/grammar.md "Context-free constraints")
+        fsm = grammar.compile_constraint(kind, source, self._info, precompute=False)
+        if not isinstance(fsm, grammar.TokenFSM):
+            fsm.precompute()
+        return fsm
 
     def poll(self, add: Callable[[Req], None]) -> list[Req]:
         """Schedule requests whose constraint compiled; return those whose constraint failed (finished)."""
