@@ -76,11 +76,12 @@ def main() -> None:
         r = eng.generate(input_ids=prompts, sampling_params=sps)
         dt = time.perf_counter() - t
         m1 = eng.metrics()
-        d = {k: m1[k] - m0[k] for k in ("forward_passes_total", "decode_tokens_total", "prefill_tokens_total",
-                                       "retractions_total")}
-        res.update(offline_passes=d["forward_passes_total"], offline_retractions=d["retractions_total"],
-                   offline_prefill_tokens=d["prefill_tokens_total"],
-                   decode_tokens_per_pass=round(d["decode_tokens_total"] / max(d["forward_passes_total"], 1), 1))
+        d = {k: m1[k] - m0[k] for k in ("forward_passes_total", "prefill_passes_total", "decode_tokens_total",
+                                       "prefill_tokens_total", "retractions_total")}
+        decode_passes = d["forward_passes_total"] - d["prefill_passes_total"]
+        res.update(offline_prefill_passes=d["prefill_passes_total"], offline_decode_passes=decode_passes,
+                   offline_retractions=d["retractions_total"], offline_prefill_tokens=d["prefill_tokens_total"],
+                   decode_batch=round(d["decode_tokens_total"] / max(decode_passes, 1), 1))
         n_out = sum(len(o["output_ids"]) for o in r)
         res.update(offline_prompts=n, offline_s=round(dt, 2), offline_out_tok_per_s=round(n_out / dt),
                    offline_total_tok_per_s=round((n_out + int(ins.sum())) / dt))

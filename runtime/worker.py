@@ -85,7 +85,8 @@ class Worker:
         c.update(num_running_reqs=len(s.running), num_waiting_reqs=len(s.waiting),
                  kv_total_tokens=a.size, kv_used_tokens=a.used, kv_free_tokens=a.available,
                  kv_cached_tokens=self.cache.total_size, kv_evictable_tokens=self.cache.evictable_size,
-                 forward_passes_total=s.stats["forward_passes"], prefill_tokens_total=s.stats["prefill_tokens"],
+                 forward_passes_total=s.stats["forward_passes"], prefill_passes_total=s.stats["prefill_passes"],
+                 prefill_tokens_total=s.stats["prefill_tokens"],
                  decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"])
         return c
 

@@ -55,9 +55,10 @@ class MLP(nn.Module):
         i = cfg.intermediate_size
         self.gate_up_proj = MergedLinear(cfg.hidden_size, {"gate": i, "up": i})
         self.down_proj = nn.Linear(i, cfg.hidden_size, bias=False)
+        self.act = silu_and_mul   # the fused Triton kernel on CUDA (layers/triton_fused.enable_fused_ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.act(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

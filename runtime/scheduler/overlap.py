@@ -53,8 +53,7 @@ class OverlapScheduler(Scheduler):
             return touched + self._drain()
         prev = self.inflight[1] if self.inflight is not None else None
         handle = self.executor.launch(batch, prev)   # NOTE: queued on the GPU; nothing waits here
-        self.stats["forward_passes"] += 1
-        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        self._count_pass(batch)
         touched += self._drain()                     # the host work of step N, while N+1 runs
         self.inflight = (batch, handle)
         seen = {id(r) for r in touched}

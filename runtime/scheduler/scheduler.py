@@ -48,7 +48,8 @@ class Scheduler:
         self.check_finish = check_finish   # sets req.finish for stop strings / EOS / length
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
-        self.stats = {"forward_passes": 0, "prefill_tokens": 0, "decode_tokens": 0, "retractions": 0}
+        self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
+                      "retractions": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
 
     # -- queue management ---------------------------------------------------------------------
@@ -83,13 +84,17 @@ class Scheduler:
         if batch is None:
             return []
         results = self.executor.run(batch)
-        self.stats["forward_passes"] += 1
-        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        self._count_pass(batch)
         touched = []
         for entry, res in zip(batch.entries, results):
             self._apply(entry, res)
             touched.append(entry.req)
         return touched
+
+    def _count_pass(self, batch: ScheduleBatch) -> None:
+        self.stats["forward_passes"] += 1
+        self.stats["prefill_passes"] += not batch.decode
+        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
 
     def _apply(self, e: BatchEntry, res: EntryResult) -> None:
         req = e.req
