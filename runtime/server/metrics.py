@@ -18,6 +18,7 @@ _HELP = {
     "kv_used_tokens": "KV pool tokens in use (running requests and radix cache).",
     "kv_free_tokens": "KV pool tokens free.",
     "forward_passes_total": "Model forward passes run.",
+    "prefill_passes_total": "Forward passes that prefill/extend (the rest decode).",
 }
 
 
