@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -213,7 +214,7 @@ def _edge_groups(dfa: CharDFA) -> tuple[np.ndarray, list[tuple[int, ...]], np.nd
         cut = np.flatnonzero(key[1:] != key[:-1]) + 1
         bounds = [0, *cut.tolist(), len(sym)]
         first = key[bounds[:-1]] if len(sym) else key[:0]
-        groups = [tuple(sym[lo:hi]) for lo, hi in zip(bounds, bounds[1:])] if len(sym) else []
+        groups = [tuple(sym[lo:hi]) for lo, hi in pairwise(bounds)] if len(sym) else []
         accepting = np.flatnonzero(dfa.accept).tolist()
         got = (first // dfa.num_states, groups, first % dfa.num_states, [q for q in accepting if q != DEAD])
         dfa.__dict__["_edge_groups"] = got
