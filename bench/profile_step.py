@@ -102,6 +102,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", default=LLAMA3_8B)
+    ap.add_argument("--fewshot", type=int, default=512, help="few-shot requests (after 64 warm-up ones)")
+    ap.add_argument("--only-fewshot", action="store_true")
     ap.add_argument("--overlap-schedule", default="off", choices=["on", "off"],
                     help="on: whole-step times only (the phase timers synchronize and would serialize it)")
     args = ap.parse_args()
@@ -115,10 +117,13 @@ def main() -> None:
     timer = StepTimer(w, wrap=args.overlap_schedule == "off")
     rng = np.random.default_rng(0)
     shared = token_prompt(rng, 1500, vocab)
-    one = [_req(5000 + i, shared + token_prompt(rng, 64, vocab), 1) for i in range(576)]
+    one = [_req(5000 + i, shared + token_prompt(rng, 64, vocab), 1) for i in range(64 + args.fewshot)]
     run(w, timer, one[:64], "few-shot warm-up")
-    rows = [run(w, timer, one[64:], "few-shot 512 x (1500 shared + 64) -> 1")]
+    rows = [run(w, timer, one[64:], f"few-shot {args.fewshot} x (1500 shared + 64) -> 1")]
     w.flush_cache()
+    if args.only_fewshot:
+        print_table(rows, "profile_step few-shot")
+        return
     rows.append(run(w, timer, [_req(0, token_prompt(rng, 128, vocab), 256)], "bs1 128->256"))
     ins, outs = rng.integers(256, 1025, 256), rng.integers(128, 513, 256)
     rows.append(run(w, timer, [_req(i, token_prompt(rng, int(a), vocab), int(b)) for i, (a, b) in enumerate(zip(ins, outs))],
