@@ -154,7 +154,7 @@ class Scheduler:
         room = self.cfg.max_running_requests - len(self.running)
         budget = self.cfg.max_prefill_tokens
         entries: list[BatchEntry] = []
-        computing = self._keys_in_flight()   # uncached prefixes this batch (or one in flight) computes
+        computing: set[tuple] = set()   # uncached prefixes this batch already computes
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
@@ -170,10 +170,6 @@ class Scheduler:
             budget -= len(entry.new_ids)
             room -= 1
         return ScheduleBatch(decode=False, entries=entries) if entries else None
-
-    def _keys_in_flight(self) -> set[tuple]:
-        """``_uncached_key``s of prefills launched but not applied yet (overlap scheduling; here none)."""
-        return set()
 
     def _uncached_key(self, req: Req) -> tuple | None:
         """Where ``req``'s uncached part starts and its first tokens: requests in one prefill batch with the
