@@ -100,8 +100,10 @@ class Scheduler:
         req = e.req
         req.forward_passes += 1
         req.kv_slots.extend(e.new_slots)
-        if not e.req.output_ids and not self.cache.disabled:
-            self._cache_prefix(req)   # share the prompt with requests arriving while this one runs
+        if e.prefix_len < len(req.input_ids) and not self.cache.disabled:
+            # NOTE: share the prompt with requests arriving while this one runs (also when a constraint's
+            # forced prefix already gave it output tokens before its first pass).
+            self._cache_prefix(req)
             if req.sampling_params.pin_uses and not self._prompt_pending(req):
                 self._pin_prompt(req)
         if e.lp_targets:

@@ -61,3 +61,17 @@ def test_bad_constraint_is_a_clear_error_and_engine_keeps_serving(engine):
     with pytest.raises(EngineError, match="invalid constraint"):
         engine.generate("x", {"json_schema": '{"type": "strnig"}'})
     assert "Paris" in engine.generate("The capital of France is", {"temperature": 0, "max_new_tokens": 6})["text"]
+
+
+def test_forced_prefix_prompt_is_shared(engine):
+    """A constraint that forces the first output tokens still puts the prompt in the radix cache after its
+    first pass, so identical requests arriving together compute it once (the twins hit the cache)."""
+    engine.flush_cache()
+    prompt = ("Describe a wizard from the Harry Potter books as a JSON object. Use the fields name, house, "
+              "blood status, occupation, wand wood, wand core, wand length, alive, patronus and boggart; "
+              "answer with the JSON object only:")
+    sp = {"temperature": 0, "max_new_tokens": 24, "regex": r'\{"name": "[a-z ]{8,40}"\}'}
+    outs = engine.generate([prompt] * 3, sp)
+    cached = sorted(o["meta_info"]["cached_tokens"] for o in outs)
+    n = outs[0]["meta_info"]["prompt_tokens"]
+    assert n >= 40 and cached[0] == 0 and cached[1] >= n - 1 and cached[2] >= n - 1, (n, cached)
