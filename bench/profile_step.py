@@ -11,7 +11,6 @@ computed vs the distinct tokens of its prefix tree).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import defaultdict
 
@@ -95,10 +94,10 @@ def _req(i: int, ids: list[int], out: int) -> dict:
 
 
 def main() -> None:
+    import argparse
+
     from runtime.config import RuntimeConfig
     from runtime.worker import Worker
-
-    import argparse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", default=LLAMA3_8B)

@@ -24,7 +24,7 @@ def build(force: bool = False) -> None:
         raise SystemExit(f"protoc failed with exit code {rc}")
     # NOTE: protoc writes `import sglc_pb2`; make it a package-relative import.
     text = out.read_text()
-    out.write_text(re.sub(r"^import sglc_pb2 as", "from . import sglc_pb2 as", text, flags=re.M))
+    out.write_text(re.sub(r"^import sglc_pb2 as", "from . import sglc_pb2 as", text, flags=re.MULTILINE))
 
 
 if __name__ == "__main__":

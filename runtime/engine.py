@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from array import array
 import logging
 import multiprocessing as mp
 import queue
 import threading
 import uuid
+from array import array
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .forward_batch import ForwardBatch, ForwardMode
+from .host_copy import h2d, h2d_parts
 from .mem.req_to_token import ReqToTokenTable, Writes
 from .model_runner import ModelRunner
 from .sampler import Sampler
-from .host_copy import h2d, h2d_parts
 from .scheduler.batch import FUTURE_TOKEN, EntryResult, ScheduleBatch
 
 

@@ -37,10 +37,9 @@ class Sampler:
             if len(r.output_ids) < sp.min_new_tokens and not sp.ignore_eos:
                 # NOTE: min_new_tokens: EOS and stop tokens are not allowed yet.
                 logits[i, h2d(self.eos_ids + sp.stop_token_ids, torch.long, logits.device)] = float("-inf")
-            if sp.frequency_penalty or sp.presence_penalty:
-                if r.output_ids:
-                    ids, counts = h2d(r.output_ids, torch.long, logits.device).unique(return_counts=True)
-                    logits[i, ids] -= sp.frequency_penalty * counts.float() + sp.presence_penalty
+            if (sp.frequency_penalty or sp.presence_penalty) and r.output_ids:
+                ids, counts = h2d(r.output_ids, torch.long, logits.device).unique(return_counts=True)
+                logits[i, ids] -= sp.frequency_penalty * counts.float() + sp.presence_penalty
             if sp.repetition_penalty != 1.0:
                 ids = h2d(r.fill_ids, torch.long, logits.device).unique()
                 vals = logits[i, ids]

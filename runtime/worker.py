@@ -18,8 +18,8 @@ from .config import RuntimeConfig, scheduler_defaults, use_overlap
 from .mem.radix_cache import RadixCache
 from .output import OutputProcessor
 from .sampling_params import SamplingParams
-from .scheduler.request import FinishReason, Req
 from .scheduler.overlap import OverlapScheduler
+from .scheduler.request import FinishReason, Req
 from .scheduler.scheduler import Scheduler, SchedulerConfig
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,7 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
         for m in msgs:
             kind = m[0]
             if kind == "shutdown":
-                for ev in w.abort(None):
-                    events.append(ev)
+                events.extend(w.abort(None))
                 out_q.put(("out", events))
                 return
             try:

@@ -16,8 +16,8 @@ def test_overlap_tokens_are_greedy_and_kv_is_freed(cuda_only, tmp_path):
     from runtime.engine import Engine
 
     model_dir = write_tiny_config(tmp_path)
-    kw = dict(model_path=model_dir, load_format="dummy", device="cuda", dtype="float32",
-              skip_tokenizer_init=True, max_total_tokens=60000, attention_backend="triton")
+    kw = {"model_path": model_dir, "load_format": "dummy", "device": "cuda", "dtype": "float32",
+          "skip_tokenizer_init": True, "max_total_tokens": 60000, "attention_backend": "triton"}
     rng = random.Random(0)
     prompts = [[rng.randrange(512) for _ in range(rng.randint(3, 400))] for _ in range(80)]
     params = [{"temperature": 0, "max_new_tokens": rng.randint(1, 48), "ignore_eos": True,

@@ -18,7 +18,7 @@ def _step(table: ReqToTokenTable, batch: list[Req], new: list[list[int]]) -> Non
     rows = table.plan(batch, prefix, [len(n) for n in new], writes)
     t = table.table
     if writes:
-        i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
+        i32 = lambda x: torch.tensor(x, dtype=torch.int32)
         table.write(i32(writes.rows), i32(writes.lens), i32(writes.shifts), i32(writes.vals))
     for row, p, slots in zip(rows, prefix, new):
         t[row, p:p + len(slots)] = torch.tensor(slots, dtype=torch.int32)
