@@ -55,6 +55,7 @@ class ServerArgs:
     context_length: int | None = None
     load_format: str | None = None
     random_seed: int | None = None
+    overlap_schedule: str | None = None
 
 
 def engine_options(args: ServerArgs) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "max_prefill_tokens": args.max_prefill_tokens,
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
-        "log_level": args.log_level.lower(),
+        "overlap_schedule": args.overlap_schedule, "log_level": args.log_level.lower(),
     }
     return {k: v for k, v in opts.items() if v is not None and not (k == "disable_radix_cache" and not v)}
 
@@ -224,6 +225,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--context-length", type=int, help="override the model's context length")
     e.add_argument("--load-format", choices=["auto", "dummy"], help="dummy: random weights (benchmarks)")
     e.add_argument("--random-seed", type=int, help="engine seed")
+    e.add_argument("--overlap-schedule", choices=["auto", "on", "off"],
+                   help="queue step N+1 on the GPU before step N's tokens are read back (auto: on for CUDA)")
 
 
 def args_from_namespace(ns: argparse.Namespace) -> ServerArgs:

@@ -113,3 +113,20 @@ def test_error_classes_map_to_status(err: Exception, kind: str) -> None:
     status, body = http_error(err)
     assert status == {"invalid": 400, "unsupported": 400, "unavailable": 503, "internal": 500}[kind]
     assert body["error"]["message"] == str(err)
+
+
+def test_serve_engine_flags_reach_the_engine_options() -> None:
+    """`sglc serve` engine flags become Engine keywords; unset ones stay the engine's defaults."""
+    import argparse
+
+    from runtime.config import RuntimeConfig
+    from runtime.server.launch import add_arguments, args_from_namespace, engine_options
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    opts = engine_options(args_from_namespace(p.parse_args(["--overlap-schedule", "off", "--max-running-requests", "8"])))
+    assert opts["overlap_schedule"] == "off" and opts["max_running_requests"] == 8
+    RuntimeConfig.from_kwargs(**opts)   # every option is a real RuntimeConfig field
+    assert "overlap_schedule" not in engine_options(args_from_namespace(p.parse_args([])))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--overlap-schedule", "sometimes"])
