@@ -117,16 +117,41 @@ class TokenFSM:
         return cached
 
 
-class Matcher:
-    """Per-request cursor over a :class:`TokenFSM`: masks, advance, rollback, jump-forward."""
+class Cursor:
+    """A per-request position in a compiled constraint, with one history entry per accepted step.
 
-    def __init__(self, fsm: TokenFSM) -> None:
+    The shared half of :class:`Matcher` (regex/JSON DFAs) and :class:`grammar.cfg_matcher.CfgMatcher`
+    (pushdown grammars): EOS handling, rollback, reset and the mask/jump-forward plumbing. Subclasses
+    implement the state-space hooks ``_mask_row``, ``_allowed``, ``_next``, ``_walk``, ``_has_tokens``.
+    """
+
+    def __init__(self, fsm, start) -> None:
         self.fsm = fsm
-        self._states = [START]
+        self._start = start
+        self._states = [start]
         self._eos = [False]
 
+    # -- hooks ------------------------------------------------------------------------------------
+    def _mask_row(self, state) -> np.ndarray:
+        raise NotImplementedError
+
+    def _allowed(self, state) -> np.ndarray:
+        raise NotImplementedError
+
+    def _next(self, state, token_id: int):
+        """The state after ``token_id`` (None if it is not allowed)."""
+        raise NotImplementedError
+
+    def _walk(self, state, data: bytes):
+        """The state after raw bytes (None if they are not allowed)."""
+        raise NotImplementedError
+
+    def _has_tokens(self, state) -> bool:
+        raise NotImplementedError
+
+    # -- interface --------------------------------------------------------------------------------
     @property
-    def state(self) -> int:
+    def state(self):
         return self._states[-1]
 
     def fill_bitmask(self, bitmask_row: np.ndarray) -> None:
@@ -134,7 +159,7 @@ class Matcher:
         if self._eos[-1]:
             bitmask_row[:] = 0
             return
-        row = self.fsm.mask(self.state)
+        row = self._mask_row(self.state)
         bitmask_row[: len(row)] = row
         bitmask_row[len(row):] = 0
 
@@ -142,10 +167,10 @@ class Matcher:
         """Sorted ids of the tokens allowed now (EOS included when accepting)."""
         if self._eos[-1]:
             return np.zeros(0, dtype=np.int32)
-        toks = np.flatnonzero(self.fsm.index.allowed(self.fsm.dfa, self.fsm.info, self.state)).astype(np.int32)
+        toks = self._allowed(self.state)
         if self.is_accepting():
-            toks = np.union1d(toks, [self.fsm.info.eos_token_id]).astype(np.int32)
-        return toks
+            toks = np.union1d(toks, [self.fsm.info.eos_token_id])
+        return toks.astype(np.int32)
 
     def accept_token(self, token_id: int) -> bool:
         """Advance by one token; False (and no change) if it is not allowed now."""
@@ -154,14 +179,12 @@ class Matcher:
         if token_id == self.fsm.info.eos_token_id:
             if not self.is_accepting():
                 return False
-            self._states.append(self.state)
-            self._eos.append(True)
+            self._push(self.state, True)
             return True
-        nxt = self.fsm.next_state(self.state, int(token_id))
-        if nxt == DEAD:
+        nxt = self._next(self.state, int(token_id))
+        if nxt is None:
             return False
-        self._states.append(nxt)
-        self._eos.append(False)
+        self._push(nxt, False)
         return True
 
     def accept_string(self, text: str | bytes) -> bool:
@@ -169,26 +192,35 @@ class Matcher:
         data = text.encode("utf-8") if isinstance(text, str) else text
         if self._eos[-1]:
             return False
-        nxt = self.fsm.index.walk_bytes(self.fsm.dfa, self.state, data)
+        nxt = self._walk(self.state, data)
         if nxt is None:
             return False
-        self._states.append(nxt)
-        self._eos.append(False)
+        self._push(nxt, False)
         return True
 
+    def _push(self, state, eos: bool) -> None:
+        self._states.append(state)
+        self._eos.append(eos)
+
     def is_accepting(self) -> bool:
-        """Whether the text so far is a complete match (EOS allowed now)."""
+        """Whether the text so far is complete (EOS allowed now)."""
         return self.fsm.is_accepting(self.state)
 
     def is_terminated(self) -> bool:
         """EOS was accepted, or no token can follow (the runtime should stop)."""
-        return self._eos[-1] or not self.fsm.has_tokens(self.state)
+        return self._eos[-1] or not self._has_tokens(self.state)
 
     def forced_string(self) -> str:
-        """Jump-forward: the longest string the constraint forces from here ("" if none)."""
+        """Jump-forward: the longest string (whole characters) the constraint forces from here ("" if none)."""
         if self._eos[-1]:
             return ""
-        return self.fsm.forced_bytes(self.state).decode("utf-8")
+        data = self.fsm.forced_bytes(self.state)
+        for cut in range(len(data), max(len(data) - 4, -1), -1):
+            try:
+                return data[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        return ""
 
     def rollback(self, num_tokens: int) -> None:
         """Undo the last ``num_tokens`` accepted steps (tokens or strings)."""
@@ -199,8 +231,31 @@ class Matcher:
             del self._eos[-num_tokens:]
 
     def reset(self) -> None:
-        self._states, self._eos = [START], [False]
+        self._states, self._eos = [self._start], [False]
 
     @property
     def num_steps(self) -> int:
         return len(self._states) - 1
+
+
+class Matcher(Cursor):
+    """Per-request cursor over a :class:`TokenFSM`: masks, advance, rollback, jump-forward."""
+
+    def __init__(self, fsm: TokenFSM) -> None:
+        super().__init__(fsm, START)
+
+    def _mask_row(self, state: int) -> np.ndarray:
+        return self.fsm.mask(state)
+
+    def _allowed(self, state: int) -> np.ndarray:
+        return np.flatnonzero(self.fsm.index.allowed(self.fsm.dfa, self.fsm.info, state))
+
+    def _next(self, state: int, token_id: int) -> int | None:
+        nxt = self.fsm.next_state(state, token_id)
+        return None if nxt == DEAD else nxt
+
+    def _walk(self, state: int, data: bytes) -> int | None:
+        return self.fsm.index.walk_bytes(self.fsm.dfa, state, data)
+
+    def _has_tokens(self, state: int) -> bool:
+        return self.fsm.has_tokens(state)
