@@ -47,6 +47,17 @@ def stats_us(samples: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(np.percentile(arr, 99))
 
 
+def mask_walk(fsm, ids: list[int], row: np.ndarray) -> list[float]:
+    """Seconds per ``fill_bitmask`` along the token ids ``ids`` (each must be allowed, then accepted)."""
+    m, times = fsm.matcher(), []
+    for tid in ids:
+        t = time.perf_counter()
+        m.fill_bitmask(row)
+        times.append(time.perf_counter() - t)
+        assert (row[tid // 32] >> (tid % 32)) & 1 and m.accept_token(tid), "sample rejected"
+    return times
+
+
 def bench_sglc(tok, kind, source, text, runs: int = 5):
     """Cold compile (no caches: fresh compiler, unit cache cleared), then the first walk (every state's
     mask packed on first visit) and warm walks. Each cold measure is the median of ``runs`` cold runs
@@ -58,13 +69,7 @@ def bench_sglc(tok, kind, source, text, runs: int = 5):
     row = np.zeros(bitmask_width(info.vocab_size), dtype=np.int32)
 
     def walk(fsm) -> list[float]:
-        m, times = fsm.matcher(), []
-        for tid in ids:
-            t = time.perf_counter()
-            m.fill_bitmask(row)
-            times.append(time.perf_counter() - t)
-            assert (row[tid // 32] >> (tid % 32)) & 1 and m.accept_token(tid), "sample rejected"
-        return times
+        return mask_walk(fsm, ids, row)
 
     compiles, firsts, first_walks = [], [], []
     for _ in range(runs):

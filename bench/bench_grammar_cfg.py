@@ -17,16 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-JSON_EBNF = r"""
-start: value
-?value: object | array | STRING | NUMBER | "true" | "false" | "null"
-array: "[" [value ("," value)*] "]"
-object: "{" [pair ("," pair)*] "}"
-pair: STRING ":" value
-STRING: /"([^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/
-NUMBER: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/
-%ignore /[ \t\n]+/
-"""
+from bench_grammar import mask_walk
+
+from grammar.ebnf import JSON_GRAMMAR as JSON_EBNF
+
 TREE = {"$defs": {"node": {"type": "object", "properties": {
     "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
     "required": ["name", "children"], "additionalProperties": False}}, "$ref": "#/$defs/node"}
@@ -61,13 +55,7 @@ def bench_cfg(tok, kind: str, source: str, text: str) -> str:
     row = np.zeros(bitmask_width(info.vocab_size), dtype=np.int32)
 
     def walk(fsm) -> list[float]:
-        m, times = fsm.matcher(), []
-        for tid in ids:
-            t = time.perf_counter()
-            m.fill_bitmask(row)
-            times.append(time.perf_counter() - t)
-            assert (row[tid // 32] >> (tid % 32)) & 1 and m.accept_token(tid), "sample rejected"
-        return times
+        return mask_walk(fsm, ids, row)
 
     _COMPILED.clear()
     t0 = time.perf_counter()

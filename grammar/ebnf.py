@@ -19,6 +19,18 @@ from .cfg import Grammar, call
 from .errors import GrammarError
 from .regex_parser import parse_regex
 
+# JSON (RFC 8259) as a lark grammar: an example `ebnf` constraint (tests, bench/bench_grammar_cfg.py).
+JSON_GRAMMAR = r"""
+start: value
+?value: object | array | STRING | NUMBER | "true" | "false" | "null"
+array: "[" [value ("," value)*] "]"
+object: "{" [pair ("," pair)*] "}"
+pair: STRING ":" value
+STRING: /"([^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/
+NUMBER: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/
+%ignore /[ \t\n]+/
+"""
+
 
 def ebnf_to_grammar(text: str, start: str = "start") -> rx.Node | Grammar:
     """Compile lark grammar text (start rule ``start``): an ``rx`` node if no rule is recursive,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from grammar import compile_constraint
 from grammar.cfg import Grammar, compile_grammar
+from grammar.ebnf import JSON_GRAMMAR as JSON_EBNF
 from grammar.ebnf import ebnf_to_grammar
 from grammar.utf8_bytes import utf8_sequences
 
@@ -24,16 +25,7 @@ start: expr
 NUMBER: /[0-9]+/
 %ignore " "
 """
-JSON_EBNF = r"""
-start: value
-?value: object | array | STRING | NUMBER | "true" | "false" | "null"
-array: "[" [value ("," value)*] "]"
-object: "{" [pair ("," pair)*] "}"
-pair: STRING ":" value
-STRING: /"([^"\\\x00-\x1f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"/
-NUMBER: /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/
-%ignore /[ \t\n]+/
-"""
+
 PARENS = 'start: p*\np: "(" p* ")" | "[" p* "]"\n'
 
 
