@@ -45,6 +45,23 @@ class Result:
     e2e: float = 0.0
     itl: list[float] = field(default_factory=list)
     error: str = ""
+    _start: float = field(default=0.0, repr=False)
+    _last: float = field(default=0.0, repr=False)
+
+    def begin(self) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def tokens_arrived(self) -> None:
+        """A streamed chunk carried new tokens: the first sets TTFT, later ones add an inter-token gap."""
+        now = time.perf_counter()
+        if self.ttft == 0.0 and not self.itl:
+            self.ttft = now - self._start
+        else:
+            self.itl.append(now - self._last)
+        self._last = now
+
+    def done(self) -> None:
+        self.e2e, self.ok = time.perf_counter() - self._start, True
 
 
 # -- workloads --------------------------------------------------------------------------------------
@@ -75,31 +92,32 @@ def _params(output_len: int) -> dict:
     return {"max_new_tokens": output_len, "temperature": 0, "ignore_eos": True}
 
 
+async def _sse_chunks(client: httpx.AsyncClient, path: str, body: dict, res: Result):
+    """The JSON chunks of a streamed POST (``data: ...`` lines); an HTTP error goes to ``res.error``."""
+    res.begin()
+    async with client.stream("POST", path, json=body) as r:
+        if r.status_code != 200:
+            res.error = f"HTTP {r.status_code}: {(await r.aread()).decode()[:200]}"
+            return
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
+
+
 async def http_request(client: httpx.AsyncClient, ids: list[int], output_len: int) -> Result:
     res = Result(prompt_len=len(ids))
     body = {"input_ids": ids, "sampling_params": _params(output_len), "stream": True}
-    start = last = time.perf_counter()
     try:
-        async with client.stream("POST", "/generate", json=body) as r:
-            if r.status_code != 200:
-                res.error = f"HTTP {r.status_code}: {(await r.aread()).decode()[:200]}"
+        async for chunk in _sse_chunks(client, "/generate", body, res):
+            if "error" in chunk:
+                res.error = str(chunk["error"])
                 return res
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
-                    res.error = str(chunk["error"])
-                    return res
-                n = len(chunk.get("output_ids", []))  # NOTE: cumulative ids (SGLang's stream shape)
-                if n > res.output_len:
-                    now = time.perf_counter()
-                    if res.output_len == 0:
-                        res.ttft = now - start
-                    else:
-                        res.itl.append(now - last)
-                    last, res.output_len = now, n
-        res.e2e, res.ok = time.perf_counter() - start, True
+            n = len(chunk.get("output_ids", []))  # NOTE: cumulative ids (SGLang's stream shape)
+            if n > res.output_len:
+                res.tokens_arrived()
+                res.output_len = n
+        if not res.error:
+            res.done()
     except (httpx.HTTPError, json.JSONDecodeError) as err:
         res.error = f"{type(err).__name__}: {err}"
     return res
@@ -110,26 +128,14 @@ async def openai_request(client: httpx.AsyncClient, ids: list[int], output_len: 
     res = Result(prompt_len=len(ids))
     body = {"model": "default", "prompt": ids, "max_tokens": output_len, "temperature": 0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
-    start = last = time.perf_counter()
     try:
-        async with client.stream("POST", "/v1/completions", json=body) as r:
-            if r.status_code != 200:
-                res.error = f"HTTP {r.status_code}: {(await r.aread()).decode()[:200]}"
-                return res
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    res.output_len = chunk["usage"]["completion_tokens"]
-                if chunk.get("choices") and chunk["choices"][0].get("text"):
-                    now = time.perf_counter()
-                    if res.ttft == 0.0:
-                        res.ttft = now - start
-                    else:
-                        res.itl.append(now - last)
-                    last = now
-        res.e2e, res.ok = time.perf_counter() - start, True
+        async for chunk in _sse_chunks(client, "/v1/completions", body, res):
+            if chunk.get("usage"):
+                res.output_len = chunk["usage"]["completion_tokens"]
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                res.tokens_arrived()
+        if not res.error:
+            res.done()
     except (httpx.HTTPError, json.JSONDecodeError) as err:
         res.error = f"{type(err).__name__}: {err}"
     return res
@@ -143,19 +149,13 @@ async def grpc_request(stub, metadata, ids: list[int], output_len: int) -> Resul
     res = Result(prompt_len=len(ids))
     req = pb.GenerateRequest(input_ids=pb.TokenIds(ids=ids), stream=True,
                              sampling_params=pb.SamplingParams(**_params(output_len)))
-    start = last = time.perf_counter()
+    res.begin()
     try:
         async for msg in stub.Generate(req, metadata=metadata):
-            if not msg.token_ids:
-                continue
-            now = time.perf_counter()
-            if res.output_len == 0:
-                res.ttft = now - start
-            else:
-                res.itl.append(now - last)
-            last = now
-            res.output_len += len(msg.token_ids)
-        res.e2e, res.ok = time.perf_counter() - start, True
+            if msg.token_ids:
+                res.tokens_arrived()
+                res.output_len += len(msg.token_ids)
+        res.done()
     except grpc.aio.AioRpcError as err:
         res.error = f"{err.code().name}: {err.details()}"
     return res
