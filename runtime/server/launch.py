@@ -56,6 +56,7 @@ class ServerArgs:
     load_format: str | None = None
     random_seed: int | None = None
     overlap_schedule: str | None = None
+    skip_tokenizer_init: bool = False
 
 
 def engine_options(args: ServerArgs) -> dict[str, Any]:
@@ -69,8 +70,10 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
         "overlap_schedule": args.overlap_schedule, "log_level": args.log_level.lower(),
+        "skip_tokenizer_init": args.skip_tokenizer_init,
     }
-    return {k: v for k, v in opts.items() if v is not None and not (k == "disable_radix_cache" and not v)}
+    flags = ("disable_radix_cache", "skip_tokenizer_init")
+    return {k: v for k, v in opts.items() if v is not None and not (k in flags and not v)}
 
 
 def check_args(args: ServerArgs) -> None:
@@ -225,6 +228,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--context-length", type=int, help="override the model's context length")
     e.add_argument("--load-format", choices=["auto", "dummy"], help="dummy: random weights (benchmarks)")
     e.add_argument("--random-seed", type=int, help="engine seed")
+    e.add_argument("--skip-tokenizer-init", action="store_true",
+                   help="no tokenizer (e.g. dummy weights for benchmarks): requests must pass token ids")
     e.add_argument("--overlap-schedule", choices=["auto", "on", "off"],
                    help="queue step N+1 on the GPU before step N's tokens are read back (auto: on for CUDA)")
 

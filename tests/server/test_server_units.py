@@ -124,9 +124,12 @@ def test_serve_engine_flags_reach_the_engine_options() -> None:
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    opts = engine_options(args_from_namespace(p.parse_args(["--overlap-schedule", "off", "--max-running-requests", "8"])))
+    ns = p.parse_args(["--overlap-schedule", "off", "--max-running-requests", "8", "--skip-tokenizer-init"])
+    opts = engine_options(args_from_namespace(ns))
     assert opts["overlap_schedule"] == "off" and opts["max_running_requests"] == 8
+    assert opts["skip_tokenizer_init"] is True
     RuntimeConfig.from_kwargs(**opts)   # every option is a real RuntimeConfig field
-    assert "overlap_schedule" not in engine_options(args_from_namespace(p.parse_args([])))
+    defaults = engine_options(args_from_namespace(p.parse_args([])))
+    assert "overlap_schedule" not in defaults and "skip_tokenizer_init" not in defaults
     with pytest.raises(SystemExit):
         p.parse_args(["--overlap-schedule", "sometimes"])
