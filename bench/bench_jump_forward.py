@@ -53,7 +53,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     on, off = run(False, args.repeat), run(True, args.repeat)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d')} commit {commit}, embedded SmolLM2-135M-Instruct, CPU, best of {args.repeat}\n")
     print("| case | jump-forward | seconds | output tokens | forward passes | speedup |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

@@ -126,7 +126,8 @@ def main() -> None:
         sp = shared_prefix_workload(args.num, args.seed)
         rows.append(("B: shared 1k prefix", "sglc radix on", run_sglc(sp)))
         rows.append(("B: shared 1k prefix", "sglc radix off", run_sglc(sp, disable_radix_cache=True)))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     print(f"\n{time.strftime('%Y-%m-%d')} commit {commit}, {args.num} requests per workload\n")
     print("| workload | system | seconds | output tok/s | prefill tokens computed |")
     print("| --- | --- | ---: | ---: | ---: |")

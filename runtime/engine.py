@@ -143,7 +143,7 @@ class Engine:
             if isinstance(self._proc, mp.process.BaseProcess) and self._proc.is_alive():
                 self._proc.kill()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Engine:  # noqa: PYI034  (Python 3.10 has no typing.Self)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -152,7 +152,7 @@ class Engine:
     def __del__(self) -> None:
         try:
             self.shutdown()
-        except Exception:  # NOTE: interpreter teardown; nothing useful to report
+        except Exception:  # noqa: BLE001, S110  (NOTE: interpreter teardown; nothing useful to report)
             pass
 
     # -- request construction ---------------------------------------------------------------------
@@ -242,8 +242,8 @@ class Engine:
                 ev = sink.q.get()
                 yield _chunk(sink, ev)
         finally:
-            for rid in list(sink.open):
-                self.abort(rid.split("#")[0])
+            for open_rid in list(sink.open):
+                self.abort(open_rid.split("#")[0])
 
     async def async_generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
                              return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
@@ -262,8 +262,8 @@ class Engine:
                 if ev["finished"]:
                     sink.open.discard(ev["rid"])
         except asyncio.CancelledError:
-            for rid in list(sink.open):
-                self.abort(rid.split("#")[0])
+            for open_rid in list(sink.open):
+                self.abort(open_rid.split("#")[0])
             raise
         results = _collect(sink, iter(events))
         return results[0] if single and len(results) == 1 else results

@@ -58,7 +58,7 @@ def _iter_safetensors(files) -> Iterator[tuple[str, torch.Tensor]]:
 
     for f in files:
         with safe_open(str(f), framework="pt") as sf:
-            for name in sf.keys():
+            for name in sf.keys():  # noqa: SIM118  (safe_open is not a mapping)
                 yield name, sf.get_tensor(name)
 
 
@@ -102,7 +102,7 @@ def gguf_to_hf_dir(gguf_path: str) -> str:
 def _field(f):
     try:
         return f.contents()
-    except Exception:  # NOTE: some array fields can't be decoded; we don't need them
+    except Exception:  # noqa: BLE001  (NOTE: some array fields can't be decoded; we don't need them)
         return None
 
 

@@ -27,10 +27,10 @@ class OutputProcessor:
             if req.matcher is not None and (not req.matcher.accept_token(last) or req.matcher.is_terminated()):
                 req.finish, req.matched_stop = FinishReason.STOP, last
                 return
-            if len(out) >= sp.min_new_tokens:
-                if last in sp.stop_token_ids or (not sp.ignore_eos and last in self.eos_ids):
-                    req.finish, req.matched_stop = FinishReason.STOP, last
-                    return
+            eos = last in sp.stop_token_ids or (not sp.ignore_eos and last in self.eos_ids)
+            if eos and len(out) >= sp.min_new_tokens:
+                req.finish, req.matched_stop = FinishReason.STOP, last
+                return
             if sp.stop and len(out) >= sp.min_new_tokens:
                 text = self.decode(req)
                 hit = _first_stop(text, sp.stop, len(req.text) - max(map(len, sp.stop)))

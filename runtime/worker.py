@@ -167,7 +167,7 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
     try:
         w = Worker(cfg)
         out_q.put(("ready", w.info()))
-    except BaseException:  # NOTE: report any start-up failure to the Engine instead of dying silently
+    except BaseException:  # noqa: BLE001  (NOTE: report any start-up failure to the Engine, don't die silently)
         out_q.put(("fatal", traceback.format_exc()))
         return
     parent = mp.parent_process()

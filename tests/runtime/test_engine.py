@@ -50,7 +50,7 @@ def test_stream_joins_to_full_text(engine):
     chunks = list(engine.generate("List three colors:", {**GREEDY, "max_new_tokens": 16}, stream=True))
     assert len(chunks) > 1 and chunks[-1]["finished"]
     assert "".join(c["text"] for c in chunks) == full["text"]
-    assert sum((c["output_ids"] for c in chunks), []) == full["output_ids"]
+    assert [t for c in chunks for t in c["output_ids"]] == full["output_ids"]
 
 
 def test_async_generate_and_stream(engine):
