@@ -64,6 +64,7 @@ class Sampler:
             g = torch.Generator(device=dev).manual_seed(
                 (sps[i].seed * 1000003 + sample * 7919 + len(reqs[i].output_ids)) % (2**63))
             noise[i].exponential_(generator=g)
+        noise.clamp_min_(torch.finfo(noise.dtype).tiny)   # NOTE: E == 0 would make p / E a NaN/inf
         return (probs / noise).argmax(dim=-1)
 
 

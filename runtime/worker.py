@@ -181,6 +181,7 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
             kind = m[0]
             if kind == "shutdown":
                 events.extend(w.abort(None))
+                events.extend(w.step())   # NOTE: requests that finished while the in-flight step was settled
                 out_q.put(("out", events))
                 return
             try:

@@ -63,7 +63,10 @@ class OverlapScheduler(Scheduler):
 
     def abort(self, rid: str | None) -> list[Req]:
         self.settle()   # NOTE: in-flight requests are in neither queue
-        return super().abort(rid)
+        hit = super().abort(rid)
+        gone = {id(r) for r in hit}   # reported by abort(): the next step() must not report them again
+        self._applied_outside = [r for r in self._applied_outside if id(r) not in gone]
+        return hit
 
     def settle(self) -> None:
         self._applied_outside += self._drain()

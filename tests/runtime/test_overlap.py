@@ -54,6 +54,7 @@ def test_overlap_abort_midway_frees_everything():
         e.abort(chunks[0]["meta_info"]["id"])
         rest = list(it)
         assert rest[-1]["finished"] and rest[-1]["meta_info"]["finish_reason"]["type"] == "abort"
+        assert e.metrics()["num_aborted_total"] == 1   # reported once, not again by the next step
         assert e.generate("The capital of France is", {"temperature": 0, "max_new_tokens": 4})["text"]
         assert e.flush_cache()
         assert e.metrics()["kv_used_tokens"] == 0

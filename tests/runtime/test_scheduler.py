@@ -172,3 +172,21 @@ def test_in_batch_prefix_is_computed_once(cls):
     while sched.has_work:
         sched.step()
     assert sched.stats["prefill_tokens"] == 102 + 7 * 2
+
+
+def test_overlap_abort_in_flight_is_reported_once():
+    """Aborting a request whose step is in flight: abort() reports it, the next step() must not again (the
+    Worker would count it twice and send two finished events)."""
+    alloc = SlotAllocator(200)
+    cache = RadixCache(alloc)
+    sched = OverlapScheduler(SchedulerConfig(), alloc, cache, FakeExecutor({}), finish_check)
+    sched.add(Req(rid="a#0", input_ids=[1, 2, 3], sampling_params=SamplingParams(max_new_tokens=50)))
+    sched.add(Req(rid="b#0", input_ids=[4, 5, 6], sampling_params=SamplingParams(max_new_tokens=50)))
+    for _ in range(4):
+        sched.step()
+    assert sched.inflight is not None
+    assert [r.rid for r in sched.abort("a")] == ["a#0"]
+    after = sched.step()
+    assert "a#0" not in [r.rid for r in after] and "b#0" in [r.rid for r in after]
+    sched.abort(None)
+    assert not sched.has_work and cache.protected_size == 0 and alloc.used == cache.total_size
