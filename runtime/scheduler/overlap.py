@@ -61,6 +61,14 @@ class OverlapScheduler(Scheduler):
         touched += [e.req for e in batch.entries if id(e.req) not in seen]
         return touched
 
+    def step_or_unstick(self) -> list[Req]:
+        touched = self.step()
+        if not touched and self.waiting and not self.running:
+            # NOTE: that step may only have applied finished requests' extra tokens, freeing their slots: try
+            # again before the base class unpins and releases waiting requests' KV to make room.
+            touched = self.step()
+        return touched or super().step_or_unstick()
+
     def abort(self, rid: str | None) -> list[Req]:
         self.settle()   # NOTE: in-flight requests are in neither queue
         hit = super().abort(rid)
