@@ -116,12 +116,8 @@ class ModelExecutor:
                 future_src.append(prev.token_index[id(e.req)])
             ids.extend(e.new_ids)
             loc.extend(e.new_slots)
-            if n == 1:
-                pos.append(e.prefix_len)
-                tok_rows.append(trow)
-            else:
-                pos.extend(range(e.prefix_len, e.prefix_len + n))
-                tok_rows.extend([trow] * n)
+            pos.extend(range(e.prefix_len, e.prefix_len + n))
+            tok_rows.extend([trow] * n)
             qo.append(base + n)
             kvp.append(kvp[-1] + e.prefix_len + n)
             prefix.append(e.prefix_len)
@@ -132,17 +128,17 @@ class ModelExecutor:
         # NOTE: one upload for everything (each separate small copy costs ~15 us of host time on a GPU).
         parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows,
                  writes.rows, writes.lens, writes.shifts, writes.vals, future_pos, future_src]
+        sizes = [len(p) for p in parts]
         flat = h2d_parts(parts, self.runner.device)
-        views = list(torch.split(flat, [len(p) for p in parts]))
-        wide = flat[:sum(map(len, parts[:4]))].long()   # ids, positions, slots, logits rows: int64
-        ids_t, pos_t, loc_t, rows_t = torch.split(wide, [len(p) for p in parts[:4]])
-        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src = views[4:]
+        # ids, positions, slots, logits rows are int64 (indexing and embedding inputs); the rest stays int32
+        ids_t, pos_t, loc_t, rows_t = flat[:sum(sizes[:4])].long().split(sizes[:4])
+        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src = \
+            flat.split(sizes)[4:]
         if future_pos:
             ids_t[f_pos] = prev.tokens[f_src]
-        table = self.table.table
         if writes:
             self.table.write(w_rows, w_lens, w_shifts, w_vals)
-        table[tok_rows_t, pos_t] = loc_t.int()
+        self.table.put(tok_rows_t, pos_t, loc_t)
         kv_indices = self.table.gather(trows_t, seq_t, kvp_t, kvp[-1])
         fb = ForwardBatch(
             mode=ForwardMode.DECODE if sb.decode else ForwardMode.EXTEND,

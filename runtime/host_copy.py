@@ -22,9 +22,7 @@ def h2d(values: list, dtype: torch.dtype, device) -> torch.Tensor:
         host = torch.frombuffer(array(_ARRAY_CODES[dtype], values), dtype=dtype)
     else:
         host = torch.tensor(values, dtype=dtype)
-    if dev.type != "cuda":
-        return host
-    return host.pin_memory().to(dev, non_blocking=True)
+    return _upload(host, dev)
 
 
 def h2d_parts(parts: list[list[int]], device) -> torch.Tensor:
@@ -33,5 +31,8 @@ def h2d_parts(parts: list[list[int]], device) -> torch.Tensor:
     for part in parts:
         buf.extend(part)   # NOTE: C-speed; a flattening list comprehension costs ~30 ns per element
     host = torch.frombuffer(buf, dtype=torch.int32) if len(buf) else torch.empty(0, dtype=torch.int32)
-    dev = torch.device(device)
+    return _upload(host, torch.device(device))
+
+
+def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host

@@ -62,12 +62,11 @@ class ReqToTokenTable:
         need = max((p + n for p, n in zip(prefix_lens, new_lens)), default=0)
         if need > self.width:
             self._grow(self.rows, max(need, 2 * self.width))
-        in_batch = {id(r) for r in reqs}
         rows = []
         for req, p, n in zip(reqs, prefix_lens, new_lens):
             row = req.table_row
             if row < 0 or self.owner.get(row) is not req:
-                row, valid = self._take(req, in_batch), 0
+                row, valid = self._take(req, reqs), 0
             else:
                 valid = self._valid(req, p)
             if valid < p:
@@ -95,9 +94,9 @@ class ReqToTokenTable:
                 hi = mid
         return lo
 
-    def _take(self, req: Req, in_batch: set[int]) -> int:
+    def _take(self, req: Req, batch: list[Req]) -> int:
         if not self.free:
-            self._reclaim(in_batch)
+            self._reclaim({id(r) for r in batch})
         if not self.free:
             old = self.rows
             self._grow(2 * old, self.width)
@@ -122,19 +121,24 @@ class ReqToTokenTable:
         self.table[:old.shape[0], :old.shape[1]] = old
         self.free = list(range(rows - 1, old.shape[0] - 1, -1)) + self.free
 
+    @staticmethod
+    def _cells(rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, total: int):
+        """(row, column) of every cell of the segments: entry j of segment i is ``(rows[i], j + shifts[i])``,
+        entries numbered across segments. No host sync (``output_size`` is given)."""
+        row_of = torch.repeat_interleave(rows, lens, output_size=total)
+        cols = torch.arange(total, dtype=torch.int32, device=rows.device)
+        cols += torch.repeat_interleave(shifts, lens, output_size=total)
+        return row_of, cols
+
     def write(self, rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, vals: torch.Tensor) -> None:
-        """Apply a ``Writes`` uploaded as device tensors (no host sync)."""
-        n = vals.numel()
-        row_of = torch.repeat_interleave(rows, lens, output_size=n)
-        cols = torch.arange(n, dtype=torch.int32, device=vals.device)
-        cols += torch.repeat_interleave(shifts, lens, output_size=n)
-        self.table[row_of, cols] = vals
+        """Apply a ``Writes`` uploaded as device tensors."""
+        self.table[self._cells(rows, lens, shifts, vals.numel())] = vals
+
+    def put(self, rows: torch.Tensor, cols: torch.Tensor, slots: torch.Tensor) -> None:
+        """``table[rows[k], cols[k]] = slots[k]``: the new tokens' slots of a batch."""
+        self.table[rows, cols] = slots.int()
 
     def gather(self, rows: torch.Tensor, seq_lens: torch.Tensor, kv_indptr: torch.Tensor,
                total: int) -> torch.Tensor:
         """``kv_indices`` (int64, ``total`` entries): ``table[rows[i], :seq_lens[i]]`` concatenated."""
-        # NOTE: output_size keeps repeat_interleave from reading the lengths back to the host.
-        row_of = torch.repeat_interleave(rows, seq_lens, output_size=total)
-        start_of = torch.repeat_interleave(kv_indptr[:-1], seq_lens, output_size=total)
-        cols = torch.arange(total, dtype=torch.int32, device=rows.device) - start_of
-        return self.table[row_of, cols].long()
+        return self.table[self._cells(rows, seq_lens, -kv_indptr[:-1], total)].long()
