@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..mem.allocator import SlotAllocator
-from ..mem.radix_cache import RadixCache
+from ..mem.radix_cache import MatchResult, RadixCache
 from .batch import BatchEntry, EntryResult, ScheduleBatch
 from .request import FinishReason, Req
 
@@ -160,11 +160,14 @@ class Scheduler:
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
-            key = self._uncached_key(req)
+            fill = req.fill_ids
+            # NOTE: one radix match per request serves the sharing key and the admission (no eviction between)
+            m = None if req.kv_slots else self.cache.match_prefix(fill[:req.prefix_cap()])
+            key = self._uncached_key(fill, m)
             if key is not None and key in computing:
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
             computing.add(key)
-            entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size))
+            entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size), fill, m)
             if entry is None:
                 break
             self.waiting.remove(req)
@@ -173,13 +176,12 @@ class Scheduler:
             room -= 1
         return ScheduleBatch(decode=False, entries=entries) if entries else None
 
-    def _uncached_key(self, req: Req) -> tuple | None:
-        """Where ``req``'s uncached part starts and its first tokens: requests in one prefill batch with the
-        same key would compute the same not-yet-cached prefix."""
-        if self.cache.disabled or req.kv_slots:
+    def _uncached_key(self, fill: list[int], m: MatchResult | None) -> tuple | None:
+        """Where a fresh request's uncached part starts (its radix match ``m``) and its first tokens: requests
+        in one prefill batch with the same key would compute the same not-yet-cached prefix."""
+        if self.cache.disabled or m is None:
             return None
-        fill = req.fill_ids
-        cached = self.cache.match_prefix(fill[:req.prefix_cap()]).length
+        cached = m.length
         if len(fill) - cached < IN_BATCH_PREFIX_MIN:
             return None
         return cached, tuple(fill[cached:cached + IN_BATCH_PREFIX_MIN])
@@ -192,11 +194,11 @@ class Scheduler:
             fresh.sort(key=lambda r: -self.cache.match_prefix(r.fill_ids[:r.prefix_cap()]).length)
         return resumed + fresh
 
-    def _admit(self, req: Req, max_tokens: int) -> BatchEntry | None:
-        fill = req.fill_ids
+    def _admit(self, req: Req, max_tokens: int, fill: list[int], m: MatchResult | None) -> BatchEntry | None:
+        """``req``'s entry in a prefill batch (``fill``: its tokens; ``m``: its radix match when it holds no KV
+        yet), or None when the KV pool has no room for it."""
         fresh = not req.kv_slots
         if fresh:
-            m = self.cache.match_prefix(fill[:req.prefix_cap()])
             req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
             self.cache.lock(m.node)
             if req.forward_passes == 0:   # NOTE: also with jump-forward's forced first output tokens
