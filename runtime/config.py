@@ -29,6 +29,7 @@ class RuntimeConfig:
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
+    disable_cascade_attention: bool = False  # decode rows sharing a cached prefix read it once per chunk
     # Features.
     skip_tokenizer_init: bool = False
     disable_jump_forward: bool = False

@@ -5,6 +5,8 @@ than to run. The runner captures the model's decode forward (embedding → final
 over static input buffers; a step copies its inputs into those buffers and replays the graph. A batch
 of ``n`` rows runs in the smallest captured size ``bs >= n``; the ``bs - n`` padding rows read and
 write only ``kv_pool.scratch_slot``. The LM head runs eagerly on the ``n`` real rows (one GEMM).
+Graphs of ``MIN_BATCH`` rows or more include the shared-prefix (cascade) attention stage over static plan
+buffers of ``chunk_capacity(bs)`` chunks; a replay copies the batch's plan in (or an empty one: no chunk).
 
 Hook (``ModelRunner``)::
 
@@ -23,7 +25,8 @@ import time
 
 import torch
 
-from .forward_batch import ForwardBatch, ForwardMode
+from .attention.cascade import MIN_BATCH, chunk_capacity
+from .forward_batch import CascadeMeta, ForwardBatch, ForwardMode
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ class CudaGraphRunner:
         self.seq_lens = torch.ones(self.max_bs, dtype=torch.int32, device=dev)
         self.prefix_lens = torch.zeros(self.max_bs, dtype=torch.int32, device=dev)
         self.pad_steps = torch.arange(1, self.max_bs + 1, dtype=torch.int32, device=dev)
+        self.chunk = model_runner.cascade_chunk
+        cap = chunk_capacity(self.max_bs)
+        self.casc_skip = torch.zeros(self.max_bs, dtype=torch.int32, device=dev)
+        self.casc_rows = torch.full((cap, max(1, self.chunk)), -1, dtype=torch.int32, device=dev)
+        self.casc_start = torch.zeros(cap, dtype=torch.int32, device=dev)
+        self.casc_len = torch.zeros(cap, dtype=torch.int32, device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.batches: dict[int, ForwardBatch] = {}
@@ -78,7 +87,13 @@ class CudaGraphRunner:
             out_cache_loc=self.out_cache_loc[:bs], qo_indptr=self.qo_indptr[:bs + 1],
             kv_indptr=self.kv_indptr[:bs + 1], kv_indices=self.kv_indices,
             prefix_lens=self.prefix_lens[:bs], seq_lens=self.seq_lens[:bs],
-            extend_lens_cpu=[1] * bs, prefix_lens_cpu=[0] * bs, logits_rows=None)
+            extend_lens_cpu=[1] * bs, prefix_lens_cpu=[0] * bs, logits_rows=None, cascade=self._cascade(bs))
+
+    def _cascade(self, bs: int) -> CascadeMeta | None:
+        if not self.chunk or bs < MIN_BATCH:
+            return None
+        cap = chunk_capacity(bs)
+        return CascadeMeta(self.casc_skip[:bs], self.casc_rows[:cap], self.casc_start[:cap], self.casc_len[:cap])
 
     def _run_model(self, fb: ForwardBatch) -> torch.Tensor:
         self.backend.init_forward_metadata(fb)
@@ -142,5 +157,22 @@ class CudaGraphRunner:
             # Each padding row attends to one KV entry: the scratch slot.
             torch.add(self.pad_steps[:pad], batch.kv_indptr[-1:], out=self.kv_indptr[n + 1:bs + 1])
             self.kv_indices[nkv:nkv + pad].fill_(scratch)
+        if self.batches[bs].cascade is not None:
+            self._copy_cascade(batch.cascade, n, bs)
         self.graphs[bs].replay()
         return self.model.compute_logits(self.outputs[bs][:n])
+
+    def _copy_cascade(self, plan: CascadeMeta | None, n: int, bs: int) -> None:
+        """The batch's cascade plan into the static buffers; no plan, padding rows and unused chunks: empty."""
+        cap = chunk_capacity(bs)
+        c = 0
+        if plan is not None:
+            c = plan.chunk_len.numel()
+            self.casc_skip[:n].copy_(plan.skip)
+            self.casc_rows[:c].copy_(plan.chunk_rows)
+            self.casc_start[:c].copy_(plan.chunk_start)
+            self.casc_len[:c].copy_(plan.chunk_len)
+        else:
+            self.casc_skip[:n].zero_()
+        self.casc_skip[n:bs].zero_()
+        self.casc_len[c:cap].zero_()

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .forward_batch import ForwardBatch, ForwardMode
+from .attention.cascade import MIN_BATCH, chunk_capacity, plan_cascade
+from .forward_batch import CascadeMeta, ForwardBatch, ForwardMode
 from .host_copy import h2d, h2d_parts
 from .mem.req_to_token import ReqToTokenTable, Writes
 from .model_runner import ModelRunner
@@ -125,15 +126,24 @@ class ModelExecutor:
             ext.append(n)
         if not rows:
             rows = [0]
+        chunk = self.runner.cascade_chunk
+        plan = None
+        if sb.decode and chunk and len(entries) >= MIN_BATCH:
+            plan = plan_cascade([e.req.last_node for e in entries], kvp[:-1], chunk,
+                                chunk_capacity(len(entries)))
+        casc = [[], [], [], []]
+        if plan is not None:
+            casc = [plan.skip, plan.rows, plan.start, plan.length]
+            sb.cascade_rows = len(entries) - plan.skip.count(0)
         # NOTE: one upload for everything (each separate small copy costs ~15 us of host time on a GPU).
         parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows,
-                 writes.rows, writes.lens, writes.shifts, writes.vals, future_pos, future_src]
+                 writes.rows, writes.lens, writes.shifts, writes.vals, future_pos, future_src, *casc]
         sizes = [len(p) for p in parts]
         flat = h2d_parts(parts, self.runner.device)
         # ids, positions, slots, logits rows are int64 (indexing and embedding inputs); the rest stays int32
         ids_t, pos_t, loc_t, rows_t = flat[:sum(sizes[:4])].long().split(sizes[:4])
-        qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src = \
-            flat.split(sizes)[4:]
+        (qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src,
+         c_skip, c_rows, c_start, c_len) = flat.split(sizes)[4:]
         if future_pos:
             ids_t[f_pos] = prev.tokens[f_src]
         if writes:
@@ -145,7 +155,8 @@ class ModelExecutor:
             input_ids=ids_t, positions=pos_t, out_cache_loc=loc_t,
             qo_indptr=qo_t, kv_indptr=kvp_t, kv_indices=kv_indices,
             prefix_lens=prefix_t, seq_lens=seq_t,
-            extend_lens_cpu=ext, prefix_lens_cpu=prefix, logits_rows=rows_t)
+            extend_lens_cpu=ext, prefix_lens_cpu=prefix, logits_rows=rows_t,
+            cascade=None if plan is None else CascadeMeta(c_skip, c_rows.view(-1, chunk), c_start, c_len))
         return fb, sample_rows, lp_rows
 
     @staticmethod

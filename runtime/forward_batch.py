@@ -10,6 +10,8 @@ does at page size 1, so the torch, Triton and FlashInfer backends read the same 
   ``kv_indices[kv_indptr[i]:kv_indptr[i+1]]`` (its cached prefix followed by its new tokens).
 * ``prefix_lens[B]`` — tokens already in the KV before this pass; ``seq_lens = prefix_lens + extend_lens``.
   New token j of request i sits at position ``prefix_lens[i] + j`` and sees KV positions ``<= prefix_lens[i] + j``.
+* ``cascade`` (decode only, optional) — which rows share a cached prefix (``CascadeMeta``). It changes no
+  result, only how a backend that ``supports_cascade`` reads the shared K/V; other backends ignore it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+
+@dataclass
+class CascadeMeta:
+    """Device copy of a ``runtime.attention.cascade.CascadePlan`` (int32): rows ``chunk_rows[c]`` (-1 padded)
+    share ``kv_indices[chunk_start[c] : chunk_start[c] + chunk_len[c]]``; row b's own part starts at
+    ``skip[b]``. ``splits`` (the kernel's static split count of the shared stage) is set by the backend."""
+
+    skip: torch.Tensor          # [B]
+    chunk_rows: torch.Tensor    # [C, chunk]
+    chunk_start: torch.Tensor   # [C]
+    chunk_len: torch.Tensor     # [C]
+    splits: int = 0
 
 
 class ForwardMode(enum.Enum):
@@ -42,6 +57,7 @@ class ForwardBatch:
     # Rows of the hidden states whose logits are needed (e.g. the last token of each request).
     logits_rows: torch.Tensor | None = None
     attn_meta: Any = None          # backend-private metadata from init_forward_metadata
+    cascade: CascadeMeta | None = None
 
     @property
     def batch_size(self) -> int:

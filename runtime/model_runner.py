@@ -39,6 +39,12 @@ class ModelRunner:
                               self.dtype, self.device)
         self.backend_name = resolve_backend_name(cfg.attention_backend, self.device)
         self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool)
+        # Members per shared-prefix chunk of a decode batch (runtime/attention/cascade.py); 0: no cascade.
+        self.cascade_chunk = 0
+        if getattr(self.attn_backend, "supports_cascade", False) and not cfg.disable_cascade_attention:
+            from .attention.cascade import chunk_members
+
+            self.cascade_chunk = chunk_members(hf_config.num_attention_heads // self.num_kv_heads)
         model_cls = get_model_class(hf_config)
         # NOTE: build the parameters in the target dtype: an fp32 Llama-3-8B would need 32 GB on the GPU
         # next to a KV pool already sized for a 16 GB bf16 model.

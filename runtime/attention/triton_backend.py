@@ -3,7 +3,9 @@
 Decode: GQA-grouped split-KV kernel (``triton_ops/decode_attention.py``); extend/prefill over a cached
 radix prefix: a flash-attention style kernel that reads all KV through ``kv_indices``
 (``triton_ops/extend_attention.py``). Both read the batch's CSR metadata as is, so this backend needs no
-per-batch host work beyond sizing the grid.
+per-batch host work beyond sizing the grid. Decode batches with a ``cascade`` plan (rows sharing a cached
+prefix, ``cascade.py``) add the kernel's shared-prefix stage: each shared prefix is read once per chunk of
+rows instead of once per row.
 """
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ import torch
 
 from ..forward_batch import ForwardBatch, ForwardMode
 from .base import AttentionBackend, AttentionLayer
-from .triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd, decode_num_splits
+from .triton_ops.decode_attention import (
+    alloc_decode_buffers,
+    cascade_num_splits,
+    decode_attention_fwd,
+    decode_num_splits,
+)
 from .triton_ops.extend_attention import extend_attention_fwd
 from .triton_ops.store_kv import store_kv
 
@@ -37,6 +44,7 @@ class TritonAttentionBackend(AttentionBackend):
 
     # Decode metadata depends on the batch size alone (all lengths stay on the device): graph-capturable.
     supports_cuda_graph = True
+    supports_cascade = True
 
     def __init__(self, kv_pool, max_kv_splits: int = 16, num_sms: int | None = None, **_: object) -> None:
         super().__init__(kv_pool)
@@ -48,8 +56,12 @@ class TritonAttentionBackend(AttentionBackend):
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         if batch.mode is ForwardMode.DECODE:
-            splits = decode_num_splits(batch.batch_size or batch.num_tokens, self.kv_pool.num_kv_heads,
-                                       self.num_sms, self.max_kv_splits)
+            bs = batch.batch_size or batch.num_tokens
+            hkv = self.kv_pool.num_kv_heads
+            splits = decode_num_splits(bs, hkv, self.num_sms, self.max_kv_splits)
+            if batch.cascade is not None:
+                batch.cascade.splits = cascade_num_splits(bs, hkv, self.num_sms)
+                splits += batch.cascade.splits
             batch.attn_meta = TritonAttnMeta(ForwardMode.DECODE, num_splits=splits)
         else:
             max_ext = max(batch.extend_lens_cpu) if batch.extend_lens_cpu else batch.num_tokens
@@ -77,7 +89,7 @@ class TritonAttentionBackend(AttentionBackend):
                                             q.device)
                 meta.decode_bufs[key] = bufs
             decode_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.kv_indptr,
-                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling)
+                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling, cascade=batch.cascade)
         else:
             extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr,
                                  batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling,

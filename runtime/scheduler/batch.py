@@ -24,6 +24,7 @@ class BatchEntry:
 class ScheduleBatch:
     decode: bool
     entries: list[BatchEntry]
+    cascade_rows: int = 0         # decode rows that read a shared prefix once per chunk (set by the executor)
 
     @property
     def num_tokens(self) -> int:

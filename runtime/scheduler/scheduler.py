@@ -49,7 +49,7 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
-                      "retractions": 0}
+                      "retractions": 0, "cascade_rows": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
 
     # -- queue management ---------------------------------------------------------------------
@@ -95,6 +95,7 @@ class Scheduler:
         self.stats["forward_passes"] += 1
         self.stats["prefill_passes"] += not batch.decode
         self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        self.stats["cascade_rows"] += batch.cascade_rows
 
     def _apply(self, e: BatchEntry, res: EntryResult) -> None:
         req = e.req

@@ -138,3 +138,90 @@ def test_triton_backend_store_and_attend(device, decode):
         ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
                             layer.scaling)
         assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL
+
+
+class _Node:
+    """A radix-tree node as cascade.find_groups sees it: its edge's tokens and its parent."""
+
+    def __init__(self, n: int, parent=None) -> None:
+        self.key, self.parent = [0] * n, parent
+
+
+# (shared prefix length of each group, members per group, own tokens after the prefix per member (cycled),
+#  loners (rows sharing nothing), H, Hkv, D, chunk members)
+CASCADE_CASES = [
+    ([1000, 300], [32, 5], [16, 1, 129, 64], 3, 32, 8, 128, 16),   # fork-like; 2 chunks for the 32
+    ([40], [3], [1, 70], 1, 9, 3, 64, 2),                          # GQA 3, chunks of 2 (a loner chunk left)
+    ([64, 33], [4, 2], [5], 0, 8, 1, 96, 64),                       # MHA-like group 8
+]
+if INTERPRET:
+    CASCADE_CASES = [([70, 40], [3, 2], [1, 9], 1, 8, 2, 64, 2)]
+
+
+@pytest.mark.parametrize("plens,members,own,loners,h,hkv,d,chunk", CASCADE_CASES)
+@pytest.mark.parametrize("pad_chunks", [0, 3])   # CUDA-graph capacity padding: empty chunks
+def test_decode_cascade_kernel(device, plens, members, own, loners, h, hkv, d, chunk, pad_chunks):
+    """Rows sharing a prefix (read once per chunk by the shared stage) give the same attention as reading
+    every row's whole KV; loners and rows left out of a chunk attend alone. Scratch poisoned with NaN."""
+    from runtime.attention.cascade import plan_cascade
+    from runtime.attention.triton_ops.decode_attention import (
+        alloc_decode_buffers,
+        cascade_num_splits,
+        decode_attention_fwd,
+        decode_num_splits,
+    )
+    from runtime.forward_batch import CascadeMeta
+
+    dtype = kv_dtype(device)
+    root = _Node(0)
+    nodes, lens, shared_of = [], [], []
+    k = 0
+    for p, m in zip(plens, members):
+        pnode = _Node(p, root)
+        for _ in range(m):
+            n_own = own[k % len(own)]
+            k += 1
+            nodes.append(_Node(n_own, pnode))
+            lens.append(p + n_own)
+            shared_of.append(len(plens) and plens.index(p))
+    for i in range(loners):
+        nodes.append(_Node(50 + 7 * i, root))
+        lens.append(50 + 7 * i)
+        shared_of.append(None)
+    # Slots: each group's prefix slots once, then every row's own slots.
+    total = sum(lens)
+    kb, vb, pool_slots = _pool(total, hkv, d, dtype, device)
+    prefix_slots = []
+    used = 0
+    for p in plens:
+        prefix_slots.append(pool_slots[used:used + p])
+        used += p
+    rows = []
+    for i, n in enumerate(lens):
+        g = shared_of[i]
+        head = prefix_slots[g] if g is not None else pool_slots[:0]
+        tail = pool_slots[used:used + n - head.numel()]
+        used += n - head.numel()
+        rows.append(torch.cat([head, tail]))
+    slots = torch.cat(rows)
+    kv_indptr = _indptr(lens, device)
+    plan = plan_cascade(nodes, kv_indptr[:-1].tolist(), chunk, max_chunks=64)
+    assert plan is not None and plan.num_chunks >= len(plens)
+    t = lambda x: torch.tensor(x, dtype=torch.int32, device=device)
+    c_rows = plan.rows + [-1] * (chunk * pad_chunks)
+    meta = CascadeMeta(t(plan.skip), t(c_rows).view(-1, chunk), t(plan.start + [0] * pad_chunks),
+                       t(plan.length + [0] * pad_chunks))
+    b = len(lens)
+    meta.splits = 1 if INTERPRET else cascade_num_splits(b, hkv)
+    splits = (2 if INTERPRET else decode_num_splits(b, hkv)) + meta.splits
+    q = torch.randn(b, h, d, dtype=dtype, device=device)
+    o = torch.full_like(q, float("nan"))
+    mid_o, mid_lse = alloc_decode_buffers(b, h, d, splits, device)
+    mid_o.fill_(float("nan"))
+    mid_lse.fill_(float("nan"))
+    scale = d ** -0.5
+    decode_attention_fwd(q, kb, vb, o, kv_indptr, slots, mid_o, mid_lse, scale, cascade=meta)
+    for i, n in enumerate(lens):
+        idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
+        ref = ref_attention(q[i:i + 1], kb[idx], vb[idx], n - 1, scale)
+        assert rel_err(o[i:i + 1], ref) < TOL, (i, n, plan.skip[i])

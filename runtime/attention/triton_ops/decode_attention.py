@@ -8,8 +8,17 @@ and one of ``S`` contiguous splits of the request's KV. It writes an unnormalise
 (``acc / l``) and its log-sum-exp to fp32 scratch buffers.
 Stage 2 — grid ``(B, H)``: merges the ``S`` partials by their log-sum-exp.
 
-Every size the kernels read from the batch lives on the device (``kv_indptr``), and the grid depends
-only on ``B`` and the static ``S``, so both stages can be captured in a CUDA graph.
+Shared-prefix (cascade) stage — grid ``(C, Hkv, S2)``, optional: when groups of requests share a cached
+prefix (fork branches, radix hits on one prompt), each *chunk* of up to ``CHUNK`` members of a group reads
+the prefix's K/V once for all its members' queries (``CHUNK * GROUP`` query rows: a tensor-core tile instead
+of ``CHUNK`` separate reads of the same KV). It writes its ``S2`` partials into splits ``S .. S+S2-1``;
+stage 1 then covers only each member's own tokens after the prefix (``skip[b]``), and writes ``-inf`` into
+those extra splits for requests outside any group. Stage 2 merges all ``S + S2`` partials as before.
+The plan (which rows share which prefix) comes from ``runtime/attention/cascade.py``.
+
+Every size the kernels read from the batch lives on the device (``kv_indptr``, the cascade plan), and the
+grids depend only on ``B``, the static ``S``/``S2`` and the chunk capacity, so all stages can be captured
+in a CUDA graph.
 """
 from __future__ import annotations
 
@@ -26,44 +35,14 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 @triton.jit
-def _decode_stage1(
-    Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Mid_O, Mid_LSE,
-    sm_scale_log2,
-    stride_qb, stride_qh,
-    stride_kt, stride_kh,
-    stride_vt, stride_vh,
-    stride_mob, stride_moh, stride_mos,
-    stride_mlb, stride_mlh,
-    GROUP: tl.constexpr, BLOCK_H: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-):
-    b = tl.program_id(0)
-    kvh = tl.program_id(1)
-    split = tl.program_id(2)
-
-    offs_h = tl.arange(0, BLOCK_H)
-    mask_h = offs_h < GROUP
-    heads = kvh * GROUP + offs_h
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < HEAD_DIM
-
-    kv_start = tl.load(KV_Indptr + b)
-    seq_len = tl.load(KV_Indptr + b + 1) - kv_start
-    # NOTE: a split never shrinks below MIN_SPLIT tokens: short contexts use fewer (non-empty) splits,
-    # so the launch overhead of empty programs is all that the static S costs them.
-    split_len = tl.maximum(tl.cdiv(seq_len, NUM_SPLITS), MIN_SPLIT)
-    s_start = split * split_len
-    s_end = tl.minimum(s_start + split_len, seq_len)
-
-    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
-
-    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
-
+def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
+            stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
+            BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Online softmax of ``q`` ([BLOCK_ROWS, D], one KV head) over ``kv_indices[kv_start + s_start :
+    kv_start + s_end]``: the normalised partial output and its log2-domain log-sum-exp (-inf if empty)."""
+    m_i = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_ROWS, BLOCK_D], dtype=tl.float32)
     for start in range(s_start, s_end, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         mask_n = offs_n < s_end
@@ -82,13 +61,110 @@ def _decode_stage1(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
-
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    return out, lse
+
+
+@triton.jit
+def _decode_stage1(
+    Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Skip, Mid_O, Mid_LSE,
+    sm_scale_log2,
+    stride_qb, stride_qh,
+    stride_kt, stride_kh,
+    stride_vt, stride_vh,
+    stride_mob, stride_moh, stride_mos,
+    stride_mlb, stride_mlh,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    SHARED_SPLITS: tl.constexpr, BLOCK_S2: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < GROUP
+    heads = kvh * GROUP + offs_h
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+
+    kv_start = tl.load(KV_Indptr + b)
+    seq_len = tl.load(KV_Indptr + b + 1) - kv_start
+    skip = 0
+    if SHARED_SPLITS > 0:
+        # Tokens [0, skip) are the group's shared prefix: the cascade stage attends to them.
+        skip = tl.load(Skip + b)
+        if (split == 0) & (skip == 0):
+            # Outside any group: the cascade splits of this row are empty (weight 0 in stage 2).
+            offs_s2 = tl.arange(0, BLOCK_S2)
+            tl.store(Mid_LSE + b * stride_mlb + heads[:, None] * stride_mlh + NUM_SPLITS + offs_s2[None, :],
+                     tl.full([BLOCK_H, BLOCK_S2], float("-inf"), tl.float32),
+                     mask=mask_h[:, None] & (offs_s2[None, :] < SHARED_SPLITS))
+    # NOTE: a split never shrinks below MIN_SPLIT tokens: short contexts use fewer (non-empty) splits,
+    # so the launch overhead of empty programs is all that the static S costs them.
+    split_len = tl.maximum(tl.cdiv(seq_len - skip, NUM_SPLITS), MIN_SPLIT)
+    s_start = skip + split * split_len
+    s_end = tl.minimum(s_start + split_len, seq_len)
+
+    q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+
+    out, lse = _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
+                       stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
+                       BLOCK_H, BLOCK_D, BLOCK_N, DOT_PREC)
     tl.store(Mid_O + b * stride_mob + heads[:, None] * stride_moh + split * stride_mos + offs_d[None, :],
              out, mask=mask_h[:, None] & mask_d[None, :])
     tl.store(Mid_LSE + b * stride_mlb + heads * stride_mlh + split, lse, mask=mask_h)
+
+
+@triton.jit
+def _decode_shared_stage(
+    Q, K_Buf, V_Buf, KV_Indices, Chunk_Rows, Chunk_Start, Chunk_Len, Mid_O, Mid_LSE,
+    sm_scale_log2,
+    stride_qb, stride_qh,
+    stride_kt, stride_kh,
+    stride_vt, stride_vh,
+    stride_mob, stride_moh, stride_mos,
+    stride_mlb, stride_mlh,
+    GROUP: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SHARED_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """One chunk of a group, one KV head, one split of the shared prefix: ``CHUNK * GROUP`` query rows."""
+    c = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    plen = tl.load(Chunk_Len + c)
+    # NOTE: capacity padding (CUDA graphs) has plen 0: nothing to do, and no row of its own to write.
+    if plen > 0:
+        kv_start = tl.load(Chunk_Start + c)
+        offs_m = tl.arange(0, BLOCK_M)
+        member = offs_m // GROUP
+        rows = tl.load(Chunk_Rows + c * CHUNK + member, mask=member < CHUNK, other=-1)
+        mask_m = rows >= 0
+        heads = kvh * GROUP + offs_m % GROUP
+        offs_d = tl.arange(0, BLOCK_D)
+        mask_d = offs_d < HEAD_DIM
+        rows64 = tl.where(mask_m, rows, 0).to(tl.int64)
+
+        split_len = tl.maximum(tl.cdiv(plen, SHARED_SPLITS), MIN_SPLIT)
+        s_start = split * split_len
+        s_end = tl.minimum(s_start + split_len, plen)
+
+        q = tl.load(Q + rows64[:, None] * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        out, lse = _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
+                           stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
+                           BLOCK_M, BLOCK_D, BLOCK_N, DOT_PREC)
+        slot = NUM_SPLITS + split
+        tl.store(Mid_O + rows64[:, None] * stride_mob + heads[:, None] * stride_moh + slot * stride_mos
+                 + offs_d[None, :], out, mask=mask_m[:, None] & mask_d[None, :])
+        tl.store(Mid_LSE + rows64 * stride_mlb + heads * stride_mlh + slot, lse, mask=mask_m)
 
 
 @triton.jit
@@ -111,9 +187,10 @@ def _decode_stage2(
     m = tl.max(lse, 0)
     m = tl.where(m == float("-inf"), 0.0, m)
     w = tl.exp2(lse - m)  # empty splits: exp2(-inf) = 0
+    # NOTE: empty splits (lse -inf, weight 0) are not read: their partials may be stale (cascade splits).
+    live = mask_s & (lse > float("-inf"))
     o = tl.load(Mid_O + b * stride_mob + h * stride_moh + offs_s[:, None] * stride_mos + offs_d[None, :],
-                mask=mask_s[:, None] & mask_d[None, :], other=0.0)
-    # Empty splits stored 0, and their weight is 0.
+                mask=live[:, None] & mask_d[None, :], other=0.0)
     out = tl.sum(o * w[:, None], 0) / tl.maximum(tl.sum(w, 0), 1e-30)
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty), mask=mask_d)
 
@@ -124,6 +201,15 @@ def decode_num_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132, ma
     NOTE: a function of the batch size alone, so each CUDA graph (one per batch size) fixes its own.
     """
     want = max(1, (2 * num_sms) // max(1, batch_size * num_kv_heads))
+    return int(min(max_splits, triton.next_power_of_2(want)))
+
+
+def cascade_num_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132, max_splits: int = 8) -> int:
+    """Static split count of the shared-prefix stage: assumes about one chunk per 16 rows (fork-like groups),
+    and enough programs to cover the SMs about four times (a split never drops below ``min_split`` tokens,
+    so a short prefix uses fewer). A function of the batch size alone, like :func:`decode_num_splits`."""
+    chunks = max(1, batch_size // 16)
+    want = max(1, (4 * num_sms) // (chunks * num_kv_heads))
     return int(min(max_splits, triton.next_power_of_2(want)))
 
 
@@ -138,17 +224,28 @@ def alloc_decode_buffers(batch_size: int, num_heads: int, head_dim: int, num_spl
 def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
                          mid_lse: torch.Tensor, sm_scale: float, block_n: int = 64,
-                         min_split: int = 64, num_warps: int | None = None, num_stages: int = 3) -> torch.Tensor:
+                         min_split: int = 64, num_warps: int | None = None, num_stages: int = 3,
+                         cascade=None) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
-    ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension fixes ``S``.
+    ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension is ``S + S2``.
+    ``cascade`` (a ``runtime.forward_batch.CascadeMeta``, or None: ``S2 = 0``) adds the shared-prefix stage
+    with ``S2 = cascade.splits`` splits.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
     group = num_heads // num_kv_heads
-    num_splits = mid_lse.shape[-1]
+    total_splits = mid_lse.shape[-1]
+    shared_splits = cascade.splits if cascade is not None else 0
+    num_splits = total_splits - shared_splits
+    assert num_splits >= 1, (total_splits, shared_splits)
     assert k_buffer.stride(-1) == 1 and v_buffer.stride(-1) == 1 and q.stride(-1) == 1
     block_d = triton.next_power_of_2(head_dim)
+    sm_scale_log2 = sm_scale * _LOG2E
+    dot_prec = dot_precision(q.dtype)
+    q_strides = (q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0),
+                 v_buffer.stride(1), mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0),
+                 mid_lse.stride(1))
     # NOTE: defaults from the H100 sweep (bench_kernels.py --decode-sweep, docs/gpu.md): 3 pipeline stages
     # over 64-token blocks won at every batch size (bs 32: 41 -> 30 us; bs 256 x 800: 374 -> 315 us);
     # 8 warps only when there are few programs (batch-1 shapes).
@@ -156,25 +253,31 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         num_warps = 8 if batch * num_kv_heads * num_splits <= 64 else 4
     # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
     block_h = max(16, triton.next_power_of_2(group))
+    skip = cascade.skip if cascade is not None else kv_indptr   # (not read without the cascade stage)
     _decode_stage1[(batch, num_kv_heads, num_splits)](
-        q, k_buffer, v_buffer, kv_indptr, kv_indices, mid_o, mid_lse,
-        sm_scale * _LOG2E,
-        q.stride(0), q.stride(1),
-        k_buffer.stride(0), k_buffer.stride(1),
-        v_buffer.stride(0), v_buffer.stride(1),
-        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
-        mid_lse.stride(0), mid_lse.stride(1),
+        q, k_buffer, v_buffer, kv_indptr, kv_indices, skip, mid_o, mid_lse, sm_scale_log2, *q_strides,
         GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split, DOT_PREC=dot_precision(q.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
+        SHARED_SPLITS=shared_splits, BLOCK_S2=triton.next_power_of_2(max(1, shared_splits)),
+        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
     )
+    if shared_splits:
+        chunk = cascade.chunk_rows.shape[1]
+        _decode_shared_stage[(cascade.chunk_rows.shape[0], num_kv_heads, shared_splits)](
+            q, k_buffer, v_buffer, kv_indices, cascade.chunk_rows, cascade.chunk_start, cascade.chunk_len,
+            mid_o, mid_lse, sm_scale_log2, *q_strides,
+            GROUP=group, CHUNK=chunk, BLOCK_M=max(16, triton.next_power_of_2(chunk * group)),
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n, NUM_SPLITS=num_splits,
+            SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec,
+            num_warps=4, num_stages=num_stages,
+        )
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, o,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
         mid_lse.stride(0), mid_lse.stride(1),
         o.stride(0), o.stride(1),
         HEAD_DIM=head_dim, BLOCK_D=block_d,
-        NUM_SPLITS=num_splits, BLOCK_S=triton.next_power_of_2(num_splits),
+        NUM_SPLITS=total_splits, BLOCK_S=triton.next_power_of_2(total_splits),
         num_warps=4 if head_dim <= 128 else 8,
     )
     return o

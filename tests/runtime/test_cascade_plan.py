@@ -1,0 +1,68 @@
+"""The shared-prefix (cascade) planner: groups from radix-tree paths, chunking, capacity (pure Python)."""
+from __future__ import annotations
+
+from runtime.attention.cascade import chunk_capacity, chunk_members, find_groups, plan_cascade
+from runtime.mem.allocator import SlotAllocator
+from runtime.mem.radix_cache import RadixCache
+
+
+def _tree_nodes(prompts: list[list[int]]):
+    """Insert each prompt into a real radix cache and return each one's locked node, as the scheduler does."""
+    alloc = SlotAllocator(10_000)
+    cache = RadixCache(alloc)
+    nodes = []
+    for p in prompts:
+        m = cache.match_prefix(p)
+        slots = list(m.slots) + alloc.alloc(len(p) - m.length)
+        cache.insert(p, slots)
+        nodes.append(cache.match_prefix(p).node)
+    return cache, nodes
+
+
+def test_groups_follow_shared_paths():
+    a = list(range(100))
+    b = list(range(1000, 1050))
+    prompts = [a + [7, 8], a + [9], a + [9, 10, 11], b + [1], b + [2], list(range(5000, 5040))]
+    _, nodes = _tree_nodes(prompts)
+    groups = sorted(find_groups(nodes, min_shared=32))
+    # rows 1 and 2 share a + [9] (101 tokens), deeper than a (100): they group there, row 0 is alone at a;
+    # rows 3 and 4 share b (50 tokens); row 5 shares nothing.
+    assert groups == [(50, [3, 4]), (101, [1, 2])]
+    # Every member's prompt really starts with the shared length's tokens of the others.
+    for plen, rows in groups:
+        heads = {tuple(prompts[r][:plen]) for r in rows}
+        assert len(heads) == 1
+
+
+def test_min_shared_and_root():
+    cache, nodes = _tree_nodes([[1] * 10 + [2], [1] * 10 + [3]])
+    assert find_groups(nodes, min_shared=32) == []
+    assert find_groups(nodes, min_shared=8) == [(10, [0, 1])]
+    assert find_groups([None, cache.root, None]) == []
+
+
+def test_plan_chunks_and_capacity():
+    a = list(range(200))
+    prompts = [a + [i] for i in range(20)] + [list(range(300, 340)) + [i] for i in range(3)]
+    _, nodes = _tree_nodes(prompts)
+    starts = [1000 * i for i in range(len(prompts))]
+    plan = plan_cascade(nodes, starts, chunk=8, max_chunks=10)
+    # 20 members in chunks of 8, 8, 4; then the group of 3.
+    assert plan.num_chunks == 4
+    assert plan.length == [200, 200, 200, 40]
+    assert plan.rows[:8] == list(range(8)) and plan.rows[16:20] == [16, 17, 18, 19]
+    assert plan.rows[20:24] == [-1] * 4
+    assert plan.start == [0, 8000, 16000, 20000]
+    assert plan.skip == [200] * 20 + [40] * 3
+    # Capacity 2: the largest group's first two chunks only; the rest attend alone.
+    small = plan_cascade(nodes, starts, chunk=8, max_chunks=2)
+    assert small.num_chunks == 2 and small.skip == [200] * 16 + [0] * 7
+    # A trailing single member gets no chunk of its own.
+    one = plan_cascade(nodes[:17], starts[:17], chunk=8, max_chunks=10)
+    assert one.num_chunks == 2 and one.skip[16] == 0
+    assert plan_cascade(nodes[:1], starts[:1], chunk=8, max_chunks=10) is None
+
+
+def test_chunk_sizes_are_about_one_tile():
+    assert chunk_members(4) == 16 and chunk_members(1) == 64 and chunk_members(8) == 8
+    assert all(chunk_capacity(b) <= chunk_capacity(b + 1) for b in range(1, 600))
