@@ -4,7 +4,7 @@ generator calls as ../shared/tools/peer-vllm/bench_prefix.py:
 * few-shot: 2,000 requests = one 1,500-token prefix + 64 own tokens, 1 output token  -> req/s
 * fork: 8 prefixes of 1,000 tokens x 32 branches of 16 own tokens, 128 output tokens -> output tok/s
 
-    python bench/bench_prefix.py [--backend triton] [--no-cache-too]
+    python bench/bench_prefix.py [--backend triton] [--no-cache-too] [--no-cascade-too]
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def run(radix: bool, backend: str, kw: dict, n_fewshot: int = 2000, n_prefix: in
     t = time.perf_counter()
     eng.generate(input_ids=ps, sampling_params=one)
     dt = time.perf_counter() - t
-    res = {"radix": radix, "fewshot_req_per_s": round(n_fewshot / dt, 1)}
+    res = {"radix": radix, "cascade": not kw.get("disable_cascade_attention", False),
+           "fewshot_req_per_s": round(n_fewshot / dt, 1)}
     ps = []
     for _ in range(n_prefix):
         pre = token_prompt(rng, 1000, vocab)
@@ -43,6 +44,7 @@ def run(radix: bool, backend: str, kw: dict, n_fewshot: int = 2000, n_prefix: in
     res["fork_out_tok_per_s"] = round(sum(len(o["output_ids"]) for o in out) / dt)
     m = eng.metrics()
     res["cache_hit_rate"] = round(m.get("cache_hit_rate", 0.0), 3)
+    res["cascade_rows"] = m.get("cascade_rows_total", 0)
     eng.shutdown()
     print("PARTIAL", res, flush=True)
     return res
@@ -52,6 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="triton")
     ap.add_argument("--no-cache-too", action="store_true", help="also run with the radix cache off (slow)")
+    ap.add_argument("--no-cascade-too", action="store_true",
+                    help="also run with shared-prefix (cascade) decode attention off")
     ap.add_argument("--mem-fraction-static", type=float, default=0.85)
     ap.add_argument("--model-path", default=None)
     ap.add_argument("--overlap-schedule", default="auto", choices=["auto", "on", "off"],
@@ -63,6 +67,8 @@ def main() -> None:
         kw["model_path"] = args.model_path
     sizes = (20, 2, 4) if args.small else (2000, 8, 32)
     rows = [run(True, args.backend, kw, *sizes)]
+    if args.no_cascade_too:
+        rows.append(run(True, args.backend, {**kw, "disable_cascade_attention": True}, *sizes))
     if args.no_cache_too:
         rows.append(run(False, args.backend, kw, *sizes))
     info = gpu_info()

@@ -57,6 +57,8 @@ class ServerArgs:
     random_seed: int | None = None
     overlap_schedule: str | None = None
     skip_tokenizer_init: bool = False
+    disable_cuda_graph: bool = False
+    disable_cascade_attention: bool = False
 
 
 def engine_options(args: ServerArgs) -> dict[str, Any]:
@@ -70,9 +72,10 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
         "overlap_schedule": args.overlap_schedule, "log_level": args.log_level.lower(),
-        "skip_tokenizer_init": args.skip_tokenizer_init,
+        "skip_tokenizer_init": args.skip_tokenizer_init, "disable_cuda_graph": args.disable_cuda_graph,
+        "disable_cascade_attention": args.disable_cascade_attention,
     }
-    flags = ("disable_radix_cache", "skip_tokenizer_init")
+    flags = ("disable_radix_cache", "skip_tokenizer_init", "disable_cuda_graph", "disable_cascade_attention")
     return {k: v for k, v in opts.items() if v is not None and not (k in flags and not v)}
 
 
@@ -230,6 +233,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--random-seed", type=int, help="engine seed")
     e.add_argument("--skip-tokenizer-init", action="store_true",
                    help="no tokenizer (e.g. dummy weights for benchmarks): requests must pass token ids")
+    e.add_argument("--disable-cuda-graph", action="store_true", help="run decode eagerly (no CUDA graphs)")
+    e.add_argument("--disable-cascade-attention", action="store_true",
+                   help="decode rows sharing a cached prefix each read it (default: once per chunk of rows, "
+                   "Triton backend)")
     e.add_argument("--overlap-schedule", choices=["auto", "on", "off"],
                    help="queue step N+1 on the GPU before step N's tokens are read back (auto: on for CUDA)")
 
