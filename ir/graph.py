@@ -6,7 +6,11 @@ Edge kinds (the ``kind`` edge attribute):
   and one stream successor);
 - ``fork``: from a Fork node to the GetForkItem heading each child stream;
 - ``join``: from the last node of each child stream to the Join that waits for it;
-- ``data``: from the Gen/Select defining a variable to a VarRef reading it.
+- ``data``: from the Gen/Select defining a variable to a VarRef (or Switch) reading it;
+- ``case``: from a Switch node to the Case heading each of its case streams.
+
+A case stream *continues* its switch's stream (one executor runs both, see :meth:`Graph.home_streams`);
+:meth:`Graph.guards` says which switch cases must be taken for a stream to run.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ from collections.abc import Iterator
 
 import networkx as nx
 
-from .nodes import GetForkItem, Node
+from .nodes import Case, GetForkItem, Node
 
-EDGE_KINDS = ("stream", "fork", "join", "data")
+EDGE_KINDS = ("stream", "fork", "join", "data", "case")
 ROOT_STREAM = "s0"
 
 
@@ -69,9 +73,11 @@ class Graph:
         return nid
 
     def add_edge(self, src: int, dst: int, kind: str) -> None:
-        """Add a cross-stream edge (``fork``, ``join`` or ``data``)."""
+        """Add a cross-stream edge (``fork``, ``join``, ``data`` or ``case``)."""
         if kind not in EDGE_KINDS:
             raise ValueError(f"unknown edge kind {kind!r}; expected one of {EDGE_KINDS}")
+        if kind == "data" and self.g.has_edge(src, dst):
+            return  # NOTE: one edge per pair; the stream edge already orders a value before its reader
         self.g.add_edge(src, dst, kind=kind)
 
     def tail(self, stream: str) -> int | None:
@@ -123,6 +129,63 @@ class Graph:
         """The GetForkItem node ids of a Fork, by index."""
         heads = self.succs(fork_id, "fork")
         return sorted(heads, key=lambda h: self._index(h))
+
+    def switch_cases(self, switch_id: int) -> list[int]:
+        """The Case head ids of a Switch, in the order of its ``cases``."""
+        order = {v: i for i, v in enumerate(getattr(self.node(switch_id), "cases", ()))}
+        return sorted(self.succs(switch_id, "case"),
+                      key=lambda h: (order.get(getattr(self.node(h), "value", None), len(order)), h))
+
+    def stream_parents(self) -> dict[str, tuple[str, tuple[int, str] | None]]:
+        """Per stream that starts another one's branch: ``(parent stream, (switch, value) or None)``.
+
+        A fork's child stream has its fork's stream as parent (``None``: it always runs once the fork
+        ran); a case stream has its switch's stream and the case it is (it runs only if taken).
+        """
+        out: dict[str, tuple[str, tuple[int, str] | None]] = {}
+        for sid, ids in self.streams().items():
+            if not ids:
+                continue
+            head = self.node(ids[0])
+            if isinstance(head, GetForkItem) and head.fork in self:
+                out[sid] = (self.node(head.fork).stream, None)
+            elif isinstance(head, Case) and head.switch in self:
+                out[sid] = (self.node(head.switch).stream, (head.switch, head.value))
+        return out
+
+    def guards(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """Per stream, the ``(switch id, case value)`` pairs that must all be taken for it to run, outermost
+        first: ``()`` for streams that always run. Fork children inherit their fork's stream's guards."""
+        parents = self.stream_parents()
+        out: dict[str, tuple[tuple[int, str], ...]] = {}
+
+        def guard(sid: str, seen: frozenset[str] = frozenset()) -> tuple[tuple[int, str], ...]:
+            if sid in out:
+                return out[sid]
+            parent = parents.get(sid)
+            if parent is None or parent[0] in seen or parent[0] == sid:  # NOTE: malformed graphs: the verifier says why
+                out[sid] = ()
+                return ()
+            base = guard(parent[0], seen | {sid})
+            out[sid] = base + ((parent[1],) if parent[1] is not None else ())
+            return out[sid]
+
+        for sid in self.streams():
+            guard(sid)
+        return out
+
+    def home_streams(self) -> dict[str, str]:
+        """Per stream, the stream whose executor runs it: a case stream continues its switch's stream
+        (transitively); every other stream is its own home."""
+        parents = self.stream_parents()
+        out: dict[str, str] = {}
+        for sid in self.streams():
+            home, seen = sid, {sid}
+            while home in parents and parents[home][1] is not None and parents[home][0] not in seen:
+                home = parents[home][0]
+                seen.add(home)
+            out[sid] = home
+        return out
 
     def _index(self, head: int) -> int:
         node = self.node(head)

@@ -153,9 +153,34 @@ class VarRef(Node):
     kind: ClassVar[str] = "var_ref"
 
 
+@dataclass(frozen=True)
+class Switch(Node):
+    """Continue the stream with the case whose value the select ``source`` chose into ``name``.
+
+    ``cases`` are the select's distinct choices, in order. Each case is a stream headed by a
+    :class:`Case` node (a ``case`` edge from the switch to it) that *continues* this stream: the
+    cases are mutually exclusive, exactly one runs, on this stream's prompt and variables. A switch
+    is the last node of its stream (what follows the comparison in the program is in the cases).
+    """
+
+    name: str = ""
+    source: int = -1
+    cases: tuple[str, ...] = ()
+    kind: ClassVar[str] = "switch"
+
+
+@dataclass(frozen=True)
+class Case(Node):
+    """Head of the case stream of Switch ``switch`` that runs when the select chose ``value``."""
+
+    switch: int = -1
+    value: str = ""
+    kind: ClassVar[str] = "case"
+
+
 NODE_KINDS: dict[str, type[Node]] = {
     cls.kind: cls for cls in (Text, Argument, Gen, Select, Fork, GetForkItem, Join, RoleBegin, RoleEnd,
-                              Image, VarRef)
+                              Image, VarRef, Switch, Case)
 }
 
 

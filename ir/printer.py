@@ -12,6 +12,12 @@ Example::
       %7 = var_ref @s0 %3."answer"
       %9 = join @s0 %4 mode=gather_variable after=[%6, %8]
     }
+
+A switch names the stream of each case; each case stream starts with its ``case`` head::
+
+      %6 = switch @s0 %4."tool" {"calculator": @s1, "search engine": @s2}
+      %7 = case @s1 %6 "calculator"
+      %8 = case @s2 %6 "search engine"
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Any
 from .graph import Graph
 from .nodes import (
     Argument,
+    Case,
     Fork,
     Gen,
     GetForkItem,
@@ -31,6 +38,7 @@ from .nodes import (
     RoleBegin,
     RoleEnd,
     Select,
+    Switch,
     Text,
     VarRef,
 )
@@ -88,6 +96,15 @@ class _LinePrinter(NodeVisitor):
 
     def visit_var_ref(self, nid: int, n: VarRef) -> str:
         return f"%{n.source}.{fmt_value(n.name)}"
+
+    def visit_switch(self, nid: int, n: Switch) -> str:
+        streams = {self.graph.node(h).value: self.graph.node(h).stream  # type: ignore[attr-defined]
+                   for h in self.graph.succs(nid, "case")}
+        cases = ", ".join(f"{fmt_value(v)}: @{streams.get(v, '?')}" for v in n.cases)
+        return f"%{n.source}.{fmt_value(n.name)} {{{cases}}}"
+
+    def visit_case(self, nid: int, n: Case) -> str:
+        return f"%{n.switch} {fmt_value(n.value)}"
 
 
 def print_node(graph: Graph, nid: int, show_loc: bool = False) -> str:

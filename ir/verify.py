@@ -9,6 +9,7 @@ from .nodes import (
     JOIN_MODES,
     ROLES,
     Argument,
+    Case,
     Fork,
     Gen,
     GetForkItem,
@@ -19,6 +20,7 @@ from .nodes import (
     RoleBegin,
     RoleEnd,
     Select,
+    Switch,
     Text,
     VarRef,
 )
@@ -56,6 +58,9 @@ def _check_edges(graph: Graph) -> None:
         if graph.node(u).stream != graph.node(v).stream:
             raise VerifyError(f"stream edge %{u}->%{v} crosses streams "
                               f"({graph.node(u).stream} -> {graph.node(v).stream}); use a data edge")
+    for u, v, _ in graph.edges("case"):
+        if graph.node(u).kind != "switch" or graph.node(v).kind != "case":
+            raise VerifyError(f"case edge %{u}->%{v} must go from a switch to a case node")
     for nid in graph.g.nodes:
         if len(graph.preds(nid, "stream")) > 1 or len(graph.succs(nid, "stream")) > 1:
             raise VerifyError(f"%{nid} has more than one stream predecessor or successor; a stream is a chain")
@@ -69,6 +74,8 @@ class _NodeChecker(NodeVisitor):
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.open_roles: dict[str, tuple[int, str]] = {}  # stream -> (role_begin id, role)
+        self.guards = graph.guards()
+        self.parents = graph.stream_parents()
 
     def finish(self) -> None:
         # NOTE: a role left open at the end of a stream is allowed (the state's text is still valid).
@@ -116,10 +123,14 @@ class _NodeChecker(NodeVisitor):
     def visit_join(self, nid: int, n: Join) -> None:
         if n.fork not in self.graph or self.graph.node(n.fork).kind != "fork":
             _fail(nid, n, f"join refers to %{n.fork}, which is not a fork node")
-        if self.graph.node(n.fork).stream != n.stream:
-            _fail(nid, n, "join must be in the stream of its fork")
+        if not self._continues(n.stream, self.graph.node(n.fork).stream):
+            _fail(nid, n, "join must be in the stream of its fork (or a switch case continuing it)")
         if n.mode not in JOIN_MODES:
             _fail(nid, n, f"join mode {n.mode!r} is not one of {JOIN_MODES}")
+        for p in self.graph.preds(nid, "join"):
+            if self.graph.node(p).kind == "switch":
+                _fail(nid, n, f"join waits on switch %{p}, whose cases continue that stream after it; "
+                              "a stream that ends in a switch cannot be joined (join inside the cases instead)")
         child_streams = {self.graph.node(h).stream for h in self.graph.succs(n.fork, "fork")}
         tails = {self.graph.node(p).stream for p in self.graph.preds(nid, "join")}
         if tails != child_streams:
@@ -145,9 +156,28 @@ class _NodeChecker(NodeVisitor):
             _fail(nid, n, f"role_end {n.role!r} closes role {opened[1]!r} (%{opened[0]})")
 
     def _inherits_role(self, stream: str) -> bool:
-        # NOTE: a child stream may end a role its parent opened before the fork.
+        # NOTE: a child stream (or a case) may end a role its parent opened before the fork (the switch).
         ids = self.graph.streams().get(stream, [])
-        return bool(ids) and self.graph.node(ids[0]).kind == "get_fork_item"
+        return bool(ids) and self.graph.node(ids[0]).kind in ("get_fork_item", "case")
+
+    def _continues(self, stream: str, base: str) -> bool:
+        """Whether ``stream`` is ``base`` or a (nested) case stream continuing it."""
+        seen = set()
+        while stream != base and stream not in seen:
+            seen.add(stream)
+            parent = self.parents.get(stream)
+            if parent is None or parent[1] is None:
+                return False
+            stream = parent[0]
+        return stream == base
+
+    def _visible(self, nid: int, n: Node, source: int, what: str) -> None:
+        """A value read at ``nid`` must come from a node that ran whenever ``nid`` runs (not another case)."""
+        have, need = self.guards.get(n.stream, ()), self.guards.get(self.graph.node(source).stream, ())
+        if have[:len(need)] != need:
+            taken = ", ".join(f'%{s}="{v}"' for s, v in need)
+            _fail(nid, n, f"{what} reads %{source}, which runs only in switch case(s) {taken} that do not "
+                          "enclose this node (cases are mutually exclusive)")
 
     def visit_image(self, nid: int, n: Image) -> None:
         if not n.path:
@@ -158,3 +188,34 @@ class _NodeChecker(NodeVisitor):
             _fail(nid, n, f"var_ref reads {n.name!r} from %{n.source}, which does not define it")
         if n.source not in self.graph.preds(nid, "data") and not nx.has_path(self.graph.g, n.source, nid):
             _fail(nid, n, f"var_ref needs a data edge from %{n.source}")
+        self._visible(nid, n, n.source, "var_ref")
+
+    def visit_switch(self, nid: int, n: Switch) -> None:
+        src = self.graph.node(n.source) if n.source in self.graph else None
+        if not isinstance(src, Select) or src.name != n.name:
+            _fail(nid, n, f"switch reads {n.name!r} from %{n.source}, which is not a select defining it "
+                          "(only a select's finite set of choices can be switched on)")
+        assert isinstance(src, Select)
+        if n.cases != tuple(dict.fromkeys(src.choices)):
+            _fail(nid, n, f"switch cases {list(n.cases)} must be the distinct choices of select %{n.source} "
+                          f"{list(dict.fromkeys(src.choices))}, in order")
+        if n.source not in self.graph.preds(nid, "data") and not nx.has_path(self.graph.g, n.source, nid):
+            _fail(nid, n, f"switch needs a data edge from %{n.source}")
+        self._visible(nid, n, n.source, "switch")
+        if self.graph.succs(nid, "stream"):
+            _fail(nid, n, "a switch must end its stream: what follows it belongs in its cases")
+        heads = [self.graph.node(h) for h in self.graph.succs(nid, "case")]
+        values = sorted(getattr(h, "value", "") for h in heads)
+        if values != sorted(n.cases) or len({h.stream for h in heads}) != len(heads):
+            _fail(nid, n, f"switch needs one case edge to a case head (in its own stream) per value {list(n.cases)}, "
+                          f"found {values}")
+        if any(h.stream == n.stream for h in heads):
+            _fail(nid, n, "a case must be a different stream than its switch")
+
+    def visit_case(self, nid: int, n: Case) -> None:
+        if self.graph.preds(nid, "stream"):
+            _fail(nid, n, "case must head its stream")
+        if self.graph.preds(nid, "case") != [n.switch] or self.graph.node(n.switch).kind != "switch":
+            _fail(nid, n, f"case must have exactly one case edge, from switch %{n.switch}")
+        if n.value not in self.graph.node(n.switch).cases:  # type: ignore[attr-defined]
+            _fail(nid, n, f"case {n.value!r} is not one of switch %{n.switch}'s cases")

@@ -72,7 +72,8 @@ class _Cursor:
 
 
 def _node(kind: str, stream: str, c: _Cursor) -> tuple[ir.Node, dict[str, Any]]:
-    """One node from its rhs; also returns cross edges to add: {"join": [...], "data": src, "fork": src}."""
+    """One node from its rhs; also returns cross edges to add: {"join": [...], "data": src, "fork": src,
+    "case": switch} (and a switch's printed {value: stream} map, checked once every node is in)."""
     if kind == "text":
         return ir.Text(stream=stream, text=c.json()), {}
     if kind == "argument":
@@ -112,6 +113,23 @@ def _node(kind: str, stream: str, c: _Cursor) -> tuple[ir.Node, dict[str, Any]]:
         src = c.ref()
         c.expect(".")
         return ir.VarRef(stream=stream, name=c.json(), source=src), {"data": src}
+    if kind == "switch":
+        src = c.ref()
+        c.expect(".")
+        name = c.json()
+        c.expect("{")
+        streams: dict[str, str] = {}
+        while not c.peek("}"):
+            value = c.json()
+            c.expect(":")
+            streams[value] = c.match(r"@(\w+)").group(1)
+            if c.peek(","):
+                c.expect(",")
+        c.expect("}")
+        return ir.Switch(stream=stream, name=name, source=src, cases=tuple(streams)), {"data": src, "cases": streams}
+    if kind == "case":
+        switch = c.ref()
+        return ir.Case(stream=stream, switch=switch, value=c.json()), {"case": switch}
     raise PassError(f"unknown node kind {kind!r} in IR text")
 
 
@@ -143,6 +161,13 @@ def parse_graph(text: str) -> ir.Graph:
             graph.add_edge(edges["data"], nid, "data")
         for src in edges.get("join", []):
             graph.add_edge(src, nid, "join")
+        if "case" in edges:
+            graph.add_edge(edges["case"], nid, "case")
+    for nid, edges in pending:
+        if "cases" in edges:
+            found = {graph.node(h).value: graph.node(h).stream for h in graph.succs(nid, "case")}  # type: ignore[attr-defined]
+            if found != edges["cases"]:
+                raise PassError(f"switch %{nid} lists case streams {edges['cases']}, but its case heads are {found}")
     plan_lines = lines[i + 1:]
     if plan_lines:
         graph = with_plan(graph, _parse_plan(plan_lines))

@@ -161,9 +161,11 @@ def test_visitor_dispatches_each_kind_once():
         def generic_visit(self, nid, node):
             seen.append(node.kind)
 
-    g = build_fork_graph()
-    for nid, node in g.items():
-        Kinds().visit(nid, node)
+    from test_ir_switch import build_switch_graph
+
+    for g in (build_fork_graph(), build_switch_graph()):
+        for nid, node in g.items():
+            Kinds().visit(nid, node)
     assert set(seen) == set(ir.NODE_KINDS)
 
 

@@ -42,10 +42,33 @@ def build(items: list, forks: int) -> ir.Graph:
     return g
 
 
+def add_switch(g: ir.Graph, choices: list[str], case_items: list) -> ir.Graph:
+    """End the root stream with a select and a switch on it; each case gets ``case_items`` and a gen."""
+    sel = g.add(ir.Select(stream="s0", name="pick", choices=tuple(choices)))
+    cases = tuple(dict.fromkeys(choices))
+    sw = g.add(ir.Switch(stream="s0", name="pick", source=sel, cases=cases))
+    g.add_edge(sel, sw, "data")
+    for i, value in enumerate(cases):
+        sid = g.new_stream()
+        g.add_edge(sw, g.add(ir.Case(stream=sid, switch=sw, value=value)), "case")
+        for item in case_items:
+            for node in item if isinstance(item, list) else [item]:
+                g.add(ir.Text(stream=sid, text=node.text) if isinstance(node, ir.Text) else
+                      type(node)(**{**node.attrs(), "stream": sid}))
+        ref = g.add(ir.VarRef(stream=sid, name="pick", source=sel))
+        g.add_edge(sel, ref, "data")
+        g.add(ir.Gen(stream=sid, name=f"c{i}"))
+    return g
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(leaf, max_size=8), st.integers(0, 3))
-def test_random_graphs_round_trip(items, forks):
-    g = ir.verify(build(items, forks))
+@given(st.lists(leaf, max_size=8), st.integers(0, 3),
+       st.one_of(st.none(), st.lists(text, min_size=1, max_size=3)), st.lists(leaf, max_size=3))
+def test_random_graphs_round_trip(items, forks, switch_choices, case_items):
+    g = build(items, forks)
+    if switch_choices is not None:
+        g = add_switch(g, switch_choices, case_items)
+    g = ir.verify(g)
     back = ir.loads(ir.dumps(g))
     assert back == g
     assert ir.print_graph(back, show_loc=True) == ir.print_graph(g, show_loc=True)
