@@ -4,6 +4,11 @@ Both interpreters feed the same executors: the eager interpreter submits nodes a
 program appends them; the graph interpreter submits an ``ir.Graph``'s nodes in dependency
 order. Each node kind has one ``visit_<kind>`` method here (the only dispatch on kind).
 Submitting never blocks (gens are non-blocking); reading a variable or the text waits.
+
+Switches: the graph interpreter submits every case of a switch to the executor of the switch's
+stream (a case continues that stream). The switch records the value its select chose; each case head
+then either lets its stream run or marks it skipped, so only the taken case's nodes run. A fork in
+a skipped case hands its children a "skipped" slot, so their streams skip too.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from .sampling import merge
 logger = logging.getLogger(__name__)
 
 _END = object()
+_SKIPPED = object()  # the fork slot of a fork inside a switch case that was not taken
 
 
 class RunContext:
@@ -94,6 +100,8 @@ class StreamExecutor(ir.NodeVisitor):
         self.var_chunks: dict[str, list[str]] = {}
         self.var_done: set[str] = set()
         self.ended = False
+        self.taken: dict[int, str] = {}     # switch id -> the case value it took
+        self.skipped: set[str] = set()      # case streams (and children of their forks) that do not run
         self.cond = threading.Condition()
         self.queue: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name=f"sglc-{sid}", daemon=True)
@@ -121,11 +129,19 @@ class StreamExecutor(ir.NodeVisitor):
                     self._mark_ended()
                     return
                 if self.error is None:
-                    node.accept(self, nid)
+                    if node.stream in self.skipped:
+                        self._skip(nid, node)
+                    else:
+                        node.accept(self, nid)
             except BaseException as e:  # noqa: BLE001 -- recorded and re-raised to the caller at sync()
                 self._record_error(nid, node, e)
             finally:
                 self.queue.task_done()
+
+    def _skip(self, nid: int, node: ir.Node) -> None:
+        """A node of a switch case not taken: nothing runs; a fork tells its children to skip as well."""
+        if isinstance(node, ir.Fork):
+            self.ctx.fork_slot(nid).set_result(_SKIPPED)
 
     def _record_error(self, nid: int, node: ir.Node, e: BaseException) -> None:
         if isinstance(e, InterpreterError):
@@ -212,6 +228,9 @@ class StreamExecutor(ir.NodeVisitor):
 
     def visit_get_fork_item(self, nid: int, n: ir.GetForkItem) -> None:
         snap = self.ctx.fork_slot(n.fork).result()
+        if snap is _SKIPPED:
+            self.skipped.add(n.stream)
+            return
         with self.cond:
             self.text = snap["text"]
             self.messages = list(snap["messages"])
@@ -263,3 +282,15 @@ class StreamExecutor(ir.NodeVisitor):
     def visit_var_ref(self, nid: int, n: ir.VarRef) -> None:
         value = self.ctx.result(n.source).result()
         self.append(value if isinstance(value, str) else str(value))
+
+    def visit_switch(self, nid: int, n: ir.Switch) -> None:
+        value = self.ctx.result(n.source).result()
+        if value not in n.cases:
+            raise InterpreterError(f"{n.loc}: switch on {n.name!r} got {value!r}, which is none of its cases "
+                                   f"{list(n.cases)}")
+        self.taken[nid] = value
+
+    def visit_case(self, nid: int, n: ir.Case) -> None:
+        # NOTE: a switch that did not run itself (inside a skipped case) took no case: all its cases skip.
+        if self.taken.get(n.switch) != n.value:
+            self.skipped.add(n.stream)

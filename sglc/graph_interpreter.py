@@ -2,6 +2,8 @@
 
 Each IR stream gets one :class:`~sglc.executor.StreamExecutor`; issuing never blocks, so fork
 branches run in parallel and a var_ref or join waits on its worker thread for the data it needs.
+A switch's case streams continue the switch's stream: they go to its executor (``Graph.home_streams``),
+which runs only the case the select chose.
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ class NodeIssuer(ir.NodeVisitor):
         self.graph = graph
         self.ctx = ctx
         self.executors: dict[str, StreamExecutor] = {}
+        self.home = graph.home_streams()
 
     def executor(self, sid: str) -> StreamExecutor:
+        sid = self.home.get(sid, sid)
         if sid not in self.executors:
             self.executors[sid] = self.ctx.new_executor(sid)
         return self.executors[sid]

@@ -1,9 +1,18 @@
-"""Tracing: run a program once on symbolic values and record an ``ir.Graph``.
+"""Tracing: run a program on symbolic values and record an ``ir.Graph``.
 
 Arguments without a value become :class:`SymbolicArg`; ``s["name"]`` becomes :class:`SymbolicVar`.
-Both can be appended (``s += arg``, ``"Q: " + arg``) but not inspected: using one in ``if``,
-an f-string, ``str()``, comparisons or string methods raises :class:`TraceError` naming the line
+Both can be appended (``s += arg``, ``"Q: " + arg``). Inspecting one (``if``, ``==``, ``in``, an
+f-string, ``str()``, string methods) works only for a *select's* variable, whose values are its
+finite choices: the program is then traced once per choice, and the runs are joined in a ``switch``
+node whose cases are streams continuing the compared stream (``docs/compiler.md``, "Switch").
+Inspecting anything else (an argument, a free-text gen) raises :class:`TraceError` naming the line
 and the rewrite.
+
+How the runs share one graph: every graph-building operation (an append, a fork, a join) of a run
+is recorded under the run's *path* (the cases taken so far) and its position on that path. A later
+run replays the operations its path shares with earlier runs (checking it does the same things) and
+records only what is new. The first comparison on a select no path has decided yet stops the run;
+the driver then runs the program once per choice, each taking that case there.
 """
 from __future__ import annotations
 
@@ -11,6 +20,7 @@ import contextlib
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import ir
@@ -21,15 +31,21 @@ from .location import user_location, user_source_line
 from .state_group import StateGroup
 
 _FIXES = {
-    "bool": "control flow cannot depend on a value known only at run time; branch with "
-            "sgl.select(name, choices=[...]) and append per-choice text, or run the program eagerly with fn.run(...)",
+    "bool": "control flow cannot depend on a value known only at run time, except a select's: branch on "
+            "sgl.select(name, choices=[...]) (`if s[name] == ...` traces one case per choice), or run the program "
+            "eagerly with fn.run(...)",
     "str": "a traced value has no text yet; build text by concatenation (s += \"Q: \" + question) "
            "instead of f-strings, str() or %-formatting",
-    "compare": "a traced value cannot be compared at trace time; use sgl.select for decisions, or run eagerly",
+    "compare": "a traced value cannot be compared at trace time; decide with sgl.select (comparing a select's "
+               "value traces one case per choice), or run eagerly",
     "method": "string methods run on text that does not exist yet at trace time; post-process after "
               "fn.run(...) or run the program eagerly",
     "number": "a traced value cannot be converted to a number at trace time; use a constant, or run eagerly",
+    "free": "give it a finite set of values with sgl.gen(name, choices=[...]) (a select: the program is then "
+            "traced once per choice into a switch), or run the program eagerly with fn.run(...)",
 }
+# At most this many runs of the program per trace (each undecided select comparison multiplies the paths).
+MAX_TRACE_RUNS = 256
 
 
 def _trace_error(what: str, fix_key: str) -> TraceError:
@@ -46,6 +62,10 @@ class Symbolic:
     def __sgl_nodes__(self) -> tuple[ir.Node, ...]:
         raise NotImplementedError
 
+    def _concrete(self, what: str, fix_key: str) -> Any:
+        """The value to inspect; only a select's variable has one (per traced case)."""
+        raise _trace_error(f"{self.label} {what}", fix_key)
+
     def __add__(self, other: Any) -> Expr:
         return as_expr(self) + other
 
@@ -53,35 +73,56 @@ class Symbolic:
         return as_expr(other) + as_expr(self)
 
     def __bool__(self) -> bool:
-        raise _trace_error(f"{self.label} is used as a condition", "bool")
+        return bool(self._concrete("is used as a condition", "bool"))
 
     def __str__(self) -> str:
-        raise _trace_error(f"{self.label} is converted to str", "str")
+        return str(self._concrete("is converted to str", "str"))
 
     def __format__(self, spec: str) -> str:
-        raise _trace_error(f"{self.label} is formatted (f-string or format())", "str")
+        return format(self._concrete("is formatted (f-string or format())", "str"), spec)
 
-    def _compare(self, other: Any) -> bool:
-        raise _trace_error(f"{self.label} is compared", "compare")
+    def __eq__(self, other: object) -> bool:  # type: ignore[override]
+        return self._concrete("is compared", "compare") == other
 
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _compare  # type: ignore[assignment]
+    def __ne__(self, other: object) -> bool:  # type: ignore[override]
+        return self._concrete("is compared", "compare") != other
+
+    def __lt__(self, other: Any) -> bool:
+        return self._concrete("is compared", "compare") < other
+
+    def __le__(self, other: Any) -> bool:
+        return self._concrete("is compared", "compare") <= other
+
+    def __gt__(self, other: Any) -> bool:
+        return self._concrete("is compared", "compare") > other
+
+    def __ge__(self, other: Any) -> bool:
+        return self._concrete("is compared", "compare") >= other
+
+    def __contains__(self, other: Any) -> bool:
+        return other in self._concrete("is compared", "compare")
+
     __hash__ = object.__hash__
 
     def __len__(self) -> int:
-        raise _trace_error(f"len() of {self.label}", "method")
+        return len(self._concrete("is measured with len()", "method"))
 
     def __iter__(self) -> Iterator[Any]:
-        raise _trace_error(f"iterating over {self.label}", "method")
+        return iter(self._concrete("is iterated over", "method"))
 
     def __int__(self) -> int:
-        raise _trace_error(f"int() of {self.label}", "number")
+        return int(self._concrete("is converted to int()", "number"))
 
-    __float__ = __index__ = __int__  # type: ignore[assignment]
+    def __float__(self) -> float:
+        return float(self._concrete("is converted to float()", "number"))
+
+    def __index__(self) -> int:
+        raise _trace_error(f"{self.label} is used as an index", "number")
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise _trace_error(f"{self.label}.{name} is called", "method")
+        if name.startswith("_") or name in ("name", "source", "tracer", "label"):
+            raise AttributeError(name)  # NOTE: also keeps a half-built object (copy, pickle) from recursing
+        return getattr(self._concrete(f"is used as a string (.{name})", "method"), name)
 
 
 class SymbolicArg(Symbolic):
@@ -99,43 +140,211 @@ class SymbolicArg(Symbolic):
 
 
 class SymbolicVar(Symbolic):
-    """A variable set by a gen/select, read at trace time."""
+    """A variable set by a gen/select, read at trace time. A select's variable can be inspected: the
+    program is traced once per choice (see the module docstring); a free-text gen's cannot."""
 
-    def __init__(self, name: str, source: int) -> None:
+    def __init__(self, name: str, source: int, tracer: _Tracer | None = None) -> None:
         self.name = name
         self.source = source
+        self.tracer = tracer
         self.label = f"generated variable {name!r}"
 
     def __sgl_nodes__(self) -> tuple[ir.Node, ...]:
         return (ir.VarRef(stream="", name=self.name, source=self.source),)
 
+    def _concrete(self, what: str, fix_key: str) -> Any:
+        node = self.tracer.graph.node(self.source) if self.tracer is not None else None
+        if isinstance(node, ir.Select):
+            return self.tracer.decide(self)  # type: ignore[union-attr]
+        if isinstance(node, ir.Gen):
+            raise _trace_error(f"{self.label} {what}, but it is the free text of gen %{self.source}: its values are "
+                               "unbounded, so there is no finite set of cases to trace", "free")
+        return super()._concrete(what, fix_key)
+
     def __repr__(self) -> str:
         return f"<traced variable {self.name} from %{self.source}>"
 
 
-class _Recorder(ir.NodeVisitor):
-    """Adds one bound node to the graph; var_refs also get their data edge."""
+class _NewBranch(BaseException):
+    """Stops a run at the first comparison on an undecided select (BaseException: user code's
+    ``except Exception`` must not swallow it). ``n``: how many cases to run next."""
 
-    def __init__(self, state: TracingState) -> None:
-        self.state = state
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.n = n
 
-    def generic_visit(self, nid: int, node: ir.Node) -> int:
-        nid = self.state.graph.add(node)
-        if node.defines:
-            self.state.defined[node.defines] = nid
-        return nid
 
-    def visit_var_ref(self, nid: int, node: ir.VarRef) -> int:
-        new = self.generic_visit(nid, node)
-        self.state.graph.add_edge(node.source, new, "data")
-        return new
+@dataclass
+class _BranchPoint:
+    """Where, on one path, the program first inspected select ``select``; its switch is made when a
+    case first appends (on the stream it appends to), with one case stream per value."""
+
+    select: int
+    name: str
+    cases: tuple[str, ...]
+    pos: int
+    loc: str
+    source_line: str
+    switch: int | None = None
+    stream: str | None = None
+    case_streams: dict[str, str] = field(default_factory=dict)
+
+
+class _Tracer:
+    """Builds one graph from the runs of a program, one run per path through its select comparisons."""
+
+    def __init__(self, graph: ir.Graph) -> None:
+        self.graph = graph
+        self.segments: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # path -> [(key, result)] per operation
+        self.branches: dict[tuple[int, ...], _BranchPoint] = {}           # path -> the branch point ending it
+        self.start(())
+
+    def start(self, plan: tuple[int, ...]) -> None:
+        """Begin a run that takes case ``plan[k]`` at its ``k``-th branch point."""
+        self.plan = plan
+        self.path: tuple[int, ...] = ()
+        self.pos = 0
+        self.bound: dict[int, str] = {}             # select id -> the value this run's case gives it
+        self.alias: dict[str, str] = {}             # a switched stream -> the case stream continuing it
+        self.pending: list[tuple[_BranchPoint, str]] = []  # cases entered, switch not placed yet
+        self.inside: list[_BranchPoint] = []        # the branch points whose cases this run is in
+        self.writable: set[str] | None = None       # inside a case: the streams it may append to
+
+    # -- comparisons --------------------------------------------------------------------------------
+    def decide(self, var: SymbolicVar) -> str:
+        """The value of select ``var.source`` on this run's path; stops the run at a new branch point."""
+        if var.source in self.bound:
+            return self.bound[var.source]
+        select = self.graph.node(var.source)
+        assert isinstance(select, ir.Select)
+        bp = self.branches.get(self.path)
+        if bp is None:
+            if self.pos < len(self.segments.get(self.path, [])):
+                raise self._nondeterministic("compares a select where an earlier run did not")
+            loc, src = user_source_line(3)
+            bp = _BranchPoint(var.source, var.name, tuple(dict.fromkeys(select.choices)), self.pos, loc, src)
+            self.branches[self.path] = bp
+            raise _NewBranch(len(bp.cases))
+        if bp.select != var.source or bp.pos != self.pos:
+            raise self._nondeterministic(f"compares select %{var.source} where an earlier run compared %{bp.select}")
+        value = bp.cases[self.plan[len(self.path)]]
+        self.bound[var.source] = value
+        self.path += (self.plan[len(self.path)],)
+        self.pos = 0
+        self.pending.append((bp, value))
+        return value
+
+    # -- graph-building operations --------------------------------------------------------------------
+    def op(self, sid: str, key: Any, make: Callable[[str], Any]) -> Any:
+        """Record (first run on this path) or replay (later runs) one operation on stream ``sid``."""
+        sid = self._resolve(sid)
+        while self.pending:
+            self._check_writable(sid)
+            sid = self._enter(sid, *self.pending.pop(0))
+        self._check_writable(sid)
+        seg = self.segments.setdefault(self.path, [])
+        if self.pos < len(seg):
+            rkey, result = seg[self.pos]
+            if rkey != (sid, key):
+                raise self._nondeterministic(f"does {key[0]} on {sid} where an earlier run did {rkey[1][0]} on {rkey[0]}")
+        else:
+            bp = self.branches.get(self.path)
+            if bp is not None and bp.pos <= self.pos:
+                raise self._nondeterministic("goes on past a select comparison an earlier run stopped at")
+            result = make(sid)
+            seg.append(((sid, key), result))
+        self.pos += 1
+        return result
+
+    def add(self, sid: str, node: ir.Node) -> int:
+        def make(stream: str) -> int:
+            nid = self.graph.add(dataclasses.replace(node, stream=stream))
+            if isinstance(node, ir.VarRef):
+                self.graph.add_edge(node.source, nid, "data")
+            return nid
+
+        return self.op(sid, (node.kind, node), make)
+
+    def fork(self, sid: str, size: int, loc: str) -> tuple[int, list[str]]:
+        def make(stream: str) -> tuple[int, list[str]]:
+            fork_id = self.graph.add(ir.Fork(stream=stream, loc=loc, n=size))
+            sids = []
+            for i in range(size):
+                child = self.graph.new_stream()
+                head = self.graph.add(ir.GetForkItem(stream=child, loc=loc, fork=fork_id, index=i))
+                self.graph.add_edge(fork_id, head, "fork")
+                sids.append(child)
+            return fork_id, sids
+
+        fork_id, sids = self.op(sid, ("fork", size), make)
+        if self.writable is not None:
+            self.writable.update(sids)  # NOTE: streams forked inside a case belong to it
+        return fork_id, sids
+
+    def join(self, sid: str, fork_id: int, mode: str, children: list[str], loc: str) -> int:
+        def make(stream: str) -> int:
+            nid = self.graph.add(ir.Join(stream=stream, loc=loc, fork=fork_id, mode=mode))
+            for child in children:
+                self.graph.add_edge(self.graph.tail(self._resolve(child)), nid, "join")  # type: ignore[arg-type]
+            return nid
+
+        return self.op(sid, ("join", fork_id, mode), make)
+
+    def _resolve(self, sid: str) -> str:
+        while sid in self.alias:
+            sid = self.alias[sid]
+        return sid
+
+    def _enter(self, sid: str, bp: _BranchPoint, value: str) -> str:
+        """The run's first operation inside case ``value`` of ``bp`` is on ``sid``: place the switch there (the
+        first time), and continue ``sid`` on the case's stream."""
+        if bp.switch is None:
+            bp.switch = self.graph.add(ir.Switch(stream=sid, loc=bp.loc, name=bp.name, source=bp.select,
+                                                 cases=bp.cases))
+            bp.stream = sid
+            self.graph.add_edge(bp.select, bp.switch, "data")
+            for v in bp.cases:
+                case_sid = self.graph.new_stream()
+                head = self.graph.add(ir.Case(stream=case_sid, loc=bp.loc, switch=bp.switch, value=v))
+                self.graph.add_edge(bp.switch, head, "case")
+                bp.case_streams[v] = case_sid
+        elif bp.stream != sid:
+            raise TraceError(f"{self._where(bp)}after comparing {bp.name!r}, the case {value!r} continues stream "
+                             f"{sid}, but another case continued stream {bp.stream}; the cases of a switch continue "
+                             "one stream. Fix: make every case append to the same state, or run the program "
+                             "eagerly with fn.run(...)")
+        self.alias[sid] = bp.case_streams[value]
+        self.writable = {bp.case_streams[value]}
+        self.inside.append(bp)
+        return bp.case_streams[value]
+
+    def _check_writable(self, sid: str) -> None:
+        if self.writable is None or sid in self.writable:
+            return
+        bp = self.inside[-1]
+        raise TraceError(f"{user_location(4)}: after {self._where(bp, short=True)}the program branched on select "
+                         f"{bp.name!r} (%{bp.select}), it appends to stream {sid}, which existed before that "
+                         f"comparison; a switch's cases may only continue the stream they start on ({bp.stream}) and "
+                         "streams they fork. Fix: compare after joining the forks (or before forking), or run the "
+                         "program eagerly with fn.run(...)")
+
+    def _where(self, bp: _BranchPoint, short: bool = False) -> str:
+        if short:
+            return f"`{bp.source_line}` ({bp.loc}) " if bp.loc else ""
+        return f"{bp.loc}: `{bp.source_line}`: " if bp.loc else ""
+
+    def _nondeterministic(self, what: str) -> TraceError:
+        return TraceError(f"{user_location(3)}: tracing ran the program once per select case, and this run {what}; "
+                          "a traced program must do the same things whenever its selects chose the same values "
+                          "(no randomness, clocks or outside state). Fix: make it deterministic, or run it eagerly")
 
 
 class TracingState:
     """The ``s`` of a program being traced; mirrors :class:`~sglc.state.ProgramState`."""
 
-    def __init__(self, graph: ir.Graph, sid: str, defined: dict[str, int] | None = None) -> None:
-        self.graph = graph
+    def __init__(self, tracer: _Tracer, sid: str, defined: dict[str, int] | None = None) -> None:
+        self.tracer = tracer
+        self.graph = tracer.graph
         self.sid = sid
         self.defined: dict[str, int] = dict(defined or {})
         self._anon = [0]
@@ -144,11 +353,14 @@ class TracingState:
         loc = user_location(2)
         for node in as_expr(value).nodes:
             self._check_params(node)
-            changes: dict[str, Any] = {"stream": self.sid, "loc": loc}
+            changes: dict[str, Any] = {"loc": loc}
             if node.defines == "":
                 self._anon[0] += 1
                 changes["name"] = f"_gen_{self._anon[0]}"
-            _Recorder(self).visit(-1, dataclasses.replace(node, **changes))
+            node = dataclasses.replace(node, **changes)
+            nid = self.tracer.add(self.sid, node)
+            if node.defines:
+                self.defined[node.defines] = nid
         return self
 
     def _check_params(self, node: ir.Node) -> None:
@@ -160,19 +372,15 @@ class TracingState:
         if name not in self.defined:
             raise TraceError(f"{user_location(2)}: variable {name!r} is not set on this stream before it is read; "
                              f"set it with sgl.gen({name!r}) first (after a gather join, read forks[i][{name!r}])")
-        return SymbolicVar(name, self.defined[name])
+        return SymbolicVar(name, self.defined[name], self.tracer)
 
     get_var = __getitem__
 
     def fork(self, size: int = 1) -> TracingStateGroup:
-        loc = user_location(2)
-        fork_id = self.graph.add(ir.Fork(stream=self.sid, loc=loc, n=size))
+        fork_id, sids = self.tracer.fork(self.sid, size, user_location(2))
         children = []
-        for i in range(size):
-            sid = self.graph.new_stream()
-            head = self.graph.add(ir.GetForkItem(stream=sid, loc=loc, fork=fork_id, index=i))
-            self.graph.add_edge(fork_id, head, "fork")
-            child = TracingState(self.graph, sid, self.defined)
+        for sid in sids:
+            child = TracingState(self.tracer, sid, self.defined)
             child._anon = self._anon
             children.append(child)
         return TracingStateGroup(children, self, fork_id)
@@ -205,14 +413,14 @@ class TracingStateGroup(StateGroup["TracingState"]):
     def join(self, mode: str = "gather_variable") -> None:
         if mode not in ir.JOIN_MODES:
             raise TraceError(f"join mode must be one of {ir.JOIN_MODES}, got {mode!r}")
-        graph = self.parent.graph
-        nid = graph.add(ir.Join(stream=self.parent.sid, loc=user_location(2), fork=self.fork_id, mode=mode))
-        for child in self.states:
-            graph.add_edge(graph.tail(child.sid), nid, "join")
+        self.parent.tracer.join(self.parent.sid, self.fork_id, mode, [c.sid for c in self.states], user_location(2))
 
 
 def trace_function(func: Callable[..., Any], name: str, bound: dict[str, Any], kwargs: dict[str, Any]) -> ir.Graph:
-    """Trace ``func(s, ...)``: parameters without a value (and without a default) become symbolic."""
+    """Trace ``func(s, ...)``: parameters without a value (and without a default) become symbolic.
+
+    The program runs once, plus once per case of every select it inspects (see the module docstring).
+    """
     params = list(inspect.signature(func).parameters.values())[1:]
     values = {**bound, **kwargs}
     unknown = sorted(set(values) - {p.name for p in params})
@@ -220,6 +428,19 @@ def trace_function(func: Callable[..., Any], name: str, bound: dict[str, Any], k
         raise TraceError(f"{name}() got unexpected argument(s) {unknown}")
     symbolic = [p.name for p in params if p.name not in values and p.default is inspect.Parameter.empty]
     graph = ir.Graph(name, tuple(symbolic))
-    args = {**{n: SymbolicArg(n) for n in symbolic}, **values}
-    func(TracingState(graph, ir.ROOT_STREAM), **args)
+    tracer = _Tracer(graph)
+    plans: list[tuple[int, ...]] = [()]
+    runs = 0
+    while plans:
+        plan = plans.pop()
+        runs += 1
+        if runs > MAX_TRACE_RUNS:
+            raise TraceError(f"{name}: tracing needs more than {MAX_TRACE_RUNS} runs (one per path through its "
+                             "select comparisons); compare fewer selects, or run the program eagerly with fn.run(...)")
+        tracer.start(plan)
+        args = {**{n: SymbolicArg(n) for n in symbolic}, **values}
+        try:
+            func(TracingState(tracer, ir.ROOT_STREAM), **args)
+        except _NewBranch as branch:
+            plans.extend(plan + (i,) for i in reversed(range(branch.n)))  # NOTE: first case first (stable ids)
     return ir.verify(graph)

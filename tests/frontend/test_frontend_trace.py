@@ -158,10 +158,11 @@ def read_text(s):
 
 @pytest.mark.parametrize("program, message", [
     (branch_on_gen, (r"test_frontend_trace.py:\d+: `if s\[\"answer\"\] == \"yes\":`: generated variable "
-                     r"'answer' is compared\. Fix: .*sgl.select")),
+                     r"'answer' is compared, but it is the free text of gen %0: its values are unbounded.*"
+                     r"Fix: .*choices=\[")),
     (fstring_arg, r"`s \+= f\"Hello \{name\}\"`: argument 'name' is formatted .*concatenation"),
     (bool_arg, r"`if flag:`: argument 'flag' is used as a condition\. Fix: .*sgl.select"),
-    (method_on_var, r"generated variable 'a'.strip is called"),
+    (method_on_var, r"generated variable 'a' is used as a string \(.strip\), but it is the free text of gen"),
     (str_of_arg, r"argument 'n' is converted to str"),
     (read_text, r"cannot read its text"),
 ])

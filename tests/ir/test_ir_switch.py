@@ -126,3 +126,16 @@ def test_a_join_may_sit_in_a_case_continuing_its_forks_stream():
     join = g.add(ir.Join(stream="s2", fork=fork))
     g.add_edge(tail, join, "join")
     assert ir.verify(g) is g
+
+
+def test_a_stream_ending_in_a_switch_cannot_be_joined():
+    g = ir.Graph("p")
+    fork = g.add(ir.Fork(stream="s0", n=1))
+    g.add_edge(fork, g.add(ir.GetForkItem(stream="s1", fork=fork, index=0)), "fork")
+    sel = g.add(ir.Select(stream="s1", name="x", choices=("a",)))
+    sw = g.add(ir.Switch(stream="s1", name="x", source=sel, cases=("a",)))
+    g.add_edge(sw, g.add(ir.Case(stream="s2", switch=sw, value="a")), "case")
+    join = g.add(ir.Join(stream="s0", fork=fork))
+    g.add_edge(sw, join, "join")
+    with pytest.raises(ir.VerifyError, match="a stream that ends in a switch cannot be joined"):
+        ir.verify(g)
