@@ -56,6 +56,11 @@ class HoistPrefix(Pass):
     The executor warms ``stream text + shared text`` into the radix cache at that point, so the
     branches' prefill reuses it instead of each computing it (and racing each other to cache it).
     Semantics: warming only fills a cache; outputs do not change.
+
+    Switch cases are not hoisted like fork branches: exactly one case runs, so the cases' shared text
+    would serve one request (the case continues its stream's prompt, nothing to share). A fork inside a
+    case is hoisted as usual; its warm-up happens only if that case runs. The entry hoist stops at the
+    first node that is not constant, so it never reaches into a case.
     """
 
     name = "hoist-prefix"

@@ -2,8 +2,9 @@
 
 The ``j``-th gen (or select) of every branch of one fork forms a group that the executor issues as
 one runtime call: each branch waits at that node until all siblings arrived. That wait must not
-deadlock, so a group is kept only if no member depends on another and contracting every kept group
-to one node leaves the graph acyclic.
+deadlock, so a group is kept only if no member depends on another, all members run under the same
+switch cases (a member in a case not taken would never arrive), and contracting every kept group to
+one node leaves the graph acyclic.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .rewrite import stream_chain
 def sibling_groups(graph: ir.Graph, accept: Callable[[ir.Node], bool], min_size: int = 2) -> list[tuple[int, ...]]:
     """Groups of same-position accepted nodes across the branches of each fork (deadlock-free)."""
     groups: list[tuple[int, ...]] = []
+    guards = graph.guards()
     for nid, node in graph.items():
         if not isinstance(node, ir.Fork) or node.n < min_size:
             continue
@@ -27,7 +29,9 @@ def sibling_groups(graph: ir.Graph, accept: Callable[[ir.Node], bool], min_size:
         depth = min(len(b) for b in per_branch)
         for j in range(depth):
             group = tuple(b[j] for b in per_branch)
-            if _independent(graph, group) and _acyclic(graph, groups + [group]):
+            # NOTE: a branch's chain stops at a switch, so members share their fork's guards; checked anyway.
+            same_cases = len({guards[graph.node(m).stream] for m in group}) == 1
+            if same_cases and _independent(graph, group) and _acyclic(graph, groups + [group]):
                 groups.append(group)
     return groups
 

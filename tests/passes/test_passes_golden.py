@@ -22,6 +22,13 @@ CASES = {
     "o2_batch": ("batch", 2),
     "o2_fold": ("fold_text", 2),
     "o1_fold": ("fold_text", 1),
+    # a switch: passes work inside its cases and never treat the cases as if all ran
+    "switch_fold_text": ("switch", "fold-text"),
+    "switch_hoist_prefix": ("switch", "hoist-prefix"),
+    "switch_batch_forks": ("switch", "batch-forks"),
+    "switch_batch_selects": ("switch", "batch-selects"),
+    "switch_compile_constraints": ("switch", "compile-constraints"),
+    "switch_o2": ("switch", 2),
 }
 
 
