@@ -112,8 +112,29 @@ def runtime_hints(graph: ir.Graph) -> dict[str, Any]:
     gens = [n for _, n in graph.items() if isinstance(n, ir.Gen)]
     return {"forks": forks, "num_gens": len(gens),
             "num_selects": sum(isinstance(n, ir.Select) for _, n in graph.items()),
-            "max_new_tokens_total": sum(int(g.params.get("max_new_tokens", 0)) for g in gens),
+            "num_switches": sum(isinstance(n, ir.Switch) for _, n in graph.items()),
+            "max_new_tokens_total": _token_budget(graph),
             "unset_max_new_tokens": sum("max_new_tokens" not in g.params for g in gens)}
+
+
+def _token_budget(graph: ir.Graph) -> int:
+    """The most ``max_new_tokens`` one run can generate: gens outside switches, plus per switch its costliest
+    case (cases are mutually exclusive: only one runs)."""
+    guards = graph.guards()
+    own: dict[tuple[tuple[int, str], ...], int] = {}
+    switches: dict[tuple[tuple[int, str], ...], list[tuple[int, ir.Switch]]] = {}
+    for nid, node in graph.items():
+        where = guards.get(node.stream, ())
+        if isinstance(node, ir.Gen):
+            own[where] = own.get(where, 0) + int(node.params.get("max_new_tokens", 0))
+        elif isinstance(node, ir.Switch):
+            switches.setdefault(where, []).append((nid, node))
+
+    def total(where: tuple[tuple[int, str], ...]) -> int:
+        return own.get(where, 0) + sum(max((total(where + ((nid, v),)) for v in sw.cases), default=0)
+                                       for nid, sw in switches.get(where, []))
+
+    return total(())
 
 
 def _stream_nodes(graph: ir.Graph, head: int) -> list[int]:

@@ -6,7 +6,7 @@ import html
 
 from passes import format_graph
 
-from .viz import EDGE_STYLE, STYLE, View, _label, render_svg
+from .viz import EDGE_STYLE, STYLE, View, _label, lane_titles, render_svg
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0;display:flex;height:100vh}
@@ -56,15 +56,19 @@ def render_html(views: list[View], title: str = "") -> str:
 
 
 def render_dot(graph) -> str:
-    """Graphviz DOT: one cluster per stream, shapes and colors by kind, edges styled by kind."""
+    """Graphviz DOT: one cluster per stream (a switch case's cluster says its value), shapes and colors by
+    kind, edges styled by kind."""
     shapes = {"rect": "box", "rounded": "box", "parallelogram": "parallelogram", "diamond": "diamond",
               "triangle": "triangle", "invtriangle": "invtriangle", "hexagon": "hexagon", "circle": "circle",
-              "ellipse": "ellipse"}
+              "ellipse": "ellipse", "octagon": "octagon", "house": "house"}
     lines = [f'digraph "{graph.name}" {{', "  rankdir=TB; node [fontsize=10, style=filled];"]
+    titles = lane_titles(graph)
     for sid, ids in graph.streams().items():
         if not ids:
             continue
-        lines.append(f'  subgraph "cluster_{sid}" {{ label="{sid}"; color="#b0bec5";')
+        title = titles[sid].replace("\\", "\\\\").replace('"', '\\"')
+        color = "#ff8a65" if titles[sid] != sid else "#b0bec5"
+        lines.append(f'  subgraph "cluster_{sid}" {{ label="{title}"; color="{color}";')
         for nid in ids:
             node = graph.node(nid)
             shape, fill, stroke = STYLE.get(node.kind, ("rect", "#fff", "#000"))
@@ -75,7 +79,7 @@ def render_dot(graph) -> str:
         lines.append("  }")
     for src, dst, kind in graph.edges():
         color = EDGE_STYLE[kind][0]
-        style = {"stream": "solid", "fork": "dashed", "join": "dashed", "data": "dotted"}[kind]
+        style = {"stream": "solid", "fork": "dashed", "join": "dashed", "data": "dotted", "case": "bold"}[kind]
         lines.append(f'  n{src} -> n{dst} [color="{color}", style={style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"

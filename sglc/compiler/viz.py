@@ -1,9 +1,11 @@
 """The IR visualizer: one self-contained HTML file (inline SVG, CSS and JS; no network), or DOT.
 
 Layout: one lane (column) per stream, one row per longest-path depth, so stream order reads top to
-bottom, forks fan out to the right and sibling branches sit side by side. Node kinds differ by shape and
-color; edges by kind (stream solid, fork/join dashed, data dotted). Clicking a node shows its
-attributes; a selector switches between the graph after tracing and after each pass.
+bottom, forks fan out to the right and sibling branches sit side by side. A switch's cases are lanes too
+(tinted, labeled with their value): exactly one of them runs, continuing the switch's lane. Node kinds
+differ by shape and color; edges by kind (stream solid, fork/join dashed, data dotted, case dashed
+orange). Clicking a node shows its attributes; a selector switches between the graph after tracing and
+after each pass.
 """
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ STYLE: dict[str, tuple[str, str, str]] = {
     "role_end": ("hexagon", "#e3f2fd", "#1565c0"),
     "image": ("rect", "#f8bbd0", "#ad1457"),
     "var_ref": ("ellipse", "#b2dfdb", "#00695c"),
+    "switch": ("octagon", "#ffccbc", "#bf360c"),
+    "case": ("house", "#fff3e0", "#bf360c"),
 }
 EDGE_STYLE = {"stream": ("#90a4ae", ""), "fork": ("#8e24aa", "6,4"), "join": ("#8e24aa", "6,4"),
-              "data": ("#00897b", "2,4")}
+              "data": ("#00897b", "2,4"), "case": ("#e64a19", "8,3")}
 LANE_W, ROW_H, NODE_W, NODE_H, MARGIN = 190, 46, 150, 30, 30
 
 
@@ -52,6 +56,10 @@ def node_info(graph: ir.Graph, nid: int) -> dict[str, Any]:
     notes += [f"batched select with {[f'%{m}' for m in g]}" for g in plan.select_batches if nid in g]
     notes += [f"constraint {c.kind} compiled ahead ({c.states} states, key {c.key[:16] or 'none'})"
               for c in plan.constraints if c.node == nid]
+    if isinstance(node, ir.Switch):
+        lanes = {graph.node(h).value: graph.node(h).stream for h in graph.succs(nid, "case")}  # type: ignore[attr-defined]
+        notes.append("runs exactly one case, the one select %{} chose: {}".format(
+            node.source, ", ".join(f"{v!r} → lane {lanes.get(v, '?')}" for v in node.cases)))
     attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in node.attrs().items()}
     return {"id": nid, "kind": node.kind, "stream": node.stream, "loc": node.loc, "attrs": attrs, "plan": notes}
 
@@ -62,9 +70,21 @@ def _label(node: ir.Node) -> str:
               "gen": lambda: a["name"], "select": lambda: a["name"], "fork": lambda: f"n={a['n']}",
               "get_fork_item": lambda: f"[{a['index']}]", "join": lambda: a["mode"].split("_")[0],
               "role_begin": lambda: a["role"], "role_end": lambda: "/" + a["role"], "image": lambda: a["path"],
-              "var_ref": lambda: a["name"]}.get(node.kind, lambda: "")()
+              "var_ref": lambda: a["name"], "switch": lambda: a["name"],
+              "case": lambda: json.dumps(a["value"])}.get(node.kind, lambda: "")()
     text = f"{node.kind} {detail}" if node.kind not in ("text", "get_fork_item") else detail or node.kind
     return text if len(text) <= 22 else text[:21] + "…"
+
+
+def lane_titles(graph: ir.Graph) -> dict[str, str]:
+    """Per non-empty stream, its lane's title: the stream name, plus the case value for a switch case."""
+    out = {}
+    for sid, ids in graph.streams().items():
+        if not ids:
+            continue
+        head = graph.node(ids[0])
+        out[sid] = f'{sid} · case {json.dumps(head.value, ensure_ascii=False)}' if isinstance(head, ir.Case) else sid
+    return out
 
 
 def ranks(graph: ir.Graph) -> dict[int, int]:
@@ -92,6 +112,9 @@ def _shape(kind: str, x: float, y: float, extra: str) -> str:
     pts = {"parallelogram": [(-w + 10, -h), (w, -h), (w - 10, h), (-w, h)],
            "diamond": [(0, -h - 4), (w, 0), (0, h + 4), (-w, 0)],
            "triangle": [(-w, -h), (w, -h), (0, h)], "invtriangle": [(0, -h), (w, h), (-w, h)],
+           "octagon": [(-w + 8, -h), (w - 8, -h), (w, -h + 8), (w, h - 8), (w - 8, h), (-w + 8, h), (-w, h - 8),
+                       (-w, -h + 8)],
+           "house": [(0, -h - 4), (w, -h + 6), (w, h), (-w, h), (-w, -h + 6)],
            "hexagon": [(-w + 10, -h), (w - 10, -h), (w, 0), (w - 10, h), (-w + 10, h), (-w, 0)]}
     if shape in pts:
         return f'<polygon points="{" ".join(f"{x + dx:.1f},{y + dy:.1f}" for dx, dy in pts[shape])}" {style}/>'
@@ -113,11 +136,17 @@ def render_svg(graph: ir.Graph) -> str:
             f'viewBox="0 0 {width} {height}">'),
            ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#78909c"/></marker></defs>')]
+    titles = lane_titles(graph)
     for i, sid in enumerate(streams):
         x = MARGIN + i * LANE_W - 15
-        out.append(f'<rect class="lane" x="{x}" y="4" width="{LANE_W - 10}" height="{height - 8}" rx="8" '
-                   f'fill="{"#fafafa" if i % 2 else "#f5f7fa"}"/><text class="lane-label" x="{x + 8}" y="20" '
-                   f'font-size="12" fill="#546e7a">{sid}</text>')
+        case = titles[sid] != sid
+        fill = "#fff8f0" if case else ("#fafafa" if i % 2 else "#f5f7fa")
+        title = titles[sid] if len(titles[sid]) <= 26 else titles[sid][:25] + "…"
+        border = ' stroke="#ffab91" stroke-dasharray="6,3"' if case else ""
+        out.append(f'<rect class="lane{" lane-case" if case else ""}" x="{x}" y="4" width="{LANE_W - 10}" '
+                   f'height="{height - 8}" rx="8" fill="{fill}"{border}/>'
+                   f'<text class="lane-label" x="{x + 8}" y="20" font-size="12" '
+                   f'fill="{"#bf360c" if case else "#546e7a"}">{html.escape(title)}</text>')
     for src, dst, kind in graph.edges():
         (x1, y1), (x2, y2) = pos[src], pos[dst]
         color, dash = EDGE_STYLE[kind]

@@ -1,6 +1,7 @@
 """Artifacts (round trip, version refusal) and the compile/viz CLI — no model needed."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,25 @@ from sglc.compiler.build import compile_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIP = f"{EXAMPLES / 'tip_suggestion.py'}:tip_suggestion"
+TOOL = f"{EXAMPLES / 'tool_use.py'}:tool_use"
+GOLDEN = Path(__file__).resolve().parents[1] / "passes" / "golden"
+# Branches on a free-text gen: not traceable (unbounded values), so `sglc run` runs it eagerly.
+FREE_TEXT = """\
+import sglc as sgl
+
+
+@sgl.function
+def free_text(s, question):
+    s += question + sgl.gen("answer", max_tokens=4)
+    if s["answer"] == "yes":
+        s += " Good."
+"""
+
+
+def free_text_program(tmp_path: Path) -> str:
+    path = tmp_path / "free_text.py"
+    path.write_text(FREE_TEXT)
+    return f"{path}:free_text"
 
 
 def _artifact() -> Artifact:
@@ -70,9 +90,11 @@ def test_cli_compile_binds_args_and_prints_after_each_pass(capsys: pytest.Captur
     assert [m for m in re.findall(r"IR after ([\w-]+)", err)] == passes.pipeline_for(2).split(",")
 
 
-def test_cli_errors_are_messages_not_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compile", f"{EXAMPLES / 'tool_use.py'}", "--emit", "ir"]) == 1
-    assert "generated variable 'tool' is compared" in capsys.readouterr().err
+def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", free_text_program(tmp_path), "--emit", "ir"]) == 1
+    err = capsys.readouterr().err
+    assert "free_text.py:7: `if s[\"answer\"] == \"yes\":`: generated variable 'answer' is compared, but it is " \
+           "the free text of gen %1" in err and "Traceback" not in err
     assert main(["compile", TIP, "--pipeline", "fold-text,nope"]) == 1
     assert "unknown pass 'nope'" in capsys.readouterr().err
 
@@ -86,3 +108,43 @@ def test_viz_html_is_self_contained(tmp_path: Path) -> None:
     last = page[page.rindex('<section class="view"'):]
     assert len(re.findall(r'<g class="node kind-', last)) == 14  # one per IR node after fold-text
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from a network
+
+
+def test_artifact_with_a_switch_round_trips_and_budgets_one_case() -> None:
+    art = compile_graph(passes.parse_graph((GOLDEN / "switch.in.ir").read_text()), 2)
+    back = Artifact.loads(art.dumps())
+    assert back.graph == art.graph and back.plan == art.plan and back.dumps() == art.dumps()
+    assert back.graph.node(6).kind == "switch" and back.graph.switch_cases(6) == [7, 8, 9]
+    # the cases are exclusive: the budget is the costliest case (8), not the sum over cases (24)
+    assert back.hints["num_switches"] == 1 and back.hints["max_new_tokens_total"] == 8
+
+
+def test_cli_compile_tool_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", TOOL, "--emit", "ir", "--print-after-all"]) == 0
+    out, err = capsys.readouterr()
+    assert '%6 = switch @s0 %4."tool" {"calculator": @s1, "search engine": @s2}' in out
+    assert '%7 = case @s1 %6 "calculator"' in out and '%2 = text @s0 ". I need to use a "' in out
+    assert err.count("switch @s0") == len(passes.pipeline_for(2).split(","))
+    art_path = tmp_path / "tool.json"
+    assert main(["compile", TOOL, "--arg", "question=What is 2+2?", "-o", str(art_path)]) == 0
+    art = Artifact.load(art_path)
+    assert art.graph.arguments == () and art.hints["num_switches"] == 1
+    assert [art.graph.node(n).kind for n in art.graph.streams()["s2"]] == ["case", "text", "gen"]
+
+
+def test_cli_viz_tool_use_shows_the_switch_and_its_case_lanes(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["viz", TOOL, "--emit", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert '[label="%6 switch tool", shape=octagon' in dot
+    assert 'subgraph "cluster_s2" { label="s2 · case \\"search engine\\""' in dot
+    assert "n6 -> n7 [color=" in dot and "n6 -> n8 [color=" in dot
+    out = tmp_path / "tool.html"
+    assert main(["viz", TOOL, "-o", str(out)]) == 0
+    page = out.read_text()
+    last = page[page.rindex('<section class="view"'):]
+    assert len(re.findall(r'<g class="node kind-switch"', last)) == 1
+    assert len(re.findall(r'<g class="node kind-case"', last)) == 2
+    assert len(re.findall(r'<rect class="lane lane-case"', last)) == 2
+    assert "s1 · case &quot;calculator&quot;" in last or 's1 · case "calculator"' in last
+    assert "runs exactly one case" in html.unescape(last)

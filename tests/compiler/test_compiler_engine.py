@@ -32,6 +32,8 @@ PROGRAMS = {
     "multi_turn": (f"{EXAMPLES / 'multi_turn_chat.py'}:multi_turn_question",
                    {"question_1": "What is the capital of France?", "question_2": "And of Spain?"}),
     "regex_ip": (f"{EXAMPLES / 'regex_ip.py'}:regular_expression_gen", {}),
+    # a switch: -O2 folds and hoists around it; only the taken case runs
+    "tool_use": (f"{EXAMPLES / 'tool_use.py'}:tool_use", {"question": "What is 12 times 7?"}),
 }
 
 
@@ -93,13 +95,30 @@ def test_cli_run_artifact_prints_json(backend, tmp_path: Path, monkeypatch, caps
     assert result["text"].endswith(result["variables"]["answer"])
 
 
-def test_cli_run_falls_back_to_eager_for_dynamic_programs(backend, monkeypatch, capsys) -> None:
+def test_cli_run_falls_back_to_eager_for_dynamic_programs(backend, monkeypatch, capsys, tmp_path) -> None:
+    from test_compiler_artifact_cli import free_text_program
+
     monkeypatch.setattr(cli, "_backend", lambda spec: _Borrowed(backend))
-    assert main(["run", f"{EXAMPLES / 'tool_use.py'}", "--arg", "question=What is 2 + 2?", "--temperature", "0",
-                 "--max-tokens", "6"]) == 0
+    assert main(["run", free_text_program(tmp_path), "--arg", "question=Is 2 + 2 four?", "--temperature", "0",
+                 "--max-tokens", "3"]) == 0
     captured = capsys.readouterr()
-    assert "running eagerly" in captured.err
-    assert json.loads(captured.out)["variables"]["tool"] in ("calculator", "search engine")
+    assert "running eagerly" in captured.err and "free text of gen" in captured.err
+    assert set(json.loads(captured.out)["variables"]) == {"answer"}
+
+
+def test_cli_run_compiles_tool_use_and_matches_eager(backend, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "_backend", lambda spec: _Borrowed(backend))
+    question = "What is 2 + 2?"
+    assert main(["run", f"{EXAMPLES / 'tool_use.py'}:tool_use", "--arg", f"question={question}", "--temperature",
+                 "0", "--max-tokens", "6"]) == 0
+    captured = capsys.readouterr()
+    assert "running eagerly" not in captured.err
+    result = json.loads(captured.out)
+    tool = result["variables"]["tool"]
+    assert set(result["variables"]) == {"tool", "expression" if tool == "calculator" else "word"}
+    eager = build.load_function(f"{EXAMPLES / 'tool_use.py'}:tool_use").run(
+        question=question, backend=backend, temperature=0, max_new_tokens=6)
+    assert result["text"] == eager.text() and result["variables"] == eager.variables()
 
 
 class _Borrowed(sgl.EngineBackend):

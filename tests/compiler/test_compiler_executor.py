@@ -73,3 +73,34 @@ def test_run_batch_warms_the_constant_head_once() -> None:
     assert [s.text().split("\nA:")[0] for s in states] == [f"You answer briefly.\nQ: {q}" for q in "xyz"]
     assert engine.warmed == ["You answer briefly.\nQ: "]  # the items' common token prefix (a token per char)
     assert engine.expected == [3]  # pinned until the three items' requests arrive
+
+
+@sgl.function
+def switch_fanout(s, topic):
+    s += "About " + topic + ": " + sgl.select("plan", choices=["wide", "narrow"])
+    if s["plan"] == "wide":
+        forks = s.fork(3)
+        for i, f in enumerate(forks):
+            f += "Angle number " + str(i + 1) + ": " + sgl.gen("idea", max_tokens=3)
+        forks.join()
+        s += "\nBest: " + forks[0]["idea"]
+    else:
+        forks = s.fork(2)
+        for i, f in enumerate(forks):
+            f += "Point number " + str(i + 1) + ": " + sgl.gen("idea", max_tokens=2)
+        forks.join("concate_and_append")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("topic", ["tea", "coffee", "rain", "snow"])
+def test_switch_o2_matches_o0_and_batches_only_the_taken_case(topic: str) -> None:
+    arts = {lvl: build.compile_graph(switch_fanout.trace(), lvl) for lvl in (0, 2)}
+    assert len(arts[2].plan.gen_batches) == 2  # one batch per case's fork
+    engines = {lvl: FakeEngine() for lvl in (0, 2)}
+    states = {lvl: run_plan(a.graph, a.plan, EngineBackend(engines[lvl], "chatml"), {}, {"topic": topic})
+              for lvl, a in arts.items()}
+    assert states[2].text() == states[0].text() and states[2].variables() == states[0].variables()
+    fanout = 3 if states[0]["plan"] == "wide" else 2
+    assert len(states[0]["idea"]) == fanout if fanout == 3 else "idea" not in states[0].variables()
+    assert ("generate", fanout) in engines[2].calls and ("generate", 5 - fanout) not in engines[2].calls
+    assert engines[2].expected == [fanout]  # only the taken case's fork was warmed, pinned for its branches
