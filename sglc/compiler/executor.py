@@ -4,7 +4,9 @@
 - ``hoist`` at a select: warm the prompt plus the choices' common prefix;
 - ``batch-gen`` / ``batch-select`` groups: members meet at a :class:`Rendezvous` and one call serves all.
 
-Without a plan (``-O0``) this is exactly graph mode (``sglc.graph_interpreter.run_graph``).
+Without a plan (``-O0``) this is exactly graph mode (``sglc.graph_interpreter.run_graph``). Switches
+run as in graph mode (``execute`` sends case streams to the executor of the stream they continue;
+``StreamExecutor`` skips the cases not taken): a hoist or a batch inside a case not taken never runs.
 """
 from __future__ import annotations
 
