@@ -5,7 +5,7 @@ tokenizer), drawn with the same generator calls as ../shared/tools/peer-vllm/ben
 * prefill: 8 x 1024 prompt tokens, 1 output token
 * offline: 2,000 prompts, input uniform 256-1024, output uniform 128-512, ignore_eos
 
-    python bench/bench_offline_gpu.py [--backend triton] [--num-prompts 2000]
+    python bench/bench_offline_gpu.py [--backend triton] [--num-prompts 2000] [--mixed-chunk off]
 """
 from __future__ import annotations
 
@@ -30,10 +30,13 @@ def main() -> None:
     ap.add_argument("--model-path", default=None)
     ap.add_argument("--overlap-schedule", default="auto", choices=["auto", "on", "off"],
                     help="overlap scheduling (auto: on for CUDA)")
+    ap.add_argument("--mixed-chunk", default="auto", choices=["auto", "on", "off"],
+                    help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
     ap.add_argument("--skip-offline", action="store_true")
     args = ap.parse_args()
 
-    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule}
+    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule,
+          "mixed_chunk": args.mixed_chunk}
     if args.max_running_requests:
         kw["max_running_requests"] = args.max_running_requests
     if args.model_path:
@@ -42,7 +45,7 @@ def main() -> None:
     eng = make_engine(args.backend, context_length=2048, radix=False, **kw)
     info = eng.model_info()
     vocab = info["vocab_size"]
-    res = {"backend": args.backend, "init_s": round(time.perf_counter() - t0, 1),
+    res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)
     warm = [token_prompt(rng, 64, vocab) for _ in range(8)]
@@ -79,6 +82,10 @@ def main() -> None:
         d = {k: m1[k] - m0[k] for k in ("forward_passes_total", "prefill_passes_total", "decode_tokens_total",
                                        "prefill_tokens_total", "retractions_total")}
         decode_passes = d["forward_passes_total"] - d["prefill_passes_total"]
+        # NOTE: with mixed batches, decode_tokens also counts the decode rows that rode in prefill passes, so
+        # decode_batch (tokens / pure decode passes) overstates the decode batch; mixed passes shown when known.
+        if "mixed_passes_total" in m1:
+            res["offline_mixed_passes"] = m1["mixed_passes_total"] - m0["mixed_passes_total"]
         res.update(offline_prefill_passes=d["prefill_passes_total"], offline_decode_passes=decode_passes,
                    offline_retractions=d["retractions_total"], offline_prefill_tokens=d["prefill_tokens_total"],
                    decode_batch=round(d["decode_tokens_total"] / max(decode_passes, 1), 1))

@@ -26,6 +26,7 @@ class RuntimeConfig:
     schedule_policy: str = "lpm"           # "lpm" (longest cached prefix first) | "fcfs"
     disable_radix_cache: bool = False
     overlap_schedule: str = "auto"         # "auto" (on for CUDA) | "on" | "off": queue step N+1 before N ends
+    mixed_chunk: str = "auto"              # "auto" (on for CUDA) | "on" | "off": decode rows ride in prefill passes
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
@@ -65,6 +66,8 @@ class RuntimeConfig:
             raise EngineError(f"schedule_policy must be 'lpm' or 'fcfs', got {self.schedule_policy!r}")
         if self.overlap_schedule not in ("auto", "on", "off"):
             raise EngineError(f"overlap_schedule must be 'auto', 'on' or 'off', got {self.overlap_schedule!r}")
+        if self.mixed_chunk not in ("auto", "on", "off"):
+            raise EngineError(f"mixed_chunk must be 'auto', 'on' or 'off', got {self.mixed_chunk!r}")
         if self.worker_mode not in ("process", "thread"):
             raise EngineError(f"worker_mode must be 'process' or 'thread', got {self.worker_mode!r}")
         if not 0 < self.mem_fraction_static < 1:
@@ -97,6 +100,12 @@ def resolve_dtype(dtype: str, device: str):
 def use_overlap(cfg: RuntimeConfig, device: str) -> bool:
     """Overlap scheduling (runtime/scheduler/overlap.py): on by default where the model runs asynchronously."""
     return cfg.overlap_schedule == "on" or (cfg.overlap_schedule == "auto" and device.startswith("cuda"))
+
+
+def use_mixed_chunk(cfg: RuntimeConfig, device: str) -> bool:
+    """Mixed batches (running requests' decode rows in a prefill pass): on by default on the GPU, where the
+    pass reads the weights once for both; on CPU the torch backend runs each row's attention separately."""
+    return cfg.mixed_chunk == "on" or (cfg.mixed_chunk == "auto" and device.startswith("cuda"))
 
 
 def scheduler_defaults(cfg: RuntimeConfig, device: str) -> dict[str, int]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention.cascade import MIN_BATCH, chunk_capacity, plan_cascade
+from .config import use_mixed_chunk
 from .forward_batch import CascadeMeta, ForwardBatch, ForwardMode
 from .host_copy import h2d, h2d_parts
 from .mem.req_to_token import ReqToTokenTable, Writes
@@ -34,6 +35,10 @@ class ModelExecutor:
         self.runner = runner
         self.sampler = sampler
         self.grammar_masks = grammar_masks  # callable(reqs, vocab, device) -> bool mask [R, V] or None
+        # Mixed batches (the scheduler asks): the config says so and the attention backend handles them.
+        cfg = getattr(runner, "cfg", None)
+        self.mixed_chunk = (cfg is not None and use_mixed_chunk(cfg, str(runner.device))
+                            and getattr(runner.attn_backend, "supports_mixed", False))
         # NOTE: grows on demand (rows: requests in flight; width: the longest sequence seen).
         self.table = ReqToTokenTable(rows=256, width=min(runner.context_length, 4096) + 1,
                                      device=runner.device)

@@ -30,6 +30,10 @@ class AttentionLayer:
 class AttentionBackend(ABC):
     """Per-batch metadata once (``init_forward_metadata``), then one ``forward`` per layer."""
 
+    # Handles any EXTEND batch, so also a mixed one (prefill entries, then one-token decode rows of running
+    # requests; runtime/scheduler). A backend that special-cases EXTEND batches sets this to False.
+    supports_mixed = True
+
     def __init__(self, kv_pool) -> None:
         self.kv_pool = kv_pool
 

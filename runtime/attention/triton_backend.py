@@ -6,6 +6,13 @@ radix prefix: a flash-attention style kernel that reads all KV through ``kv_indi
 per-batch host work beyond sizing the grid. Decode batches with a ``cascade`` plan (rows sharing a cached
 prefix, ``cascade.py``) add the kernel's shared-prefix stage: each shared prefix is read once per chunk of
 rows instead of once per row.
+
+Mixed batches (an EXTEND batch whose trailing entries have one new token each: running requests' decode rows
+riding along in a prefill pass): the leading multi-token rows go through the extend kernel, the trailing
+one-token rows through the decode kernel, which groups the GQA heads and splits the KV (the extend kernel
+would read each such row's KV once per query head into a mostly empty 128-row tile). The decode kernel reads
+``kv_indptr`` entries as absolute offsets into ``kv_indices``, so the tail is just ``kv_indptr[B-d:]`` and
+q/o rows ``[T-d:]``.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ class TritonAttnMeta:
     max_extend_len: int = 0
     prefix_heavy: bool = False
     num_splits: int = 1
+    decode_rows: int = 0     # EXTEND: trailing one-token entries that go through the decode kernel
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
@@ -64,9 +72,14 @@ class TritonAttentionBackend(AttentionBackend):
                 splits += batch.cascade.splits
             batch.attn_meta = TritonAttnMeta(ForwardMode.DECODE, num_splits=splits)
         else:
-            max_ext = max(batch.extend_lens_cpu) if batch.extend_lens_cpu else batch.num_tokens
-            heavy = sum(batch.prefix_lens_cpu) >= 4 * max(1, sum(batch.extend_lens_cpu))
-            batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext, prefix_heavy=heavy)
+            ext, pre = batch.extend_lens_cpu, batch.prefix_lens_cpu
+            d = _trailing_ones(ext)
+            head = len(ext) - d
+            max_ext = max(ext[:head]) if head else (0 if ext else batch.num_tokens)
+            heavy = sum(pre[:head]) >= 4 * max(1, sum(ext[:head]))
+            splits = decode_num_splits(d, self.kv_pool.num_kv_heads, self.num_sms, self.max_kv_splits) if d else 1
+            batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext, prefix_heavy=heavy,
+                                             num_splits=splits, decode_rows=d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -81,18 +94,41 @@ class TritonAttentionBackend(AttentionBackend):
         q = q.view(q.shape[0], layer.num_heads, layer.head_dim)
         o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if meta.mode is ForwardMode.DECODE:
-            key = (layer.num_heads, layer.head_dim)
-            bufs = meta.decode_bufs.get(key)
-            if bufs is None:
-                # NOTE: one scratch allocation per batch, shared by every layer (layers run in sequence).
-                bufs = alloc_decode_buffers(q.shape[0], layer.num_heads, layer.head_dim, meta.num_splits,
-                                            q.device)
-                meta.decode_bufs[key] = bufs
+            bufs = self._decode_bufs(meta, q.shape[0], layer, q.device)
             decode_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.kv_indptr,
                                  batch.kv_indices, bufs[0], bufs[1], layer.scaling, cascade=batch.cascade)
-        else:
-            extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr,
-                                 batch.kv_indptr, batch.kv_indices, meta.max_extend_len, layer.scaling,
+            return o
+        d = meta.decode_rows
+        b = batch.batch_size - d
+        if b:
+            # NOTE: the grid covers entries [0, b) only; their q/o rows are addressed through qo_indptr.
+            extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr[:b + 1],
+                                 batch.kv_indptr[:b + 1], batch.kv_indices, meta.max_extend_len, layer.scaling,
                                  prefix_heavy=meta.prefix_heavy)
+        if d:
+            t = q.shape[0] - d
+            bufs = self._decode_bufs(meta, d, layer, q.device)
+            decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], batch.kv_indptr[b:],
+                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling)
         return o
+
+    @staticmethod
+    def _decode_bufs(meta: TritonAttnMeta, rows: int, layer: AttentionLayer, device) -> tuple:
+        key = (layer.num_heads, layer.head_dim)
+        bufs = meta.decode_bufs.get(key)
+        if bufs is None:
+            # NOTE: one scratch allocation per batch, shared by every layer (layers run in sequence).
+            bufs = alloc_decode_buffers(rows, layer.num_heads, layer.head_dim, meta.num_splits, device)
+            meta.decode_bufs[key] = bufs
+        return bufs
+
+
+def _trailing_ones(extend_lens: list[int]) -> int:
+    """How many entries at the end of the batch have exactly one new token (mixed batches' decode rows)."""
+    n = 0
+    for e in reversed(extend_lens):
+        if e != 1:
+            break
+        n += 1
+    return n
 

@@ -25,6 +25,11 @@ class ScheduleBatch:
     decode: bool
     entries: list[BatchEntry]
     cascade_rows: int = 0         # decode rows that read a shared prefix once per chunk (set by the executor)
+    mixed: int = 0                # prefill batch: its last ``mixed`` entries are running requests' decode rows
+
+    @property
+    def decode_tokens(self) -> int:
+        return len(self.entries) if self.decode else self.mixed
 
     @property
     def num_tokens(self) -> int:

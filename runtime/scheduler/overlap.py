@@ -17,7 +17,8 @@ How the next batch is built before the previous one is applied:
   penalties, seeded sampling, ``min_new_tokens`` still pending — are never looked ahead: the scheduler
   applies the in-flight batch first (the plain synchronous step);
 * prefill batches of waiting requests need nothing from an in-flight decode batch and are launched ahead
-  of it too; after an in-flight *prefill* the scheduler applies it first (its prompts reach the radix cache
+  of it too (a mixed batch's decode rows are built like the look-ahead decode batch: ``FUTURE_TOKEN``
+  inputs); after an in-flight *prefill* (mixed or not) the scheduler applies it first (its prompts reach the radix cache
   before the next prefill matches against them; and looking ahead there measured slower, see
   ``_can_look_ahead``).
 
@@ -95,8 +96,12 @@ class OverlapScheduler(Scheduler):
             touched.append(entry.req)
         return touched
 
-    def _decode_ahead(self) -> ScheduleBatch | None:
-        """The decode batch after the in-flight one, built before that one is applied (None: apply first)."""
+    def _decode_inputs(self) -> list[tuple[Req, int, int]]:
+        """Decode rows of the running requests; with a (decode) batch in flight, the rows after it: its requests
+        take its token as ``FUTURE_TOKEN``, and those it surely finishes are left out. Also the decode rows of a
+        mixed batch launched ahead of an in-flight decode batch."""
+        if self.inflight is None:
+            return super()._decode_inputs()
         ahead = {id(e.req) for e in self.inflight[0].entries if e.sample}
         reqs = []
         for r in self.running:
@@ -104,6 +109,11 @@ class OverlapScheduler(Scheduler):
                 reqs.append((r, r.last_token, len(r.kv_slots)))
             elif len(r.output_ids) + 1 < r.sampling_params.max_new_tokens:
                 reqs.append((r, FUTURE_TOKEN, len(r.kv_slots) + 1))
+        return reqs
+
+    def _decode_ahead(self) -> ScheduleBatch | None:
+        """The decode batch after the in-flight one, built before that one is applied (None: apply first)."""
+        reqs = self._decode_inputs()
         if not reqs:
             return None
         slots = self._alloc(len(reqs))
@@ -120,7 +130,7 @@ def _can_look_ahead(batch: ScheduleBatch) -> bool:
     NOTE: looking ahead of an in-flight *prefill* was measured and rejected: few-shot (2,000 x (1,500
     cached + 64) -> 1 token, H100) ran at 291 req/s with it vs 524 without (553 with no overlap at all).
     """
-    if not batch.decode:
+    if not batch.decode:   # NOTE: a mixed batch (prefill + decode rows) is a prefill batch here
         return False
     for e in batch.entries:
         r, sp = e.req, e.req.sampling_params

@@ -1,8 +1,8 @@
 """Continuous batching over the radix cache and the token-paged KV pool (no torch, no model).
 
-Each ``step()`` builds one batch — a prefill/extend batch when waiting requests can be admitted,
-else a decode batch of the running requests — runs it through ``executor.run(batch)`` and applies
-the results. KV ownership: ``req.kv_slots[:req.cached_len]`` belong to the radix tree (kept alive by
+Each ``step()`` builds one batch — a prefill/extend batch when waiting requests can be admitted
+(with ``mixed_chunk``, followed by one decode row per running request), else a decode batch of the
+running requests — runs it through ``executor.run(batch)`` and applies the results. KV ownership: ``req.kv_slots[:req.cached_len]`` belong to the radix tree (kept alive by
 ``lock(req.last_node)``); the rest belong to the request until it is released into the tree.
 """
 from __future__ import annotations
@@ -35,6 +35,9 @@ class SchedulerConfig:
     chunked_prefill_size: int = 1024
     max_prefill_tokens: int = 2048
     schedule_policy: str = "lpm"
+    # Mixed batches: a prefill batch also carries one decode row per running request. None: ask the
+    # executor (its ``mixed_chunk``: RuntimeConfig.mixed_chunk and whether the attention backend supports it).
+    mixed_chunk: bool | None = None
 
 
 class Scheduler:
@@ -49,8 +52,9 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
-                      "retractions": 0, "cascade_rows": 0}
+                      "retractions": 0, "cascade_rows": 0, "mixed_passes": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
+        self.mixed = cfg.mixed_chunk if cfg.mixed_chunk is not None else bool(getattr(executor, "mixed_chunk", False))
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -94,7 +98,10 @@ class Scheduler:
     def _count_pass(self, batch: ScheduleBatch) -> None:
         self.stats["forward_passes"] += 1
         self.stats["prefill_passes"] += not batch.decode
-        self.stats["decode_tokens" if batch.decode else "prefill_tokens"] += batch.num_tokens
+        self.stats["mixed_passes"] += batch.mixed > 0
+        dec = batch.decode_tokens
+        self.stats["decode_tokens"] += dec
+        self.stats["prefill_tokens"] += batch.num_tokens - dec
         self.stats["cascade_rows"] += batch.cascade_rows
 
     def _apply(self, e: BatchEntry, res: EntryResult) -> None:
@@ -155,7 +162,14 @@ class Scheduler:
         if not self.waiting:
             return None
         room = self.cfg.max_running_requests - len(self.running)
-        budget = self.cfg.max_prefill_tokens
+        budget, chunk = self.cfg.max_prefill_tokens, self.cfg.chunked_prefill_size
+        mix = self._decode_inputs() if self.mixed and self.running else []
+        if mix and len(mix) < min(budget, chunk):
+            # NOTE: the decode rows count against the prefill budget (as SGLang's mixed chunk does): the pass
+            # stays the size the budget was tuned for.
+            budget, chunk = budget - len(mix), chunk - len(mix)
+        else:
+            mix = []
         entries: list[BatchEntry] = []
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
         for req in self._waiting_order():
@@ -168,14 +182,31 @@ class Scheduler:
             if key is not None and key in computing:
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
             computing.add(key)
-            entry = self._admit(req, min(budget, self.cfg.chunked_prefill_size), fill, m)
+            entry = self._admit(req, min(budget, chunk), fill, m)
             if entry is None:
                 break
             self.waiting.remove(req)
             entries.append(entry)
             budget -= len(entry.new_ids)
             room -= 1
-        return ScheduleBatch(decode=False, entries=entries) if entries else None
+        if not entries:
+            return None
+        rows = self._mix_rows(mix, entries) if mix else []
+        return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows))
+
+    def _decode_inputs(self) -> list[tuple[Req, int, int]]:
+        """(request, input token, KV length) of each running request's next decode row."""
+        return [(r, r.last_token, len(r.kv_slots)) for r in self.running]
+
+    def _mix_rows(self, mix: list[tuple[Req, int, int]], prefill: list[BatchEntry]) -> list[BatchEntry]:
+        """Decode entries for ``mix`` after the prefill entries ``prefill``: none when the KV pool has no slot
+        for each (no retraction for the sake of mixing: those requests decode in a later step)."""
+        busy = {id(e.req) for e in prefill}
+        mix = [x for x in mix if id(x[0]) not in busy]
+        slots = self._alloc(len(mix)) if mix else None
+        if slots is None:
+            return []
+        return [BatchEntry(r, [tok], prefix, [s], True) for (r, tok, prefix), s in zip(mix, slots)]
 
     def _uncached_key(self, fill: list[int], m: MatchResult | None) -> tuple | None:
         """Where a fresh request's uncached part starts (its radix match ``m``) and its first tokens: requests

@@ -56,6 +56,7 @@ class ServerArgs:
     load_format: str | None = None
     random_seed: int | None = None
     overlap_schedule: str | None = None
+    mixed_chunk: str | None = None
     skip_tokenizer_init: bool = False
     disable_cuda_graph: bool = False
     disable_cascade_attention: bool = False
@@ -71,7 +72,8 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "max_prefill_tokens": args.max_prefill_tokens,
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
-        "overlap_schedule": args.overlap_schedule, "log_level": args.log_level.lower(),
+        "overlap_schedule": args.overlap_schedule, "mixed_chunk": args.mixed_chunk,
+        "log_level": args.log_level.lower(),
         "skip_tokenizer_init": args.skip_tokenizer_init, "disable_cuda_graph": args.disable_cuda_graph,
         "disable_cascade_attention": args.disable_cascade_attention,
     }
@@ -239,6 +241,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "Triton backend)")
     e.add_argument("--overlap-schedule", choices=["auto", "on", "off"],
                    help="queue step N+1 on the GPU before step N's tokens are read back (auto: on for CUDA)")
+    e.add_argument("--mixed-chunk", choices=["auto", "on", "off"],
+                   help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
 
 
 def args_from_namespace(ns: argparse.Namespace) -> ServerArgs:

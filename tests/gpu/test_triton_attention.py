@@ -225,3 +225,63 @@ def test_decode_cascade_kernel(device, plens, members, own, loners, h, hkv, d, c
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         ref = ref_attention(q[i:i + 1], kb[idx], vb[idx], n - 1, scale)
         assert rel_err(o[i:i + 1], ref) < TOL, (i, n, plan.skip[i])
+
+
+# Mixed batches: (prefix lengths, extend lengths, H, Hkv, D). Trailing one-token rows go through the decode
+# kernel, the rest through the extend kernel (a one-token row before a longer one stays in the extend part).
+MIXED_CASES = [
+    ([0, 40, 7, 100, 3], [21, 3, 1, 1, 1], 8, 2, 64),
+    ([5, 0, 66], [1, 30, 1], 4, 1, 64),
+    ([9, 0, 130], [1, 1, 1], 8, 2, 64),            # all one-token: decode kernel only
+    ([0, 1500, 300] + [700, 5, 2000] * 7, [300, 64, 129] + [1] * 21, 32, 8, 128),
+    ([17] + [64] * 40, [513] + [1] * 40, 28, 4, 128),
+]
+if INTERPRET:
+    MIXED_CASES = MIXED_CASES[:3]
+
+
+@pytest.mark.parametrize("prefix,ext,h,hkv,d", MIXED_CASES)
+def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d):
+    """An EXTEND batch with trailing decode rows (a mixed batch) vs the fp32 reference, every output row and
+    the decode scratch poisoned with NaN before the pass."""
+    from runtime.attention import triton_backend as tb
+    from runtime.attention.base import AttentionLayer
+    from runtime.forward_batch import ForwardMode
+    from runtime.mem.kv_pool import KVPool
+
+    dtype = kv_dtype(device)
+    seq = [p + e for p, e in zip(prefix, ext)]
+    pool = KVPool(sum(seq) + 50, 2, hkv, d, dtype, device)
+    for buf in pool.k_buffer + pool.v_buffer:
+        buf.normal_()
+    slots = torch.randperm(pool.size, device=device)[:sum(seq)]
+    batch = _batch(ForwardMode.EXTEND, prefix, ext, slots, device)
+    backend = tb.TritonAttentionBackend(pool)
+    backend.init_forward_metadata(batch)
+    tail = 0
+    while tail < len(ext) and ext[len(ext) - 1 - tail] == 1:
+        tail += 1
+    assert batch.attn_meta.decode_rows == tail
+    empty = torch.empty
+
+    def poisoned(*args, **kw):
+        t = empty(*args, **kw)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(tb.torch, "empty", poisoned)
+    layer = AttentionLayer(layer_id=1, num_heads=h, num_kv_heads=hkv, head_dim=d, scaling=d ** -0.5)
+    t = sum(ext)
+    q = torch.randn(t, h, d, dtype=dtype, device=device)
+    k = torch.randn(t, hkv, d, dtype=dtype, device=device)
+    v = torch.randn(t, hkv, d, dtype=dtype, device=device)
+    out = backend.forward(q, k, v, layer, batch)
+    out2 = backend.forward(q, k, v, layer, batch)   # the second layer call reuses the batch's decode scratch
+    monkeypatch.undo()
+    assert len(batch.attn_meta.decode_bufs) == (1 if tail else 0)
+    qo = batch.qo_indptr
+    for i in range(len(ext)):
+        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
+        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
+                            layer.scaling)
+        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i], ext[i])
+    assert torch.equal(out, out2)

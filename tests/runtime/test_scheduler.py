@@ -81,13 +81,37 @@ def expected_output(prompt: list[int], n: int, eos: bool = False) -> list[int]:
     return seq[len(prompt):]
 
 
-def _run(seed: int, pool: int, disable_cache: bool, policy: str, overlap: bool = False):
+class MixedCheckingExecutor(FakeExecutor):
+    """Also checks each mixed batch's form: the decode rows trail, one token each, of requests not prefilled
+    in the same batch, and the whole pass stays within the prefill budgets."""
+
+    def __init__(self, cfg: SchedulerConfig):
+        super().__init__({})
+        self.cfg = cfg
+        self.mixed_rows = self.decode_rows = self.tokens = 0
+
+    def launch(self, batch: ScheduleBatch, prev: dict | None = None) -> dict:
+        self.tokens += batch.num_tokens
+        self.decode_rows += batch.decode_tokens
+        if batch.mixed:
+            assert not batch.decode
+            pre, rows = batch.entries[:-batch.mixed], batch.entries[-batch.mixed:]
+            assert pre and all(len(e.new_ids) == 1 and e.sample for e in rows)
+            assert len({id(e.req) for e in batch.entries}) == len(batch.entries), "a request twice in a batch"
+            assert batch.num_tokens <= self.cfg.max_prefill_tokens
+            assert all(len(e.new_ids) <= self.cfg.chunked_prefill_size - batch.mixed for e in pre)
+            self.mixed_rows += batch.mixed
+        return super().launch(batch, prev)
+
+
+def _run(seed: int, pool: int, disable_cache: bool, policy: str, overlap: bool = False, mixed: bool = False):
     rng = random.Random(seed)
     alloc = SlotAllocator(pool)
     cache = RadixCache(alloc, disabled=disable_cache)
     cls = OverlapScheduler if overlap else Scheduler
-    sched = cls(SchedulerConfig(max_running_requests=8, chunked_prefill_size=16, max_prefill_tokens=24,
-                                schedule_policy=policy), alloc, cache, FakeExecutor({}), finish_check)
+    cfg = SchedulerConfig(max_running_requests=8, chunked_prefill_size=16, max_prefill_tokens=24,
+                          schedule_policy=policy, mixed_chunk=mixed)
+    sched = cls(cfg, alloc, cache, MixedCheckingExecutor(cfg), finish_check)
     prefixes = [[rng.randrange(V) for _ in range(rng.randint(5, 30))] for _ in range(3)]
     reqs, aborted = [], set()
     for step in range(3000):
@@ -138,6 +162,84 @@ def test_stress_overlap_scheduling():
         ahead += sched.executor.ahead
     assert retractions > 0 and ahead > 500
     _run(7, pool=400, disable_cache=True, policy="fcfs", overlap=True)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_stress_mixed_batches(overlap):
+    """Prefill batches carrying the running requests' decode rows (``mixed_chunk``): same answers and KV
+    contents (the fake executor checks them, FUTURE_TOKEN rows included), budgets kept, nothing leaked, and
+    the stats count the decode rows as decode tokens."""
+    rows = ahead = 0
+    for seed in range(6):
+        sched = _run(seed, pool=90, disable_cache=False, policy="lpm", overlap=overlap, mixed=True)
+        ex, st = sched.executor, sched.stats
+        rows += ex.mixed_rows
+        ahead += ex.ahead
+        assert st["mixed_passes"] > 0
+        assert st["decode_tokens"] == ex.decode_rows and st["prefill_tokens"] + st["decode_tokens"] == ex.tokens
+    assert rows > 200
+    if overlap:
+        assert ahead > 500
+    _run(7, pool=400, disable_cache=True, policy="fcfs", overlap=overlap, mixed=True)
+
+
+def test_mixed_batch_is_formed_and_counted():
+    """A request arriving while another decodes: its prefill pass carries the running request's decode row."""
+    alloc = SlotAllocator(500)
+    cache = RadixCache(alloc)
+    cfg = SchedulerConfig(max_prefill_tokens=64, chunked_prefill_size=64, mixed_chunk=True)
+    ex = MixedCheckingExecutor(cfg)
+    sched = Scheduler(cfg, alloc, cache, ex, finish_check)
+    a = Req(rid="a", input_ids=list(range(1, 11)), sampling_params=SamplingParams(max_new_tokens=5))
+    b = Req(rid="b", input_ids=list(range(20, 40)), sampling_params=SamplingParams(max_new_tokens=3))
+    sched.add(a)
+    sched.step()                      # a's prefill (nothing running: not mixed)
+    sched.add(b)
+    sched.step()                      # b's prefill + a's decode row
+    assert sched.stats["mixed_passes"] == 1 and ex.mixed_rows == 1
+    assert sched.stats["prefill_tokens"] == 10 + 20 and sched.stats["decode_tokens"] == 1
+    assert len(a.output_ids) == 2 and len(b.output_ids) == 1
+    while sched.has_work:
+        sched.step()
+    assert a.output_ids == expected_output(a.input_ids, 5) and b.output_ids == expected_output(b.input_ids, 3)
+    assert sched.stats["decode_tokens"] == 4 + 2 and sched.stats["prefill_passes"] == 2
+    assert cache.protected_size == 0 and cache.clear() and alloc.available == 500
+
+
+def test_mixed_skipped_when_decode_rows_fill_the_budget_or_kv_is_short():
+    """Decode rows that would use the whole prefill budget, or that find no KV slot: a plain prefill batch
+    (never a retraction for the sake of mixing)."""
+    alloc = SlotAllocator(500)
+    cache = RadixCache(alloc, disabled=True)
+    cfg = SchedulerConfig(max_prefill_tokens=4, chunked_prefill_size=4, mixed_chunk=True)
+    sched = Scheduler(cfg, alloc, cache, MixedCheckingExecutor(cfg), finish_check)
+    running = [Req(rid=f"r{i}", input_ids=[i + 1, 2], sampling_params=SamplingParams(max_new_tokens=50))
+               for i in range(4)]
+    for r in running:
+        sched.add(r)
+    sched.mixed = False
+    sched.step()   # 4 x 2 tokens: 2 prefill passes of 4 tokens
+    sched.step()
+    assert len(sched.running) == 4
+    sched.mixed = True
+    sched.add(Req(rid="w", input_ids=[7, 8], sampling_params=SamplingParams(max_new_tokens=2)))
+    sched.step()   # 4 decode rows would leave no budget: not mixed
+    assert sched.stats["prefill_passes"] == 3
+    assert sched.stats["mixed_passes"] == 0 and sched.stats["retractions"] == 0
+    # a tiny pool: room for the prefill but not for the decode rows
+    alloc2 = SlotAllocator(11)
+    cache2 = RadixCache(alloc2, disabled=True)
+    cfg2 = SchedulerConfig(max_prefill_tokens=64, chunked_prefill_size=64, mixed_chunk=True)
+    s2 = Scheduler(cfg2, alloc2, cache2, MixedCheckingExecutor(cfg2), finish_check)
+    s2.add(Req(rid="a", input_ids=[1, 2, 3], sampling_params=SamplingParams(max_new_tokens=2)))
+    s2.add(Req(rid="b", input_ids=[4, 5, 6], sampling_params=SamplingParams(max_new_tokens=2)))
+    s2.step()                                  # 6 slots used
+    s2.add(Req(rid="c", input_ids=[9] * 5, sampling_params=SamplingParams(max_new_tokens=1)))
+    s2.step()                                  # c takes the last 5 slots: no room for 2 decode rows
+    assert s2.stats["prefill_passes"] == 2
+    assert s2.stats["mixed_passes"] == 0 and s2.stats["retractions"] == 0
+    while s2.has_work:
+        s2.step_or_unstick()
 
 
 def test_stress_without_radix_cache_and_fcfs():
