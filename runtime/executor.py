@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention.cascade import MIN_BATCH, chunk_capacity, plan_cascade
+from .attention.cascade import MIN_BATCH, CascadePlanner
 from .config import use_mixed_chunk
 from .forward_batch import CascadeMeta, ForwardBatch, ForwardMode
 from .host_copy import h2d, h2d_parts
@@ -42,6 +42,8 @@ class ModelExecutor:
         # NOTE: grows on demand (rows: requests in flight; width: the longest sequence seen).
         self.table = ReqToTokenTable(rows=256, width=min(runner.context_length, 4096) + 1,
                                      device=runner.device)
+        chunk = getattr(runner, "cascade_chunk", 0)
+        self.cascade = CascadePlanner(chunk) if chunk else None
 
     def run(self, sb: ScheduleBatch) -> list[EntryResult]:
         return self.collect(self.launch(sb))
@@ -131,11 +133,9 @@ class ModelExecutor:
             ext.append(n)
         if not rows:
             rows = [0]
-        chunk = self.runner.cascade_chunk
         plan = None
-        if sb.decode and chunk and len(entries) >= MIN_BATCH:
-            plan = plan_cascade([e.req.last_node for e in entries], kvp[:-1], chunk,
-                                chunk_capacity(len(entries)))
+        if sb.decode and self.cascade is not None and len(entries) >= MIN_BATCH:
+            plan = self.cascade.plan([e.req.last_node for e in entries], kvp[:-1])
         casc = [[], [], [], []]
         if plan is not None:
             casc = [plan.skip, plan.rows, plan.start, plan.length]
@@ -161,7 +161,7 @@ class ModelExecutor:
             qo_indptr=qo_t, kv_indptr=kvp_t, kv_indices=kv_indices,
             prefix_lens=prefix_t, seq_lens=seq_t,
             extend_lens_cpu=ext, prefix_lens_cpu=prefix, logits_rows=rows_t,
-            cascade=None if plan is None else CascadeMeta(c_skip, c_rows.view(-1, chunk), c_start, c_len))
+            cascade=None if plan is None else CascadeMeta(c_skip, c_rows.view(-1, plan.chunk), c_start, c_len))
         return fb, sample_rows, lp_rows
 
     @staticmethod

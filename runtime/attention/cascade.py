@@ -81,10 +81,39 @@ def plan_cascade(nodes: list, kv_starts: list[int], chunk: int, max_chunks: int,
                  min_shared: int = MIN_SHARED) -> CascadePlan | None:
     """The chunk layout for a decode batch (``kv_starts[b]``: row b's offset in ``kv_indices``), or None
     when no rows share a prefix worth it."""
-    groups = sorted(find_groups(nodes, min_shared), key=lambda g: -len(g[1]))
+    return _layout(_largest_first(find_groups(nodes, min_shared)), kv_starts, chunk, max_chunks)
+
+
+class CascadePlanner:
+    """``plan_cascade`` for consecutive decode steps: the groups are recomputed only when the rows' locked
+    nodes change (a decode batch usually keeps its requests from one step to the next; only the KV offsets
+    move). Same nodes means same groups: a running request's shared prefix never changes (its nodes are
+    locked), even if later inserts split the tree above it."""
+
+    def __init__(self, chunk: int, min_shared: int = MIN_SHARED) -> None:
+        self.chunk = chunk
+        self.min_shared = min_shared
+        self._nodes: list | None = None
+        self._groups: list[tuple[int, list[int]]] = []
+
+    def plan(self, nodes: list, kv_starts: list[int]) -> CascadePlan | None:
+        # NOTE: list equality on TreeNodes (eq=False) is identity per element, in C; holding the list keeps
+        # the nodes alive, so an id can't be reused by a new node.
+        if nodes != self._nodes:
+            self._nodes = nodes
+            self._groups = _largest_first(find_groups(nodes, self.min_shared))
+        return _layout(self._groups, kv_starts, self.chunk, chunk_capacity(len(nodes)))
+
+
+def _largest_first(groups: list[tuple[int, list[int]]]) -> list[tuple[int, list[int]]]:
+    return sorted(groups, key=lambda g: -len(g[1]))
+
+
+def _layout(groups: list[tuple[int, list[int]]], kv_starts: list[int], chunk: int,
+            max_chunks: int) -> CascadePlan | None:
     if not groups:
         return None
-    skip = [0] * len(nodes)
+    skip = [0] * len(kv_starts)
     rows: list[int] = []
     start: list[int] = []
     length: list[int] = []

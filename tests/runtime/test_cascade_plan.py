@@ -66,3 +66,23 @@ def test_plan_chunks_and_capacity():
 def test_chunk_sizes_are_about_one_tile():
     assert chunk_members(4) == 16 and chunk_members(1) == 64 and chunk_members(8) == 8
     assert all(chunk_capacity(b) <= chunk_capacity(b + 1) for b in range(1, 600))
+
+
+def test_planner_reuses_groups_while_nodes_stay():
+    from runtime.attention.cascade import CascadePlanner
+
+    a = list(range(100))
+    prompts = [a + [i] for i in range(10)] + [list(range(500, 540))]
+    _, nodes = _tree_nodes(prompts)
+    planner = CascadePlanner(chunk=4)
+    starts = [200 * i for i in range(len(nodes))]
+    first = planner.plan(list(nodes), starts)
+    assert first == plan_cascade(nodes, starts, 4, chunk_capacity(len(nodes)))
+    groups = planner._groups
+    moved = [s + i for i, s in enumerate(starts)]   # the next step: every row grew, offsets moved
+    second = planner.plan(list(nodes), moved)
+    assert planner._groups is groups                 # not recomputed
+    assert second.start == [moved[r] for r in second.rows[::4]]
+    # A row left (finished): recomputed for the new rows.
+    third = planner.plan(list(nodes[1:]), moved[1:])
+    assert planner._groups is not groups and third == plan_cascade(nodes[1:], moved[1:], 4, chunk_capacity(10))
