@@ -93,6 +93,14 @@ def _req(i: int, ids: list[int], out: int) -> dict:
             "sampling_params": {"max_new_tokens": out, "ignore_eos": True, "temperature": 1.0}}
 
 
+def _fork(w, timer: StepTimer, rng, vocab: int) -> dict:
+    items = []
+    for p in range(8):
+        pre = token_prompt(rng, 1000, vocab)
+        items += [_req(1000 + 32 * p + b, pre + token_prompt(rng, 16, vocab), 128) for b in range(32)]
+    return run(w, timer, items, "fork 8x32 (distinct prompt tokens 12096)")
+
+
 def main() -> None:
     import argparse
 
@@ -103,6 +111,7 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=LLAMA3_8B)
     ap.add_argument("--fewshot", type=int, default=512, help="few-shot requests (after 64 warm-up ones)")
     ap.add_argument("--only-fewshot", action="store_true")
+    ap.add_argument("--only-fork", action="store_true", help="just the fork workload (8 x 32 branches)")
     ap.add_argument("--overlap-schedule", default="off", choices=["on", "off"],
                     help="on: whole-step times only (the phase timers synchronize and would serialize it)")
     args = ap.parse_args()
@@ -115,6 +124,10 @@ def main() -> None:
     vocab = w.runner.vocab_size
     timer = StepTimer(w, wrap=args.overlap_schedule == "off")
     rng = np.random.default_rng(0)
+    if args.only_fork:
+        rows = [_fork(w, timer, rng, vocab)]
+        print_table(rows, "profile_step fork")
+        return
     shared = token_prompt(rng, 1500, vocab)
     one = [_req(5000 + i, shared + token_prompt(rng, 64, vocab), 1) for i in range(64 + args.fewshot)]
     run(w, timer, one[:64], "few-shot warm-up")
@@ -128,11 +141,7 @@ def main() -> None:
     rows.append(run(w, timer, [_req(i, token_prompt(rng, int(a), vocab), int(b)) for i, (a, b) in enumerate(zip(ins, outs))],
                     "offline slice 256 prompts", max_steps=400))
     w.flush_cache()
-    items = []
-    for p in range(8):
-        pre = token_prompt(rng, 1000, vocab)
-        items += [_req(1000 + 32 * p + b, pre + token_prompt(rng, 16, vocab), 128) for b in range(32)]
-    rows.append(run(w, timer, items, "fork 8x32 (distinct prompt tokens 12096)"))
+    rows.append(_fork(w, timer, rng, vocab))
     info = gpu_info()
     print_table(rows, f"profile_step ({info['gpu']}, {info['date']}, commit {info['commit']})")
     save_json({"info": info, "rows": rows}, "profile_step.json")
