@@ -1,6 +1,7 @@
 """Runs a ``ScheduleBatch`` on the model: builds the ``ForwardBatch``, samples, computes logprobs."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -99,38 +100,15 @@ class ModelExecutor:
     def _build(self, sb: ScheduleBatch, prev: Launched | None = None):
         """The ForwardBatch of ``sb``: one host->device copy of every small index array, the request-to-token
         table updated on the device, ``kv_indices`` gathered there (see runtime/mem/req_to_token.py)."""
-        ids, pos, loc, tok_rows = [], [], [], []
-        qo, kvp, prefix, seq, ext = [0], [0], [], [], []
-        sample_rows: list[tuple[int, int]] = []
-        lp_rows: list[tuple[int, int, int]] = []   # (entry, local row, logits row)
-        rows: list[int] = []
-        future_pos: list[int] = []   # input rows whose token prev samples
-        future_src: list[int] = []
         entries = sb.entries
         writes = Writes()
         table_rows = self.table.plan([e.req for e in entries], [e.prefix_len for e in entries],
                                      [len(e.new_ids) for e in entries], writes)
-        for i, (e, trow) in enumerate(zip(entries, table_rows)):
-            n = len(e.new_ids)
-            base = qo[-1]
-            for r in e.lp_rows:
-                lp_rows.append((i, r, len(rows)))
-                rows.append(base + r)
-            if e.sample:
-                sample_rows.append((i, len(rows)))
-                rows.append(base + n - 1)
-            if e.new_ids[0] == FUTURE_TOKEN:
-                future_pos.append(base)
-                future_src.append(prev.token_index[id(e.req)])
-            ids.extend(e.new_ids)
-            loc.extend(e.new_slots)
-            pos.extend(range(e.prefix_len, e.prefix_len + n))
-            tok_rows.extend([trow] * n)
-            qo.append(base + n)
-            kvp.append(kvp[-1] + e.prefix_len + n)
-            prefix.append(e.prefix_len)
-            seq.append(e.prefix_len + n)
-            ext.append(n)
+        lay = _layout_decode(entries, table_rows) if sb.decode else _layout(entries, table_rows)
+        ids, pos, loc, tok_rows, qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows = lay
+        ahead = [i for i, e in enumerate(entries) if e.new_ids[0] == FUTURE_TOKEN]   # inputs prev samples
+        future_pos = [qo[i] for i in ahead]
+        future_src = [prev.token_index[id(entries[i].req)] for i in ahead]
         if not rows:
             rows = [0]
         plan = None
@@ -175,6 +153,48 @@ class ModelExecutor:
             req = sb.entries[i].req
             results[i].input_logprobs.append(chosen[k])
             results[i].input_tops.append(_top(lps[k], req.top_logprobs_num) if req.top_logprobs_num else None)
+
+
+def _layout(entries, table_rows):
+    """Host index lists of a batch: ids, positions, slots, table rows per token, qo/kv indptr, prefix/seq/extend
+    lengths, sampled rows ``(entry, logits row)``, prompt-logprob rows ``(entry, local row, logits row)`` and
+    the hidden-state rows whose logits are computed."""
+    ids, pos, loc, tok_rows = [], [], [], []
+    qo, kvp, prefix, seq, ext = [0], [0], [], [], []
+    sample_rows: list[tuple[int, int]] = []
+    lp_rows: list[tuple[int, int, int]] = []
+    rows: list[int] = []
+    for i, (e, trow) in enumerate(zip(entries, table_rows)):
+        n = len(e.new_ids)
+        base = qo[-1]
+        for r in e.lp_rows:
+            lp_rows.append((i, r, len(rows)))
+            rows.append(base + r)
+        if e.sample:
+            sample_rows.append((i, len(rows)))
+            rows.append(base + n - 1)
+        ids.extend(e.new_ids)
+        loc.extend(e.new_slots)
+        pos.extend(range(e.prefix_len, e.prefix_len + n))
+        tok_rows.extend([trow] * n)
+        qo.append(base + n)
+        kvp.append(kvp[-1] + e.prefix_len + n)
+        prefix.append(e.prefix_len)
+        seq.append(e.prefix_len + n)
+        ext.append(n)
+    return ids, pos, loc, tok_rows, qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows
+
+
+def _layout_decode(entries, table_rows):
+    """``_layout`` of a decode batch (one new token per entry, every entry sampled, no prompt logprobs), built
+    column by column: the per-step host work of a large decode batch."""
+    n = len(entries)
+    prefix = [e.prefix_len for e in entries]
+    seq = [p + 1 for p in prefix]
+    rng = list(range(n))
+    return ([e.new_ids[0] for e in entries], prefix, [e.new_slots[0] for e in entries], table_rows,
+            list(range(n + 1)), [0, *itertools.accumulate(seq)], prefix, seq, [1] * n, list(zip(rng, rng)), [],
+            rng)
 
 
 def _with_rank(lp_rows):
