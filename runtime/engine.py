@@ -7,6 +7,7 @@ queue on the caller's loop). See docs/engine_api.md for the contract.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -16,6 +17,8 @@ import uuid
 from array import array
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import numpy as np
 
 from .config import RuntimeConfig
 from .errors import EngineError, EngineUnavailable
@@ -35,11 +38,141 @@ class _Sink:
         self.loop = loop
         self.q: Any = asyncio.Queue() if loop else queue.Queue()
 
-    def put(self, ev: dict) -> None:
+    def put(self, evs: list[dict]) -> None:
+        """Deliver a list of events (those of one worker message; one wake-up of the caller per list)."""
         if self.loop:
-            self.loop.call_soon_threadsafe(self.q.put_nowait, ev)
+            self.loop.call_soon_threadsafe(self.q.put_nowait, evs)
         else:
-            self.q.put(ev)
+            self.q.put(evs)
+
+
+_MIN_SHARED = 16   # shorter common prefixes with the previous prompt are sent in full
+
+
+class _Batch:
+    """One ``generate`` call encoded for the worker (one message instead of a dict per request).
+
+    Token ids travel as one ``array("i")`` buffer, each prompt as the tokens it shares with the prompt
+    before it (a count) plus its own tail: a few-shot batch (one long shared prefix) sends each prompt's
+    own tokens only, and the worker rebuilds every prompt from its predecessor's list (``Worker.add_batch``).
+    Validation is per prompt where it is cheap (types, length, sampling params; identical
+    ``sampling_params`` objects are parsed once) and vectorized for the token range: the shared part of a
+    prompt equals tokens already checked, only the tails are converted and range-checked.
+
+    Message: ``("batch", {"ids": array("i") tails, "off": array('q') tail offsets (items + 1),
+    "shared": array('q') tokens shared with the previous item, "params": [sampling param dicts],
+    "rids": [rid per request], "item": array('q'), "param": array('q'), "start": [logprob_start_len]
+    per request, "return_logprob", "top_logprobs_num", "stream"})``.
+    """
+
+    def __init__(self, vocab: int, ctx: int) -> None:
+        self.vocab, self.ctx = vocab, ctx
+        self.ids = array("i")
+        self.off = array("q", [0])
+        self.shared = array("q")
+        self.params: list[dict] = []
+        self.rids: list[str] = []
+        self.item, self.param = array("q"), array("q")
+        self.start: list[int] = []
+        self._parsed: dict[int, tuple[Any, SamplingParams, int]] = {}   # id(user value) -> (value, sp, param)
+        self._capped: dict[tuple[int, int], int] = {}
+        self._prev: list | None = None
+        self._head: list | None = None   # the prefix the last two prompts shared
+
+    def add(self, rid: str, ids, sp_in, start: int) -> None:
+        got = self._parsed.get(id(sp_in))
+        if got is None or got[0] is not sp_in:
+            sp = SamplingParams.from_dict(sp_in)
+            got = self._parsed[id(sp_in)] = (sp_in, sp, -1)
+        _, sp, p = got
+        if type(ids) is not list:
+            ids = list(ids)
+        if not ids:
+            raise EngineError("the prompt is empty (0 tokens)")
+        try:
+            k = self._share(ids)
+        except Exception:  # noqa: BLE001  (NOTE: odd elements that don't compare; the conversion reports them)
+            k = 0
+        try:
+            self.ids.extend(array("i", ids[k:] if k else ids))   # NOTE: C-speed type check of the new tokens
+        except (TypeError, OverflowError):
+            raise EngineError(f"input_ids must be integers in [0, {self.vocab})") from None
+        self.off.append(len(self.ids))
+        self.shared.append(k)
+        self._prev = ids
+        n = len(ids)
+        if n >= self.ctx:
+            raise EngineError(f"the prompt has {n} tokens but the context length is {self.ctx}")
+        if n + sp.max_new_tokens > self.ctx:
+            # NOTE: as SGLang, cap the output at the context window
+            p = self._capped.get((id(sp), n), -1)
+            if p < 0:
+                capped = dataclasses.replace(sp, max_new_tokens=self.ctx - n)
+                capped.min_new_tokens = min(sp.min_new_tokens, capped.max_new_tokens)
+                p = self._capped[(id(sp), n)] = self._param(capped)
+        elif p < 0:
+            p = self._param(sp)
+            self._parsed[id(sp_in)] = (sp_in, sp, p)
+        j = len(self.shared) - 1
+        for s in range(sp.n):
+            self.rids.append(f"{rid}#{s}")
+            self.item.append(j)
+            self.param.append(p)
+            self.start.append(start)
+
+    def _param(self, sp: SamplingParams) -> int:
+        self.params.append(sp.to_dict())
+        return len(self.params) - 1
+
+    def _share(self, ids: list) -> int:
+        """How many leading tokens ``ids`` shares with the previous prompt (0 if fewer than _MIN_SHARED).
+
+        NOTE: compared by value (identical int objects, as in ``shared + own``, compare at pointer speed), so
+        the shared part is validated as the previous prompt's tokens it equals (an integral float there
+        would be taken as that token)."""
+        prev = self._prev
+        if prev is None:
+            return 0
+        head = self._head
+        if head is not None and len(ids) >= len(head) and ids[:len(head)] == head:
+            return len(head)   # NOTE: the common case: the shared prefix of the pair before (one C-level compare)
+        k = _common_prefix_len(prev, ids)
+        if k < _MIN_SHARED:
+            self._head = None
+            return 0
+        self._head = prev[:k]
+        return k
+
+    def range_error(self) -> EngineError | None:
+        """The error for a token id out of ``[0, vocab)`` among those added so far (one vectorized check)."""
+        if self.ids:
+            a = np.frombuffer(self.ids, dtype=np.int32)
+            if a.min() < 0 or a.max() >= self.vocab:
+                return EngineError(f"input_ids must be integers in [0, {self.vocab})")
+        return None
+
+    def message(self, return_logprob: bool, top_logprobs_num: int, stream: bool) -> tuple:
+        return ("batch", {"ids": self.ids, "off": self.off, "shared": self.shared, "params": self.params,
+                          "rids": self.rids, "item": self.item, "param": self.param, "start": self.start,
+                          "return_logprob": return_logprob, "top_logprobs_num": top_logprobs_num,
+                          "stream": stream})
+
+
+def _common_prefix_len(a: list, b: list) -> int:
+    """Length of the longest common prefix of two lists, in O(n) C-level slice compares."""
+    n = min(len(a), len(b))
+    if not n or a[0] != b[0]:
+        return 0
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 1, n   # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class Engine:
@@ -105,11 +238,19 @@ class Engine:
                 return
             kind = msg[0]
             if kind == "out":
-                for ev in msg[1]:
-                    with self._lock:
-                        sink = self._sinks.pop(ev["rid"], None) if ev["finished"] else self._sinks.get(ev["rid"])
-                    if sink is not None:
-                        sink.put(ev)
+                batches: dict[int, tuple[_Sink, list[dict]]] = {}
+                with self._lock:
+                    sinks = self._sinks
+                    for ev in msg[1]:
+                        sink = sinks.pop(ev["rid"], None) if ev["finished"] else sinks.get(ev["rid"])
+                        if sink is not None:
+                            got = batches.get(id(sink))
+                            if got is None:
+                                batches[id(sink)] = (sink, [ev])
+                            else:
+                                got[1].append(ev)
+                for sink, evs in batches.values():
+                    sink.put(evs)
                 if self._closed and not self._sinks:
                     return
             elif kind == "reply":
@@ -126,8 +267,8 @@ class Engine:
         with self._lock:
             sinks, self._sinks = self._sinks, {}
         for rid, sink in sinks.items():
-            sink.put({"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why, "unavailable": True,
-                      "meta_info": {"finish_reason": {"type": "abort", "message": why}}})
+            sink.put([{"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why, "unavailable": True,
+                       "meta_info": {"finish_reason": {"type": "abort", "message": why}}}])
         for q in self._replies.values():
             q.put(None)
 
@@ -157,7 +298,11 @@ class Engine:
 
     # -- request construction ---------------------------------------------------------------------
     def _prepare(self, prompt, sampling_params, input_ids, stream, return_logprob, logprob_start_len,
-                 top_logprobs_num, rid) -> tuple[list[dict], bool]:
+                 top_logprobs_num, rid) -> tuple[list[str], tuple, bool]:
+        """Validate a call and encode it as one ``("batch", ...)`` worker message (see ``_Batch``).
+
+        Returns the internal request ids (one per sample, in output order), the message, and whether
+        the call was for a single prompt."""
         if self._closed or self._dead:
             raise EngineUnavailable(f"the engine is not running ({self._dead or 'shut down'})")
         if (prompt is None) == (input_ids is None):
@@ -175,17 +320,21 @@ class Engine:
         if len(starts) != n_items:
             raise EngineError(f"{len(starts)} logprob_start_len values for {n_items} prompts")
         base = rid or uuid.uuid4().hex
-        reqs = []
-        for i in range(n_items):
-            ids = self._tokenize(prompts[i]) if prompts is not None else list(ids_list[i])
-            sp = self._check(ids, SamplingParams.from_dict(sps[i]))
-            item_rid = base if single else (rid[i] if isinstance(rid, list) else f"{base}-{i}")
-            for k in range(sp.n):
-                reqs.append({"rid": f"{item_rid}#{k}", "input_ids": ids, "sampling_params": sp.to_dict(),
-                             "return_logprob": return_logprob,
-                             "logprob_start_len": -1 if starts[i] is None else starts[i],
-                             "top_logprobs_num": top_logprobs_num or 0, "stream": stream, "index": len(reqs)})
-        return reqs, single
+        b = _Batch(self._info["vocab_size"], self._info["context_length"])
+        try:
+            for i in range(n_items):
+                ids = self._tokenize(prompts[i]) if prompts is not None else ids_list[i]
+                item_rid = base if single else (rid[i] if isinstance(rid, list) else f"{base}-{i}")
+                b.add(item_rid, ids, sps[i], -1 if starts[i] is None else starts[i])
+        except Exception:
+            err = b.range_error()   # NOTE: an out-of-range token of an earlier prompt is the first error
+            if err is not None:
+                raise err from None
+            raise
+        err = b.range_error()
+        if err is not None:
+            raise err
+        return b.rids, b.message(return_logprob, top_logprobs_num or 0, stream), single
 
     def _tokenize(self, text: str) -> list[int]:
         if not isinstance(text, str):
@@ -194,32 +343,15 @@ class Engine:
             raise EngineError("this engine was started with skip_tokenizer_init=True: pass input_ids")
         return self.tokenizer.encode(text)
 
-    def _check(self, ids: list[int], sp: SamplingParams) -> SamplingParams:
-        ctx = self._info["context_length"]
-        if not ids:
-            raise EngineError("the prompt is empty (0 tokens)")
-        try:
-            arr = array("q", ids)   # NOTE: C-speed type check: a per-token Python check cost 0.3 us/token
-        except (TypeError, OverflowError):
-            arr = None
-        if arr is None or min(arr) < 0 or max(arr) >= self._info["vocab_size"]:
-            raise EngineError(f"input_ids must be integers in [0, {self._info['vocab_size']})")
-        if len(ids) >= ctx:
-            raise EngineError(f"the prompt has {len(ids)} tokens but the context length is {ctx}")
-        if len(ids) + sp.max_new_tokens > ctx:
-            sp.max_new_tokens = ctx - len(ids)  # NOTE: as SGLang, cap the output at the context window
-            sp.min_new_tokens = min(sp.min_new_tokens, sp.max_new_tokens)
-        return sp
-
-    def _submit(self, reqs: list[dict], loop=None) -> _Sink:
-        sink = _Sink([r["rid"] for r in reqs], loop)
+    def _submit(self, rids: list[str], msg: tuple, loop=None) -> _Sink:
+        sink = _Sink(rids, loop)
         with self._lock:
-            for r in reqs:
-                if r["rid"] in self._sinks:
-                    raise EngineError(f"request id {r['rid'].split('#')[0]!r} is already in flight")
-            for r in reqs:
-                self._sinks[r["rid"]] = sink
-        self._in.put(("generate", reqs))
+            for r in rids:
+                if r in self._sinks:
+                    raise EngineError(f"request id {r.split('#')[0]!r} is already in flight")
+            for r in rids:
+                self._sinks[r] = sink
+        self._in.put(msg)
         return sink
 
     # -- generate ---------------------------------------------------------------------------------
@@ -228,19 +360,19 @@ class Engine:
                  top_logprobs_num: int | None = None, rid=None):
         """Generate for one prompt (→ dict), a list (→ list), or stream chunks (→ iterator).
         ``sampling_params`` and ``logprob_start_len`` may be one value or one per prompt."""
-        reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
-                                     logprob_start_len, top_logprobs_num, rid)
-        sink = self._submit(reqs)
+        rids, msg, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
+                                          logprob_start_len, top_logprobs_num, rid)
+        sink = self._submit(rids, msg)
         if stream:
             return self._stream_sync(sink)
-        results = _collect(sink, iter(lambda: sink.q.get(), None))
+        results = _collect(sink, _events(sink))
         return results[0] if single and len(results) == 1 else results
 
     def _stream_sync(self, sink: _Sink) -> Iterator[dict]:
         try:
             while sink.open:
-                ev = sink.q.get()
-                yield _chunk(sink, ev)
+                for ev in sink.q.get():
+                    yield _chunk(sink, ev)
         finally:
             for open_rid in list(sink.open):
                 self.abort(open_rid.split("#")[0])
@@ -249,18 +381,18 @@ class Engine:
                              return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
                              top_logprobs_num: int | None = None, rid=None):
         """``generate`` for asyncio callers; with ``stream=True`` returns an async iterator."""
-        reqs, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
-                                     logprob_start_len, top_logprobs_num, rid)
-        sink = self._submit(reqs, asyncio.get_running_loop())
+        rids, msg, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
+                                          logprob_start_len, top_logprobs_num, rid)
+        sink = self._submit(rids, msg, asyncio.get_running_loop())
         if stream:
             return self._stream_async(sink)
         try:
             events = []
             while sink.open:
-                ev = await sink.q.get()
-                events.append(ev)
-                if ev["finished"]:
-                    sink.open.discard(ev["rid"])
+                for ev in await sink.q.get():
+                    events.append(ev)
+                    if ev["finished"]:
+                        sink.open.discard(ev["rid"])
         except asyncio.CancelledError:
             for open_rid in list(sink.open):
                 self.abort(open_rid.split("#")[0])
@@ -271,8 +403,8 @@ class Engine:
     async def _stream_async(self, sink: _Sink) -> AsyncIterator[dict]:
         try:
             while sink.open:
-                ev = await sink.q.get()
-                yield _chunk(sink, ev)
+                for ev in await sink.q.get():
+                    yield _chunk(sink, ev)
         finally:
             for rid in list(sink.open):
                 self.abort(rid.split("#")[0])
@@ -358,6 +490,12 @@ class Engine:
         return info
 
     get_server_info = model_info
+
+
+def _events(sink: _Sink) -> Iterator[dict]:
+    """The events of a sync call, one worker message's list at a time."""
+    while True:
+        yield from sink.q.get()
 
 
 def _chunk(sink: _Sink, ev: dict) -> dict:

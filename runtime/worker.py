@@ -1,6 +1,7 @@
 """The worker: owns the model, KV pool, radix cache and scheduler; runs in its own process (or thread).
 
-Messages in: ``("generate", [req dicts])``, ``("abort", rid)``, ``("call", token, name)`` for
+Messages in: ``("batch", encoded call)`` (runtime/engine.py ``_Batch``; ``Worker.add_batch``),
+``("generate", [req dicts])``, ``("abort", rid)``, ``("call", token, name)`` for
 ``flush_cache``/``metrics``, ``("shutdown",)``. Messages out: ``("ready", info)``, ``("fatal", text)``,
 ``("out", [events])``, ``("reply", token, value)``.
 """
@@ -57,6 +58,7 @@ class Worker:
                          "cached_tokens_total": 0, "num_aborted_total": 0}
         self.sched_defaults = sd
         self._arrival = 0
+        self._tokens: list[int] | None = None   # interned token ids (decode_prompts), built on first use
         self.torch_threads = torch.get_num_threads()
 
     def _check_finish(self, req: Req) -> None:
@@ -92,24 +94,52 @@ class Worker:
 
     # -- requests ---------------------------------------------------------------------------------
     def add_requests(self, items: list[dict]) -> list[dict]:
+        """Queue requests given as dicts (``rid``, ``input_ids``, ``sampling_params``, optional
+        ``return_logprob``, ``logprob_start_len``, ``top_logprobs_num``, ``stream``, ``index``)."""
         events = []
         for d in items:
-            sp = SamplingParams.from_dict(d["sampling_params"])
-            self._arrival += 1
-            req = Req(rid=d["rid"], input_ids=list(d["input_ids"]), sampling_params=sp,
+            req = Req(rid=d["rid"], input_ids=list(d["input_ids"]),
+                      sampling_params=SamplingParams.from_dict(d["sampling_params"]),
                       return_logprob=d.get("return_logprob", False),
                       logprob_start_len=d.get("logprob_start_len", -1),
                       top_logprobs_num=d.get("top_logprobs_num", 0), stream=d.get("stream", False),
-                      index=d.get("index", 0), arrival=self._arrival)
-            self.counters["num_requests_total"] += 1
-            if len(req.input_ids) + sp.max_new_tokens > self.runner.kv_pool.size:
-                req.finish, req.error = FinishReason.ABORT, (
-                    f"prompt ({len(req.input_ids)} tokens) + max_new_tokens ({sp.max_new_tokens}) exceeds the "
-                    f"KV pool ({self.runner.kv_pool.size} tokens); raise max_total_tokens")
-                events.append(self.out.event(req))
-                continue
-            self.grammar.submit(req, self.scheduler.add)
+                      index=d.get("index", 0))
+            self._add(req, events)
         return events
+
+    def add_batch(self, b: dict) -> list[dict]:
+        """Queue an Engine call encoded by ``runtime.engine._Batch``: each prompt is its predecessor's first
+        ``shared[j]`` tokens plus its tail ``ids[off[j]:off[j+1]]`` (the lists share the int objects, and the
+        radix cache compares them at C speed); requests point at a prompt and a sampling-params entry."""
+        if self._tokens is None:
+            self._tokens = list(range(self.runner.vocab_size))
+        prompts = decode_prompts(b, self._tokens)
+        params = [SamplingParams.from_dict(d) for d in b["params"]]
+        used = bytearray(len(prompts))
+        ret_lp, top_n, stream = b["return_logprob"], b["top_logprobs_num"], b["stream"]
+        events: list[dict] = []
+        for i, (rid, j, p, start) in enumerate(zip(b["rids"], b["item"], b["param"], b["start"])):
+            ids = prompts[j]
+            if used[j]:
+                ids = ids[:]   # NOTE: n > 1: every sample owns its token list
+            used[j] = 1
+            req = Req(rid=rid, input_ids=ids, sampling_params=_clone(params[p]), return_logprob=ret_lp,
+                      logprob_start_len=start, top_logprobs_num=top_n, stream=stream, index=i)
+            self._add(req, events)
+        return events
+
+    def _add(self, req: Req, events: list[dict]) -> None:
+        self._arrival += 1
+        req.arrival = self._arrival
+        self.counters["num_requests_total"] += 1
+        sp = req.sampling_params
+        if len(req.input_ids) + sp.max_new_tokens > self.runner.kv_pool.size:
+            req.finish, req.error = FinishReason.ABORT, (
+                f"prompt ({len(req.input_ids)} tokens) + max_new_tokens ({sp.max_new_tokens}) exceeds the "
+                f"KV pool ({self.runner.kv_pool.size} tokens); raise max_total_tokens")
+            events.append(self.out.event(req))
+            return
+        self.grammar.submit(req, self.scheduler.add)
 
     def step(self) -> list[dict]:
         touched = self.grammar.poll(self.scheduler.add)
@@ -146,6 +176,33 @@ class Worker:
     @property
     def busy(self) -> bool:
         return self.scheduler.has_work or self.grammar.pending
+
+
+def decode_prompts(b: dict, tokens: list[int] | None = None) -> list[list[int]]:
+    """The prompts of an encoded call (``runtime.engine._Batch``): prompt j is prompt j-1's first ``shared[j]``
+    tokens (the same int objects) followed by its own tail ``ids[off[j]:off[j+1]]``.
+
+    ``tokens`` (``list(range(vocab))``) interns the ids: every prompt of every call then holds the same int
+    object for a token id, so the radix cache's list compares against cached keys stop at pointer equality."""
+    buf, off = b["ids"], b["off"]
+    get = tokens.__getitem__ if tokens is not None else None
+    prompts: list[list[int]] = []
+    for j, k in enumerate(b["shared"]):
+        tail = buf[off[j]:off[j + 1]]
+        if k:
+            ids = prompts[j - 1][:k]
+            ids += map(get, tail) if get else tail   # NOTE: in place: the shared part is copied once
+        else:
+            ids = list(map(get, tail)) if get else tail.tolist()
+        prompts.append(ids)
+    return prompts
+
+
+def _clone(sp: SamplingParams) -> SamplingParams:
+    """A shallow copy (each request owns its params object; the lists in it are never mutated)."""
+    c = object.__new__(SamplingParams)
+    c.__dict__.update(sp.__dict__)
+    return c
 
 
 def _eos_ids(tokenizer, hf_config) -> set[int]:
@@ -185,7 +242,9 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
                 out_q.put(("out", events))
                 return
             try:
-                if kind == "generate":
+                if kind == "batch":
+                    events.extend(w.add_batch(m[1]))
+                elif kind == "generate":
                     events.extend(w.add_requests(m[1]))
                 elif kind == "abort":
                     events.extend(w.abort(m[1]))
