@@ -89,7 +89,8 @@ class Worker:
                  kv_cached_tokens=self.cache.total_size, kv_evictable_tokens=self.cache.evictable_size,
                  forward_passes_total=s.stats["forward_passes"], prefill_passes_total=s.stats["prefill_passes"],
                  prefill_tokens_total=s.stats["prefill_tokens"],
-                 decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"])
+                 decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"],
+                 mixed_passes_total=s.stats["mixed_passes"], cascade_rows_total=s.stats["cascade_rows"])
         return c
 
     # -- requests ---------------------------------------------------------------------------------

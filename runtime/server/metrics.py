@@ -19,6 +19,8 @@ _HELP = {
     "kv_free_tokens": "KV pool tokens free.",
     "forward_passes_total": "Model forward passes run.",
     "prefill_passes_total": "Forward passes that prefill/extend (the rest decode).",
+    "mixed_passes_total": "Prefill passes that also carried running requests' decode rows.",
+    "cascade_rows_total": "Decode rows that read their shared prefix once per chunk of rows (cascade).",
 }
 
 

@@ -86,3 +86,38 @@ def test_planner_reuses_groups_while_nodes_stay():
     # A row left (finished): recomputed for the new rows.
     third = planner.plan(list(nodes[1:]), moved[1:])
     assert planner._groups is not groups and third == plan_cascade(nodes[1:], moved[1:], 4, chunk_capacity(10))
+
+
+def test_worker_counts_cascade_rows_and_mixed_passes(tmp_path):
+    """The counters reach ``metrics()``: a prefill that arrives while others decode rides with their decode
+    rows (mixed on); on the CPU (torch backend) no decode row goes through a cascade chunk."""
+    from runtime.config import RuntimeConfig
+    from runtime.worker import Worker
+
+    w = Worker(RuntimeConfig(model_path=_tiny(tmp_path), load_format="dummy", device="cpu",
+                             skip_tokenizer_init=True, max_total_tokens=4000, mixed_chunk="on"))
+    head = list(range(1, 60))
+
+    def add(lo, hi):
+        w.add_requests([{"rid": f"r{i}", "input_ids": head + [100 + i],
+                         "sampling_params": {"max_new_tokens": 8, "ignore_eos": True}} for i in range(lo, hi)])
+
+    add(0, 9)
+    for _ in range(3):
+        w.step()
+    add(9, 12)
+    while w.busy:
+        w.step()
+    m = w.metrics()
+    assert m["mixed_passes_total"] >= 1
+    assert m["cascade_rows_total"] == 0 and m["decode_tokens_total"] > 0
+
+
+def _tiny(tmp_path) -> str:
+    import json
+
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+           "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 1,
+           "vocab_size": 256, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "torch_dtype": "float32"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return str(tmp_path)
