@@ -116,3 +116,18 @@ class MiniDriver:
                             prefix_lens=t(pre, torch.int32),
                             seq_lens=t([p + e for p, e in zip(pre, ext)], torch.int32),
                             extend_lens_cpu=ext, prefix_lens_cpu=pre, logits_rows=t([q - 1 for q in qo[1:]]))
+
+
+def assert_greedy(ref, prompts, outs, params=None) -> None:
+    """Every token of ``outs`` (one per prompt) is the greedy choice of ``ref`` (an Engine) given the tokens
+    before it, up to 1e-3 in log-probability (ties); requests with penalties (their logits are not the
+    model's argmax) are skipped."""
+    for i, (prompt, out) in enumerate(zip(prompts, outs)):
+        if params is not None and "frequency_penalty" in params[i]:
+            continue
+        full = prompt + out["output_ids"]
+        r = ref.generate(input_ids=full, sampling_params={"max_new_tokens": 1, "temperature": 0},
+                         return_logprob=True, logprob_start_len=len(prompt), top_logprobs_num=1)
+        m = r["meta_info"]
+        for (lp, tok), top in zip(m["input_token_logprobs"], m["input_top_logprobs"]):
+            assert lp >= top[0][0] - 1e-3, (i, tok, lp, top)

@@ -88,6 +88,17 @@ def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy):
         assert rel_err(o[qo_indptr[i]:qo_indptr[i + 1]], ref) < TOL, (i, prefix[i], ext[i])
 
 
+def _random_pool(prefix, ext, hkv, d, dtype, device):
+    """A 2-layer KVPool of random K/V and random slots for requests of ``prefix + ext`` tokens."""
+    from runtime.mem.kv_pool import KVPool
+
+    total = sum(prefix) + sum(ext)
+    pool = KVPool(total + 50, 2, hkv, d, dtype, device)
+    for buf in pool.k_buffer + pool.v_buffer:
+        buf.normal_()
+    return pool, torch.randperm(pool.size, device=device)[:total]
+
+
 def _batch(mode, prefix, ext, slots, device):
     from runtime.forward_batch import ForwardBatch
 
@@ -109,17 +120,12 @@ def test_triton_backend_store_and_attend(device, decode):
     from runtime.attention.base import AttentionLayer
     from runtime.attention.triton_backend import TritonAttentionBackend
     from runtime.forward_batch import ForwardMode
-    from runtime.mem.kv_pool import KVPool
 
     h, hkv, d = 8, 2, 64
     prefix = [0, 40, 7] if not decode else [9, 40, 1]
     ext = [21, 3, 66] if not decode else [1, 1, 1]
     dtype = kv_dtype(device)
-    seq = [p + e for p, e in zip(prefix, ext)]
-    pool = KVPool(sum(seq) + 50, 2, hkv, d, dtype, device)
-    for buf in pool.k_buffer + pool.v_buffer:
-        buf.normal_()
-    slots = torch.randperm(pool.size, device=device)[:sum(seq)]
+    pool, slots = _random_pool(prefix, ext, hkv, d, dtype, device)
     mode = ForwardMode.DECODE if decode else ForwardMode.EXTEND
     batch = _batch(mode, prefix, ext, slots, device)
     backend = TritonAttentionBackend(pool)
@@ -247,14 +253,9 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d)
     from runtime.attention import triton_backend as tb
     from runtime.attention.base import AttentionLayer
     from runtime.forward_batch import ForwardMode
-    from runtime.mem.kv_pool import KVPool
 
     dtype = kv_dtype(device)
-    seq = [p + e for p, e in zip(prefix, ext)]
-    pool = KVPool(sum(seq) + 50, 2, hkv, d, dtype, device)
-    for buf in pool.k_buffer + pool.v_buffer:
-        buf.normal_()
-    slots = torch.randperm(pool.size, device=device)[:sum(seq)]
+    pool, slots = _random_pool(prefix, ext, hkv, d, dtype, device)
     batch = _batch(ForwardMode.EXTEND, prefix, ext, slots, device)
     backend = tb.TritonAttentionBackend(pool)
     backend.init_forward_metadata(batch)
