@@ -99,6 +99,15 @@ def _random_pool(prefix, ext, hkv, d, dtype, device):
     return pool, torch.randperm(pool.size, device=device)[:total]
 
 
+def _layer_qkv(t, h, hkv, d, dtype, device):
+    """Layer 1 of ``h``/``hkv`` heads of size ``d``, and random q/k/v for ``t`` tokens."""
+    from runtime.attention.base import AttentionLayer
+
+    layer = AttentionLayer(layer_id=1, num_heads=h, num_kv_heads=hkv, head_dim=d, scaling=d ** -0.5)
+    return (layer, torch.randn(t, h, d, dtype=dtype, device=device), torch.randn(t, hkv, d, dtype=dtype, device=device),
+            torch.randn(t, hkv, d, dtype=dtype, device=device))
+
+
 def _batch(mode, prefix, ext, slots, device):
     from runtime.forward_batch import ForwardBatch
 
@@ -117,7 +126,6 @@ def _batch(mode, prefix, ext, slots, device):
 @pytest.mark.parametrize("decode", [False, True])
 def test_triton_backend_store_and_attend(device, decode):
     """The backend stores this pass's K/V at out_cache_loc and attends over prefix + new tokens."""
-    from runtime.attention.base import AttentionLayer
     from runtime.attention.triton_backend import TritonAttentionBackend
     from runtime.forward_batch import ForwardMode
 
@@ -130,11 +138,7 @@ def test_triton_backend_store_and_attend(device, decode):
     batch = _batch(mode, prefix, ext, slots, device)
     backend = TritonAttentionBackend(pool)
     backend.init_forward_metadata(batch)
-    layer = AttentionLayer(layer_id=1, num_heads=h, num_kv_heads=hkv, head_dim=d, scaling=d ** -0.5)
-    t = sum(ext)
-    q = torch.randn(t, h, d, dtype=dtype, device=device)
-    k = torch.randn(t, hkv, d, dtype=dtype, device=device)
-    v = torch.randn(t, hkv, d, dtype=dtype, device=device)
+    layer, q, k, v = _layer_qkv(sum(ext), h, hkv, d, dtype, device)
     out = backend.forward(q, k, v, layer, batch)
     assert torch.equal(pool.k_buffer[1][batch.out_cache_loc], k)
     assert torch.equal(pool.v_buffer[1][batch.out_cache_loc], v)
@@ -251,7 +255,6 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d)
     """An EXTEND batch with trailing decode rows (a mixed batch) vs the fp32 reference, every output row and
     the decode scratch poisoned with NaN before the pass."""
     from runtime.attention import triton_backend as tb
-    from runtime.attention.base import AttentionLayer
     from runtime.forward_batch import ForwardMode
 
     dtype = kv_dtype(device)
@@ -270,11 +273,7 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
     monkeypatch.setattr(tb.torch, "empty", poisoned)
-    layer = AttentionLayer(layer_id=1, num_heads=h, num_kv_heads=hkv, head_dim=d, scaling=d ** -0.5)
-    t = sum(ext)
-    q = torch.randn(t, h, d, dtype=dtype, device=device)
-    k = torch.randn(t, hkv, d, dtype=dtype, device=device)
-    v = torch.randn(t, hkv, d, dtype=dtype, device=device)
+    layer, q, k, v = _layer_qkv(sum(ext), h, hkv, d, dtype, device)
     out = backend.forward(q, k, v, layer, batch)
     out2 = backend.forward(q, k, v, layer, batch)   # the second layer call reuses the batch's decode scratch
     monkeypatch.undo()
