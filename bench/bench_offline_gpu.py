@@ -82,13 +82,13 @@ def main() -> None:
         d = {k: m1[k] - m0[k] for k in ("forward_passes_total", "prefill_passes_total", "decode_tokens_total",
                                        "prefill_tokens_total", "retractions_total")}
         decode_passes = d["forward_passes_total"] - d["prefill_passes_total"]
-        # NOTE: with mixed batches, decode_tokens also counts the decode rows that rode in prefill passes, so
-        # decode_batch (tokens / pure decode passes) overstates the decode batch; mixed passes shown when known.
-        if "mixed_passes_total" in m1:
-            res["offline_mixed_passes"] = m1["mixed_passes_total"] - m0["mixed_passes_total"]
-        res.update(offline_prefill_passes=d["prefill_passes_total"], offline_decode_passes=decode_passes,
-                   offline_retractions=d["retractions_total"], offline_prefill_tokens=d["prefill_tokens_total"],
-                   decode_batch=round(d["decode_tokens_total"] / max(decode_passes, 1), 1))
+        # NOTE: with mixed batches, decode rows also ride in prefill passes: decode_batch = decode rows per pass
+        # that decodes (pure decode passes + mixed prefill passes).
+        mixed = m1["mixed_passes_total"] - m0["mixed_passes_total"]
+        res.update(offline_mixed_passes=mixed, offline_prefill_passes=d["prefill_passes_total"],
+                   offline_decode_passes=decode_passes, offline_retractions=d["retractions_total"],
+                   offline_prefill_tokens=d["prefill_tokens_total"],
+                   decode_batch=round(d["decode_tokens_total"] / max(decode_passes + mixed, 1), 1))
         n_out = sum(len(o["output_ids"]) for o in r)
         res.update(offline_prompts=n, offline_s=round(dt, 2), offline_out_tok_per_s=round(n_out / dt),
                    offline_total_tok_per_s=round((n_out + int(ins.sum())) / dt))
