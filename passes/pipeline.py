@@ -18,17 +18,18 @@ from .compile_constraints import CompileConstraints
 from .fold_text import FoldText
 from .hoist_prefix import HoistPrefix
 from .plan import verify_plan
+from .sink_joins import SinkJoins
 
 logger = logging.getLogger(__name__)
 
 # The one registry of passes: name -> class.
-REGISTRY: dict[str, type[Pass]] = {cls.name: cls for cls in (FoldText, HoistPrefix, BatchForks, BatchSelects,
-                                                             CompileConstraints)}
+REGISTRY: dict[str, type[Pass]] = {cls.name: cls for cls in (FoldText, SinkJoins, HoistPrefix, BatchForks,
+                                                             BatchSelects, CompileConstraints)}
 # -O levels: O0 runs nothing; O1 folds text and compiles constraints ahead; O2 adds the runtime-aware passes.
 OPT_LEVELS: dict[int, str] = {
     0: "",
     1: "fold-text,compile-constraints",
-    2: "fold-text,hoist-prefix,batch-forks,batch-selects,compile-constraints",
+    2: "fold-text,sink-joins,hoist-prefix,batch-forks,batch-selects,compile-constraints",
 }
 _ITEM = re.compile(r"\s*([\w-]+)\s*(\{[^}]*\})?\s*(,|$)")
 

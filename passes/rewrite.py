@@ -33,6 +33,34 @@ def rebuild(graph: ir.Graph, nodes: Mapping[int, ir.Node], removed: Mapping[int,
     return out
 
 
+def rebuild_order(graph: ir.Graph, after: Mapping[int, int]) -> ir.Graph:
+    """A new graph with the same nodes, ids and cross-stream edges, where node ``m`` of each ``after`` item
+    ``m -> a`` moves down its stream to follow ``a`` (a later node of the same stream): stream edges are
+    re-linked, everything else is kept."""
+    out = ir.Graph(graph.name, graph.arguments)
+    for sid in graph.streams():
+        out._tails.setdefault(sid, None)  # NOTE: keep stream names (and new_stream numbering) stable
+    follows: dict[int, list[int]] = {}
+    for moved, anchor in sorted(after.items()):
+        follows.setdefault(anchor, []).append(moved)
+
+    def place(nid: int) -> None:
+        out.add(graph.node(nid), nid)
+        for moved in follows.get(nid, ()):
+            place(moved)
+
+    for nid in graph.order():
+        if nid not in after:
+            place(nid)
+    for src, dst, kind in graph.edges():
+        if kind != "stream":
+            out.add_edge(src, dst, kind)
+    out._next_id = max(out._next_id, graph._next_id)
+    if PLAN_KEY in graph.g.graph:
+        out.g.graph[PLAN_KEY] = graph.g.graph[PLAN_KEY]
+    return out
+
+
 def _follow(nid: int, removed: Mapping[int, int]) -> int:
     while nid in removed:
         nid = removed[nid]

@@ -69,7 +69,7 @@ def test_visualizer_in_headless_chromium(tmp_path: Path) -> None:
     m = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.DOTALL)
     assert m, f"the probe did not run; chromium printed: {dom[:300]!r}"
     out = json.loads(html.unescape(m.group(1)))
-    assert out["title"] == "after compile-constraints" and out["svgs"] == 6  # trace + one view per pass
+    assert out["title"] == "after compile-constraints" and out["svgs"] == 7  # trace + one view per pass (6 at -O2)
     assert out["nodes"] == 14 and len(set(out["ids"])) == 14  # one SVG element per IR node
     assert out["selected"]
     assert "%5 gen @s1" in out["panel"] and "stop" in out["panel"] and "batched gen" in out["panel"]

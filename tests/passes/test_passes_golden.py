@@ -18,6 +18,9 @@ CASES = {
     "batch_forks": ("batch", "batch-forks"),
     "batch_selects": ("batch", "batch-selects"),
     "compile_constraints": ("constraints", "compile-constraints"),
+    # joins move past what cannot observe their wait; stop at forks, name clashes, concat joins
+    "sink_joins": ("sink_joins", "sink-joins"),
+    "sink_joins_o2": ("sink_joins", 2),
     "o2_hoist": ("hoist_prefix", 2),
     "o2_batch": ("batch", 2),
     "o2_fold": ("fold_text", 2),

@@ -34,7 +34,7 @@ def test_bad_pipelines_raise_pass_error(text: str, message: str) -> None:
 def test_opt_levels() -> None:
     assert passes.pipeline_for(0) == ""
     assert "compile-constraints" in passes.pipeline_for(1) and "hoist-prefix" not in passes.pipeline_for(1)
-    assert passes.pipeline_for(2).split(",") == ["fold-text", "hoist-prefix", "batch-forks", "batch-selects",
+    assert passes.pipeline_for(2).split(",") == ["fold-text", "sink-joins", "hoist-prefix", "batch-forks", "batch-selects",
                                                   "compile-constraints"]
     with pytest.raises(passes.PassError, match="-O7"):
         passes.pipeline_for(7)
