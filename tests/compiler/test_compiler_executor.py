@@ -104,3 +104,48 @@ def test_switch_o2_matches_o0_and_batches_only_the_taken_case(topic: str) -> Non
     assert len(states[0]["idea"]) == fanout if fanout == 3 else "idea" not in states[0].variables()
     assert ("generate", fanout) in engines[2].calls and ("generate", 5 - fanout) not in engines[2].calls
     assert engines[2].expected == [fanout]  # only the taken case's fork was warmed, pinned for its branches
+
+
+@sgl.function
+def answer_while_branching(s, topic):
+    s += "Notes on " + topic + ":\n"
+    forks = s.fork(2)
+    for i, f in enumerate(forks):
+        f += "Aspect " + str(i + 1) + ":" + sgl.gen("aspect", max_tokens=3)
+    forks.join()
+    s += "Answer:" + sgl.gen("answer", max_tokens=3)
+
+
+class _Gated(FakeEngine):
+    """Branch gens ("Aspect" prompts) wait up to ``timeout`` seconds for the answer's request to arrive."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        import threading
+
+        self.answer_sent = threading.Event()
+        self.timeout = timeout
+        self.waited_out = 0
+
+    def generate(self, prompt=None, sampling_params=None, input_ids=None, **kw):
+        items = prompt if isinstance(prompt, list) else [prompt]
+        if any(isinstance(p, str) and p.rstrip().endswith("Answer:") for p in items):
+            self.answer_sent.set()
+        elif any(isinstance(p, str) and "Aspect" in p for p in items) and not self.answer_sent.wait(self.timeout):
+            self.waited_out += 1
+        return super().generate(prompt, sampling_params, input_ids, **kw)
+
+
+def test_sink_joins_runs_the_continuation_with_the_branches() -> None:
+    """-O2 issues the answer (which reads no branch) while the branches run; -O0 only after the join.
+    Same text and variables."""
+    art0 = build.compile_graph(answer_while_branching.trace(), 0)
+    art2 = build.compile_graph(answer_while_branching.trace(), 2)
+    assert [n.kind for _, n in art2.graph.items()][-1] == "join"   # the join moved to the end
+    e0, e2 = _Gated(timeout=0.3), _Gated(timeout=30)
+    s0 = run_plan(art0.graph, art0.plan, EngineBackend(e0, "chatml"), {}, {"topic": "tea"})
+    s2 = run_plan(art2.graph, art2.plan, EngineBackend(e2, "chatml"), {}, {"topic": "tea"})
+    assert e0.waited_out >= 1            # -O0: the branches ran before the answer was sent
+    assert e2.waited_out == 0            # -O2: the answer was sent while the branches waited
+    assert s2.text() == s0.text() and s2.variables() == s0.variables()
+    assert len(s2["aspect"]) == 2 and s2["answer"]
