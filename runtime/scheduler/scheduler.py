@@ -55,6 +55,8 @@ class Scheduler:
                       "retractions": 0, "cascade_rows": 0, "mixed_passes": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
         self.mixed = cfg.mixed_chunk if cfg.mixed_chunk is not None else bool(getattr(executor, "mixed_chunk", False))
+        self._favored: Req | None = None   # the waiting request an unstick lets prefill alone (see step_or_unstick)
+        self._solo = False                 # this prefill step admits only the first waiting request
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -147,9 +149,24 @@ class Scheduler:
         touched = self.step()
         if not touched and self.waiting and not self.running:
             self.cache.unpin()   # NOTE: pins are hints: never the reason nothing can run
+            # NOTE: free all but one waiting request and let that one prefill alone. Freeing everyone let the same
+            # requests split the pool the same way again, forever (radix cache off). The favored request stays
+            # the same until it leaves the queue, and advances at least a chunk per round, so the queue drains.
+            keep = self._favored
+            if keep is None or not any(r is keep for r in self.waiting):
+                keep = max(self.waiting, key=lambda r: len(r.kv_slots))
+            self._favored = keep
             for r in self.waiting:
-                self._release(r)
-            touched = self.step()
+                if r is not keep:
+                    self._release(r)
+            self._solo = True
+            try:
+                touched = self.step()
+            finally:
+                self._solo = False
+            if not touched:
+                self._release(keep)
+                touched = self.step()
             if not touched:
                 for r in list(self.waiting):
                     r.finish, r.error = FinishReason.ABORT, "request does not fit in the KV pool"
@@ -164,9 +181,10 @@ class Scheduler:
         room = self.cfg.max_running_requests - len(self.running)
         budget, chunk = self.cfg.max_prefill_tokens, self.cfg.chunked_prefill_size
         mix = self._decode_inputs() if self.mixed and self.running else []
-        if mix and len(mix) < min(budget, chunk):
+        if mix and len(mix) <= min(budget, chunk) // 2:
             # NOTE: the decode rows count against the prefill budget (as SGLang's mixed chunk does): the pass
-            # stays the size the budget was tuned for.
+            # stays the size the budget was tuned for. Only while they leave at least half of it to prefill:
+            # otherwise a long prompt would creep through in chunks of a few tokens.
             budget, chunk = budget - len(mix), chunk - len(mix)
         else:
             mix = []
@@ -175,6 +193,8 @@ class Scheduler:
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
+            if self._solo and req is not self._favored:
+                continue
             fill = req.fill_ids
             # NOTE: one radix match per request serves the sharing key and the admission (no eviction between)
             m = None if req.kv_slots else self.cache.match_prefix(fill[:req.prefix_cap()])

@@ -292,3 +292,39 @@ def test_overlap_abort_in_flight_is_reported_once():
     assert "a#0" not in [r.rid for r in after] and "b#0" in [r.rid for r in after]
     sched.abort(None)
     assert not sched.has_work and cache.protected_size == 0 and alloc.used == cache.total_size
+
+
+@pytest.mark.parametrize("seed,mixed", [(40, "on"), (55, "off")])
+def test_partial_prefills_cannot_livelock_a_small_pool(seed, mixed):
+    """Radix cache off, a 70-slot pool, 12-token chunks: several partially prefilled requests used to split the
+    pool, get released by the unstick, and split it the same way again, forever (found by review: seed 40 with
+    mixed batches, seed 55 without). The unstick now keeps the oldest one's progress, so every request ends."""
+    rng = random.Random(seed)
+    alloc = SlotAllocator(70)
+    cache = RadixCache(alloc, disabled=True)
+    cfg = SchedulerConfig(max_running_requests=20, chunked_prefill_size=12, max_prefill_tokens=30,
+                          schedule_policy="lpm" if seed % 2 else "fcfs", mixed_chunk=mixed)
+    sched = Scheduler(cfg, alloc, cache, MixedCheckingExecutor(cfg), finish_check)
+    prefixes = [[rng.randrange(V) for _ in range(rng.randint(5, 30))] for _ in range(3)]
+    reqs: list[Req] = []
+    for _ in range(3_000):   # arrivals and random aborts
+        if len(reqs) < 40 and rng.random() < 0.3:
+            prompt = rng.choice(prefixes) + [rng.randrange(V) for _ in range(rng.randint(1, 20))]
+            eos = [EOS] if rng.random() < 0.5 else []
+            r = Req(rid=f"r{len(reqs)}", input_ids=prompt,
+                    sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25), stop_token_ids=eos))
+            reqs.append(r)
+            sched.add(r)
+        if reqs and rng.random() < 0.03:
+            victim = rng.choice(reqs)
+            if not victim.finished:
+                sched.abort(victim.rid)
+        sched.step_or_unstick()
+        if len(reqs) == 40 and not sched.has_work:
+            break
+    for _ in range(20_000):  # then no more aborts to break a cycle: the queue must drain on its own
+        if not sched.has_work:
+            break
+        sched.step_or_unstick()
+    assert len(reqs) == 40 and not sched.has_work
+    assert all(r.finished for r in reqs) and alloc.available == 70
