@@ -115,17 +115,7 @@ def _run(seed: int, pool: int, disable_cache: bool, policy: str, overlap: bool =
     prefixes = [[rng.randrange(V) for _ in range(rng.randint(5, 30))] for _ in range(3)]
     reqs, aborted = [], set()
     for step in range(3000):
-        if len(reqs) < 40 and rng.random() < 0.3:
-            prompt = rng.choice(prefixes) + [rng.randrange(V) for _ in range(rng.randint(1, 20))]
-            eos = [EOS] if rng.random() < 0.5 else []   # half stop at EOS (finishing while a step is ahead)
-            r = Req(rid=f"r{len(reqs)}", input_ids=prompt,
-                    sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25), stop_token_ids=eos))
-            reqs.append(r)
-            sched.add(r)
-        if reqs and rng.random() < 0.03:
-            victim = rng.choice(reqs)
-            if not victim.finished:
-                aborted.update(x.rid for x in sched.abort(victim.rid))
+        aborted.update(x.rid for x in _traffic_step(sched, rng, prefixes, reqs))
         sched.step_or_unstick()
         if len(reqs) == 40 and not sched.has_work:
             break
@@ -308,17 +298,7 @@ def test_partial_prefills_cannot_livelock_a_small_pool(seed, mixed):
     prefixes = [[rng.randrange(V) for _ in range(rng.randint(5, 30))] for _ in range(3)]
     reqs: list[Req] = []
     for _ in range(3_000):   # arrivals and random aborts
-        if len(reqs) < 40 and rng.random() < 0.3:
-            prompt = rng.choice(prefixes) + [rng.randrange(V) for _ in range(rng.randint(1, 20))]
-            eos = [EOS] if rng.random() < 0.5 else []
-            r = Req(rid=f"r{len(reqs)}", input_ids=prompt,
-                    sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25), stop_token_ids=eos))
-            reqs.append(r)
-            sched.add(r)
-        if reqs and rng.random() < 0.03:
-            victim = rng.choice(reqs)
-            if not victim.finished:
-                sched.abort(victim.rid)
+        _traffic_step(sched, rng, prefixes, reqs)
         sched.step_or_unstick()
         if len(reqs) == 40 and not sched.has_work:
             break
@@ -328,3 +308,20 @@ def test_partial_prefills_cannot_livelock_a_small_pool(seed, mixed):
         sched.step_or_unstick()
     assert len(reqs) == 40 and not sched.has_work
     assert all(r.finished for r in reqs) and alloc.available == 70
+
+
+def _traffic_step(sched, rng: random.Random, prefixes: list[list[int]], reqs: list[Req]) -> list[Req]:
+    """One step of the stress traffic: maybe a new request (up to 40; half stop at EOS, which finishes them
+    while a step may be ahead), maybe an abort of a random one; returns what the abort reported."""
+    if len(reqs) < 40 and rng.random() < 0.3:
+        prompt = rng.choice(prefixes) + [rng.randrange(V) for _ in range(rng.randint(1, 20))]
+        eos = [EOS] if rng.random() < 0.5 else []
+        r = Req(rid=f"r{len(reqs)}", input_ids=prompt,
+                sampling_params=SamplingParams(max_new_tokens=rng.randint(1, 25), stop_token_ids=eos))
+        reqs.append(r)
+        sched.add(r)
+    if reqs and rng.random() < 0.03:
+        victim = rng.choice(reqs)
+        if not victim.finished:
+            return sched.abort(victim.rid)
+    return []
