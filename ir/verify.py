@@ -131,6 +131,10 @@ class _NodeChecker(NodeVisitor):
             if self.graph.node(p).kind == "switch":
                 _fail(nid, n, f"join waits on switch %{p}, whose cases continue that stream after it; "
                               "a stream that ends in a switch cannot be joined (join inside the cases instead)")
+            after = self.graph.succs(p, "stream")
+            if after:
+                _fail(nid, n, f"join waits on %{p}, which is not the tail of stream {self.graph.node(p).stream} "
+                              f"(%{after[0]} follows it); a join waits on the last node of each child stream")
         child_streams = {self.graph.node(h).stream for h in self.graph.succs(n.fork, "fork")}
         tails = {self.graph.node(p).stream for p in self.graph.preds(nid, "join")}
         if tails != child_streams:

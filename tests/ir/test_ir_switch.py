@@ -139,3 +139,23 @@ def test_a_stream_ending_in_a_switch_cannot_be_joined():
     g.add_edge(sw, join, "join")
     with pytest.raises(ir.VerifyError, match="a stream that ends in a switch cannot be joined"):
         ir.verify(g)
+
+
+def test_a_join_must_wait_on_each_child_streams_tail():
+    """Otherwise a join could wait on a node before a switch (not on the switch) and race the taken case."""
+    g = ir.Graph("m", ())
+    fk = g.add(ir.Fork(stream="s0", n=1))
+    c = g.new_stream()
+    g.add_edge(fk, g.add(ir.GetForkItem(stream=c, fork=fk, index=0)), "fork")
+    sel = g.add(ir.Select(stream=c, name="t", choices=("a", "b")))
+    sw = g.add(ir.Switch(stream=c, name="t", source=sel, cases=("a", "b")))
+    g.add_edge(sel, sw, "data")
+    s1, s2 = g.new_stream(), g.new_stream()
+    g.add_edge(sw, g.add(ir.Case(stream=s1, switch=sw, value="a")), "case")
+    g.add_edge(sw, g.add(ir.Case(stream=s2, switch=sw, value="b")), "case")
+    g.add(ir.Gen(stream=s1, name="x", params={"max_new_tokens": 1}))
+    j = g.add(ir.Join(stream="s0", fork=fk, mode="concate_and_append"))
+    g.add_edge(sel, j, "join")
+    with pytest.raises(ir.VerifyError, match=rf"join waits on %{sel}, which is not the tail of stream {c} "
+                                             rf"\(%{sw} follows it\)"):
+        ir.verify(g)
