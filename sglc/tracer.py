@@ -2,8 +2,8 @@
 
 Arguments without a value become :class:`SymbolicArg`; ``s["name"]`` becomes :class:`SymbolicVar`.
 Both can be appended (``s += arg``, ``"Q: " + arg``). Inspecting one (``if``, ``==``, ``in``, an
-f-string, ``str()``, string methods) works only for a *select's* variable, whose values are its
-finite choices: the program is then traced once per choice, and the runs are joined in a ``switch``
+f-string, ``str()``, string methods, ``hash``) works only for a *select's* variable, whose values
+are its finite choices: the program is then traced once per choice, and the runs are joined in a ``switch``
 node whose cases are streams continuing the compared stream (``docs/compiler.md``, "Switch").
 Inspecting anything else (an argument, a free-text gen) raises :class:`TraceError` naming the line
 and the rewrite.
@@ -12,11 +12,14 @@ How the runs share one graph: every graph-building operation (an append, a fork,
 is recorded under the run's *path* (the cases taken so far) and its position on that path. A later
 run replays the operations its path shares with earlier runs (checking it does the same things) and
 records only what is new. The first comparison on a select no path has decided yet stops the run;
-the driver then runs the program once per choice, each taking that case there.
+the driver then runs the program once per choice, each taking that case there. Cleanup code run
+while the stop signal unwinds (``finally``, a context manager's exit) records nothing; each run gets
+its own deep copy of the bound arguments; a run must end where the earlier runs on its path did.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
@@ -102,7 +105,10 @@ class Symbolic:
     def __contains__(self, other: Any) -> bool:
         return other in self._concrete("is compared", "compare")
 
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        # NOTE: consistent with __eq__ (which compares the case's value), so `s[v] in {"a", "b"}` and dict
+        # lookups see the case value; hashing anything else (an argument, a gen) is a TraceError.
+        return hash(self._concrete("is hashed (a set member or dict key)", "compare"))
 
     def __len__(self) -> int:
         return len(self._concrete("is measured with len()", "method"))
@@ -209,10 +215,13 @@ class _Tracer:
         self.pending: list[tuple[_BranchPoint, str]] = []  # cases entered, switch not placed yet
         self.inside: list[_BranchPoint] = []        # the branch points whose cases this run is in
         self.writable: set[str] | None = None       # inside a case: the streams it may append to
+        self.stopping: _NewBranch | None = None      # the stop signal raised, while it unwinds the user's code
 
     # -- comparisons --------------------------------------------------------------------------------
     def decide(self, var: SymbolicVar) -> str:
         """The value of select ``var.source`` on this run's path; stops the run at a new branch point."""
+        if self.stopping is not None:
+            raise self.stopping  # NOTE: cleanup code (finally, __exit__) runs while the stop signal unwinds
         if var.source in self.bound:
             return self.bound[var.source]
         select = self.graph.node(var.source)
@@ -224,7 +233,8 @@ class _Tracer:
             loc, src = user_source_line(3)
             bp = _BranchPoint(var.source, var.name, tuple(dict.fromkeys(select.choices)), self.pos, loc, src)
             self.branches[self.path] = bp
-            raise _NewBranch(len(bp.cases))
+            self.stopping = _NewBranch(len(bp.cases))
+            raise self.stopping
         if bp.select != var.source or bp.pos != self.pos:
             raise self._nondeterministic(f"compares select %{var.source} where an earlier run compared %{bp.select}")
         value = bp.cases[self.plan[len(self.path)]]
@@ -237,6 +247,8 @@ class _Tracer:
     # -- graph-building operations --------------------------------------------------------------------
     def op(self, sid: str, key: Any, make: Callable[[str], Any]) -> Any:
         """Record (first run on this path) or replay (later runs) one operation on stream ``sid``."""
+        if self.stopping is not None:
+            raise self.stopping  # NOTE: a finally/__exit__ appending while the run stops records nothing
         sid = self._resolve(sid)
         while self.pending:
             self._check_writable(sid)
@@ -333,8 +345,23 @@ class _Tracer:
             return f"`{bp.source_line}` ({bp.loc}) " if bp.loc else ""
         return f"{bp.loc}: `{bp.source_line}`: " if bp.loc else ""
 
-    def _nondeterministic(self, what: str) -> TraceError:
-        return TraceError(f"{user_location(3)}: tracing ran the program once per select case, and this run {what}; "
+    def finish(self) -> str | None:
+        """After the program returned normally: why this run does not match what earlier runs on its path
+        did (``None`` when it does)."""
+        if self.stopping is not None:
+            return None
+        bp = self.branches.get(self.path)
+        if bp is not None or len(self.path) != len(self.plan):
+            compared = f" select %{bp.select} ({bp.name!r}{', at ' + bp.loc if bp.loc else ''})" if bp else " a select"
+            return f"returned before comparing{compared}, which an earlier run compared there"
+        done = len(self.segments.get(self.path, []))
+        if self.pos != done:
+            return f"returned after {self.pos} of the {done} operations an earlier run did there"
+        return None
+
+    def _nondeterministic(self, what: str, where: str | None = None) -> TraceError:
+        where = user_location(3) if where is None else where
+        return TraceError(f"{where}: tracing ran the program once per select case, and this run {what}; "
                           "a traced program must do the same things whenever its selects chose the same values "
                           "(no randomness, clocks or outside state). Fix: make it deterministic, or run it eagerly")
 
@@ -438,9 +465,32 @@ def trace_function(func: Callable[..., Any], name: str, bound: dict[str, Any], k
             raise TraceError(f"{name}: tracing needs more than {MAX_TRACE_RUNS} runs (one per path through its "
                              "select comparisons); compare fewer selects, or run the program eagerly with fn.run(...)")
         tracer.start(plan)
-        args = {**{n: SymbolicArg(n) for n in symbolic}, **values}
+        args = {**{n: SymbolicArg(n) for n in symbolic}, **_fresh(values)}
         try:
             func(TracingState(tracer, ir.ROOT_STREAM), **args)
         except _NewBranch as branch:
             plans.extend(plan + (i,) for i in reversed(range(branch.n)))  # NOTE: first case first (stable ids)
+            continue
+        if tracer.stopping is not None:
+            raise TraceError(f"{_def_location(func)}: {name}() caught the tracer's signal to stop at a select "
+                             "comparison (a bare `except:` or `except BaseException:`) and returned normally; "
+                             "tracing runs the program once per select case and needs that signal to pass. "
+                             "Fix: catch Exception instead, or run the program eagerly with fn.run(...)")
+        mismatch = tracer.finish()
+        if mismatch is not None:
+            raise tracer._nondeterministic(mismatch, f"{_def_location(func)}: {name}()")
     return ir.verify(graph)
+
+
+def _fresh(values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of the bound arguments for one run, so that a case that mutates one (``items.append``)
+    does not change what later runs see; the originals when they cannot be copied."""
+    try:
+        return copy.deepcopy(values)
+    except Exception:  # noqa: BLE001 - NOTE: uncopyable values (locks, clients) are shared between runs
+        return dict(values)
+
+
+def _def_location(func: Callable[..., Any]) -> str:
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_firstlineno}" if code is not None else "?"

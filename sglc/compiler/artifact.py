@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,29 +105,37 @@ def runtime_hints(graph: ir.Graph) -> dict[str, Any]:
     for h in plan.hoists:
         if h.kind != "fork":
             continue
-        branch_gens = [[int(graph.node(m).params.get("max_new_tokens", 0))  # type: ignore[attr-defined]
-                        for m in _stream_nodes(graph, head) if graph.node(m).kind == "gen"]
-                       for head in graph.fork_children(h.at)]
+        branch_gens = [_chain_gens(graph, head) for head in graph.fork_children(h.at)]
         forks.append({"fork": h.at, "fanout": h.fanout, "shared_text_chars": len(h.text),
                       "branch_max_new_tokens": branch_gens})
-    gens = [n for _, n in graph.items() if isinstance(n, ir.Gen)]
-    return {"forks": forks, "num_gens": len(gens),
+    # NOTE: per run, counting per switch its costliest case (code after an `if` is copied into every case)
+    return {"forks": forks, "num_gens": _per_run(graph, lambda g: 1),
             "num_selects": sum(isinstance(n, ir.Select) for _, n in graph.items()),
             "num_switches": sum(isinstance(n, ir.Switch) for _, n in graph.items()),
             "max_new_tokens_total": _token_budget(graph),
-            "unset_max_new_tokens": sum("max_new_tokens" not in g.params for g in gens)}
+            "unset_max_new_tokens": _per_run(graph, lambda g: int("max_new_tokens" not in g.params))}
 
 
 def _token_budget(graph: ir.Graph) -> int:
     """The most ``max_new_tokens`` one run can generate: gens outside switches, plus per switch its costliest
     case (cases are mutually exclusive: only one runs)."""
+    return _per_run(graph, _max_new_tokens)
+
+
+def _max_new_tokens(gen: ir.Gen) -> int:
+    return int(gen.params.get("max_new_tokens", 0))
+
+
+def _per_run(graph: ir.Graph, weight: Callable[[ir.Gen], int]) -> int:
+    """The largest sum of ``weight`` over the gens one run can reach: gens outside switches, plus per switch
+    its costliest case by that weight."""
     guards = graph.guards()
     own: dict[tuple[tuple[int, str], ...], int] = {}
     switches: dict[tuple[tuple[int, str], ...], list[tuple[int, ir.Switch]]] = {}
     for nid, node in graph.items():
         where = guards.get(node.stream, ())
         if isinstance(node, ir.Gen):
-            own[where] = own.get(where, 0) + int(node.params.get("max_new_tokens", 0))
+            own[where] = own.get(where, 0) + weight(node)
         elif isinstance(node, ir.Switch):
             switches.setdefault(where, []).append((nid, node))
 
@@ -135,6 +144,16 @@ def _token_budget(graph: ir.Graph) -> int:
                                        for nid, sw in switches.get(where, []))
 
     return total(())
+
+
+def _chain_gens(graph: ir.Graph, head: int) -> list[int]:
+    """``max_new_tokens`` of each gen on ``head``'s stream; where the stream ends in a switch, continued by its
+    costliest case (the first one on a tie)."""
+    chain = _stream_nodes(graph, head)
+    out = [_max_new_tokens(node) for node in map(graph.node, chain) if isinstance(node, ir.Gen)]
+    if isinstance(graph.node(chain[-1]), ir.Switch):
+        out += max((_chain_gens(graph, case) for case in graph.switch_cases(chain[-1])), key=sum, default=[])
+    return out
 
 
 def _stream_nodes(graph: ir.Graph, head: int) -> list[int]:

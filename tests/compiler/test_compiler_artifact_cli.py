@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import passes
+import sglc as sgl
 from sglc.cli import main
 from sglc.compiler.artifact import Artifact, ArtifactError
 from sglc.compiler.build import compile_graph
@@ -118,6 +119,33 @@ def test_artifact_with_a_switch_round_trips_and_budgets_one_case() -> None:
     assert back.graph.node(6).kind == "switch" and back.graph.switch_cases(6) == [7, 8, 9]
     # the cases are exclusive: the budget is the costliest case (8), not the sum over cases (24)
     assert back.hints["num_switches"] == 1 and back.hints["max_new_tokens_total"] == 8
+
+
+
+@sgl.function
+def hinted(s):
+    s += "Pick a tool: " + sgl.select("tool", choices=["calc", "search", "none"])
+    if s["tool"] == "calc":
+        s += sgl.gen("x", max_tokens=8) + sgl.gen("y")
+    elif s["tool"] == "search":
+        s += sgl.gen("w")
+    s += sgl.gen("z", max_tokens=2)  # NOTE: traced into every case (three copies)
+    forks = s.fork(2)
+    forks += "Shared branch prompt. Is it ok? " + sgl.select("ok", choices=["yes", "no"])
+    last = forks[1]
+    if last["ok"] == "yes":
+        last += sgl.gen("v", max_tokens=5) + sgl.gen("u", max_tokens=1)
+    else:
+        last += sgl.gen("t", max_tokens=4)
+
+
+def test_hints_count_one_run_through_the_costliest_cases() -> None:
+    art = compile_graph(hinted.trace(), passes.pipeline_for(2).rsplit(",", 1)[0])
+    hints = art.hints
+    # one run: calc (x, y), z, the fork's branch 1 taking "yes" (v, u); not every copy in every case
+    assert hints["num_gens"] == 5 and hints["unset_max_new_tokens"] == 1 and hints["max_new_tokens_total"] == 16
+    # a branch that ends in a switch continues through its costliest case
+    assert [f["branch_max_new_tokens"] for f in hints["forks"]] == [[[], [5, 1]]] * 3
 
 
 def test_cli_compile_tool_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 taken case. Comparing a free-text gen is still a TraceError. No model (fake backend)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -260,6 +261,140 @@ def test_string_methods_and_formatting_see_the_case_value():
     assert '" (KM, 2 letters)"' in ir.print_graph(graph) and '" (MILES, 5 letters)"' in ir.print_graph(graph)
     assert methods.run_graph(backend=Picky("miles")).text() == "miles (MILES, 5 letters)"
 
+
+
+# -- review findings: hashing, cleanup code, mutable arguments, early returns ----------------------------------
+@sgl.function
+def hashed(s):
+    s += sgl.select("tool", choices=["calculator", "search"])
+    if s["tool"] in {"calculator", "math"}:
+        s += " -> calc"
+    s += " | " + {"calculator": "expr", "search": "word"}.get(s["tool"], "none")
+    s += " | " + {"calculator": "C", "search": "S"}[s["tool"]]
+
+
+@pytest.mark.parametrize("pick, text", [("calculator", "calculator -> calc | expr | C"), ("search", "search | word | S")])
+def test_set_membership_and_dict_lookups_see_the_case_value(pick, text):
+    assert hashed.run(backend=Picky(pick)).text() == text
+    assert hashed.run_graph(backend=Picky(pick)).text() == text
+
+
+def test_membership_tests_that_python_supports_see_the_case_value():
+    @sgl.function
+    def member(s):
+        s += sgl.select("tool", choices=["calculator", "search"])
+        if s["tool"] in ("calculator", "math") or "ear" in s["tool"]:
+            s += " yes"
+
+    assert member.run_graph(backend=Picky("search")).text() == "search yes"
+    assert member.run_graph(backend=Picky("calculator")).text() == "calculator yes"
+
+
+def test_hashing_an_argument_or_free_text_is_a_trace_error():
+    @sgl.function
+    def by_arg(s, q):
+        s += {"a": "A"}.get(q, "?")
+
+    @sgl.function
+    def by_gen(s):
+        s += sgl.gen("g", max_tokens=1)
+        s += "x" if s["g"] in {"a", "b"} else "y"
+
+    with pytest.raises(sgl.TraceError, match=r"argument 'q' is hashed \(a set member or dict key\)"):
+        by_arg.trace()
+    with pytest.raises(sgl.TraceError, match="generated variable 'g' is hashed.*free text of gen"):
+        by_gen.trace()
+
+
+@contextlib.contextmanager
+def section(s, title):
+    s += title + ":\n"
+    try:
+        yield
+    finally:
+        s += "\n--\n"
+
+
+@sgl.function
+def with_cleanup(s):
+    with section(s, "Tool"):
+        s += sgl.select("tool", choices=["a", "b"])
+        if s["tool"] == "a":
+            s += " A"
+
+
+@pytest.mark.parametrize("pick", ["a", "b"])
+def test_cleanup_code_that_appends_is_traced_into_each_case(pick):
+    graph = with_cleanup.trace()
+    assert graph.node(2).kind == "switch" and ir.print_graph(graph).count('"\\n--\\n"') == 2  # once per case
+    eager = with_cleanup.run(backend=Picky(pick)).text()
+    assert eager == {"a": "Tool:\na A\n--\n", "b": "Tool:\nb\n--\n"}[pick]
+    assert with_cleanup.run_graph(backend=Picky(pick), graph=graph).text() == eager
+
+
+def test_swallowing_the_tracers_stop_signal_is_a_trace_error():
+    @sgl.function
+    def swallows(s):
+        s += sgl.select("x", choices=["a", "b"])
+        try:
+            if s["x"] == "a":
+                s += "A"
+        except BaseException:  # noqa: BLE001 - NOTE: catches the tracer's stop signal too
+            return
+
+    with pytest.raises(sgl.TraceError, match=r"swallows\(\) caught the tracer's signal to stop"):
+        swallows.trace()
+
+
+@sgl.function
+def mutates(s, items):
+    s += sgl.select("x", choices=["a", "b"])
+    if s["x"] == "a":
+        items.append("Z")
+    for it in items:
+        s += it
+
+
+@pytest.mark.parametrize("pick", ["a", "b"])
+def test_a_mutated_argument_does_not_leak_into_later_cases(pick):
+    items = ["i"]
+    eager = mutates.bind(items=["i"]).run(backend=Picky(pick)).text()
+    assert eager == {"a": "aiZ", "b": "bi"}[pick]
+    assert mutates.bind(items=items).run_graph(backend=Picky(pick)).text() == eager
+    assert items == ["i"]  # tracing runs the program on copies of its arguments
+
+
+def test_a_later_run_that_returns_before_the_comparison_is_rejected():
+    calls = []
+
+    @sgl.function
+    def early(s):
+        calls.append(1)
+        s += sgl.select("x", choices=["a", "b"]) + "pre"
+        if len(calls) == 2:
+            return
+        s += " A" if s["x"] == "a" else " B"
+
+    with pytest.raises(sgl.TraceError, match=r"early\(\).*returned before comparing select %0 \('x'.*must do the same"):
+        early.trace()
+
+
+def test_a_later_run_that_skips_a_nested_comparison_is_rejected():
+    calls = []
+
+    @sgl.function
+    def skips(s):
+        calls.append(1)
+        s += sgl.select("x", choices=["a", "b"])
+        if s["x"] == "a":
+            s += sgl.select("y", choices=["c", "d"])
+            if len(calls) < 4:  # NOTE: run 4 (x=a, y=d) returns where run 2 compared y
+                s += " after"
+                if s["y"] == "c":
+                    s += " C"
+
+    with pytest.raises(sgl.TraceError, match=r"returned before comparing select %4 \('y'"):
+        skips.trace()
 
 # -- property: eager and graph mode agree on random programs that branch on selects -----------------------------
 step = st.one_of(
