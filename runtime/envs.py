@@ -10,6 +10,8 @@ class Env:
     cache_dir: str = os.environ.get("SGLC_CACHE_DIR", "~/.cache/sglc")
     dump_ir: bool = os.environ.get("SGLC_DUMP_IR", "") not in ("", "0")
     log_level: str = os.environ.get("SGLC_LOG_LEVEL", "WARNING")
+    # the worker process moves its start-up objects out of the garbage collector's scans (0: don't)
+    gc_freeze: bool = os.environ.get("SGLC_GC_FREEZE", "1") not in ("", "0")
 
 
 ENV = Env()

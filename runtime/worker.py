@@ -7,6 +7,7 @@ Messages in: ``("batch", encoded call)`` (runtime/engine.py ``_Batch``; ``Worker
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -16,6 +17,7 @@ import traceback
 from typing import Any
 
 from .config import RuntimeConfig, scheduler_defaults, use_overlap
+from .envs import ENV
 from .mem.radix_cache import RadixCache
 from .output import OutputProcessor
 from .sampling_params import SamplingParams
@@ -90,7 +92,8 @@ class Worker:
                  forward_passes_total=s.stats["forward_passes"], prefill_passes_total=s.stats["prefill_passes"],
                  prefill_tokens_total=s.stats["prefill_tokens"],
                  decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"],
-                 mixed_passes_total=s.stats["mixed_passes"], cascade_rows_total=s.stats["cascade_rows"])
+                 mixed_passes_total=s.stats["mixed_passes"], cascade_rows_total=s.stats["cascade_rows"],
+                 gc_frozen_objects=gc.get_freeze_count())
         return c
 
     # -- requests ---------------------------------------------------------------------------------
@@ -229,6 +232,13 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
         out_q.put(("fatal", traceback.format_exc()))
         return
     parent = mp.parent_process()
+    if parent is not None and ENV.gc_freeze:
+        # NOTE: the start-up objects (modules, model, tokenizer: ~1M of them) never die, but every full
+        # collection scanned them again: pauses of up to 0.2 s under load, ~100 us per request on the few-shot
+        # batch. Frozen, collections scan only what requests allocate (median round 1.15 -> 0.92 s, CPU box).
+        # Only in the worker's own process: a thread worker must not change its host application's GC.
+        gc.collect()
+        gc.freeze()
     while True:
         if parent is not None and not parent.is_alive():
             logger.warning("the Engine's process is gone: worker exiting")

@@ -21,6 +21,7 @@ _HELP = {
     "prefill_passes_total": "Forward passes that prefill/extend (the rest decode).",
     "mixed_passes_total": "Prefill passes that also carried running requests' decode rows.",
     "cascade_rows_total": "Decode rows that read their shared prefix once per chunk of rows (cascade).",
+    "gc_frozen_objects": "Start-up objects the worker process moved out of the garbage collector's scans.",
 }
 
 

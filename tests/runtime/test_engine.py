@@ -99,6 +99,7 @@ def test_abort_frees_kv(engine):
     assert last["meta_info"]["finish_reason"]["type"] == "abort"
     m = engine.metrics()
     assert m["num_running_reqs"] == 0 and m["kv_used_tokens"] == m["kv_cached_tokens"]
+    assert m["gc_frozen_objects"] > 10_000   # the process worker froze its start-up objects (SGLC_GC_FREEZE)
     assert engine.flush_cache()
     assert engine.metrics()["kv_free_tokens"] == engine.metrics()["kv_total_tokens"]
 
