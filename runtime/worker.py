@@ -233,7 +233,7 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
         return
     parent = mp.parent_process()
     if parent is not None and ENV.gc_freeze:
-        # NOTE: the start-up objects (modules, model, tokenizer: ~1M of them) never die, but every full
+        # NOTE: the start-up objects (modules, model, tokenizer: ~290k of them) never die, but every full
         # collection scanned them again: pauses of up to 0.2 s under load, ~100 us per request on the few-shot
         # batch. Frozen, collections scan only what requests allocate (median round 1.15 -> 0.92 s, CPU box).
         # Only in the worker's own process: a thread worker must not change its host application's GC.
