@@ -102,9 +102,10 @@ class ModelExecutor:
         table updated on the device, ``kv_indices`` gathered there (see runtime/mem/req_to_token.py)."""
         entries = sb.entries
         writes = Writes()
-        table_rows = self.table.plan([e.req for e in entries], [e.prefix_len for e in entries],
-                                     [len(e.new_ids) for e in entries], writes)
-        lay = _layout_decode(entries, table_rows) if sb.decode else _layout(entries, table_rows)
+        prefix_lens = [e.prefix_len for e in entries]
+        table_rows = self.table.plan([e.req for e in entries], prefix_lens, [len(e.new_ids) for e in entries],
+                                     writes)
+        lay = _layout_decode(entries, table_rows, prefix_lens) if sb.decode else _layout(entries, table_rows)
         ids, pos, loc, tok_rows, qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows = lay
         ahead = [i for i, e in enumerate(entries) if e.new_ids[0] == FUTURE_TOKEN]   # inputs prev samples
         future_pos = [qo[i] for i in ahead]
@@ -185,11 +186,10 @@ def _layout(entries, table_rows):
     return ids, pos, loc, tok_rows, qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows
 
 
-def _layout_decode(entries, table_rows):
+def _layout_decode(entries, table_rows, prefix):
     """``_layout`` of a decode batch (one new token per entry, every entry sampled, no prompt logprobs), built
-    column by column: the per-step host work of a large decode batch."""
+    column by column from the entries' ``prefix`` lengths: the per-step host work of a large decode batch."""
     n = len(entries)
-    prefix = [e.prefix_len for e in entries]
     seq = [p + 1 for p in prefix]
     rng = list(range(n))
     return ([e.new_ids[0] for e in entries], prefix, [e.new_slots[0] for e in entries], table_rows,
