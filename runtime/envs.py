@@ -12,6 +12,8 @@ class Env:
     log_level: str = os.environ.get("SGLC_LOG_LEVEL", "WARNING")
     # the worker process moves its start-up objects out of the garbage collector's scans (0: don't)
     gc_freeze: bool = os.environ.get("SGLC_GC_FREEZE", "1") not in ("", "0")
+    # overlap scheduling also launches the next batch before an in-flight *prefill* is applied (0: it waits)
+    overlap_prefill: bool = os.environ.get("SGLC_OVERLAP_PREFILL", "1") not in ("", "0")
 
 
 ENV = Env()

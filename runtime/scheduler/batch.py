@@ -26,6 +26,9 @@ class ScheduleBatch:
     entries: list[BatchEntry]
     cascade_rows: int = 0         # decode rows that read a shared prefix once per chunk (set by the executor)
     mixed: int = 0                # prefill batch: its last ``mixed`` entries are running requests' decode rows
+    # prefill batch: the keys of the uncached prefixes it computes (Scheduler._uncached_key); a batch built while
+    # this one is in flight lets those prefixes come from the cache instead of computing them again
+    computing: frozenset = frozenset()
 
     @property
     def decode_tokens(self) -> int:

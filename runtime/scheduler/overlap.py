@@ -16,11 +16,12 @@ How the next batch is built before the previous one is applied:
 * requests whose next step depends on the host seeing every token — grammar matchers (masks, jump-forward),
   penalties, seeded sampling, ``min_new_tokens`` still pending — are never looked ahead: the scheduler
   applies the in-flight batch first (the plain synchronous step);
-* prefill batches of waiting requests need nothing from an in-flight decode batch and are launched ahead
-  of it too (a mixed batch's decode rows are built like the look-ahead decode batch: ``FUTURE_TOKEN``
-  inputs); after an in-flight *prefill* (mixed or not) the scheduler applies it first (its prompts reach the radix cache
-  before the next prefill matches against them; and looking ahead there measured slower, see
-  ``_can_look_ahead``).
+* prefill batches of waiting requests need nothing from an in-flight batch and are launched ahead of it
+  too (a mixed batch's decode rows are built like the look-ahead decode batch: ``FUTURE_TOKEN`` inputs);
+* an in-flight *prefill* batch has not put its prompts into the radix cache yet: a waiting request whose
+  uncached prefix it computes (the same key as in-batch prefix sharing, ``ScheduleBatch.computing``) waits
+  for the step after, when the prefix is a cache hit, instead of computing it a second time. The requests the
+  in-flight prefill samples first tokens for join the decode batch one step later.
 
 ``step()`` returns the requests it applied *and* the ones it launched (so a step that only launched still
 counts as progress); anything applied outside ``step()`` (an abort drains the in-flight batch first) is
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..envs import ENV
 from .batch import FUTURE_TOKEN, BatchEntry, ScheduleBatch
 from .request import Req
 from .scheduler import Scheduler
@@ -48,7 +50,8 @@ class OverlapScheduler(Scheduler):
     def step(self) -> list[Req]:
         touched, self._applied_outside = self._applied_outside, []
         self.cache.expire_pins(self.clock())
-        if self.inflight is not None and not _can_look_ahead(self.inflight[0]):
+        if self.inflight is not None and not (_can_look_ahead(self.inflight[0])
+                                              and (self.inflight[0].decode or ENV.overlap_prefill)):
             return touched + self._drain()
         batch = self._prefill_batch() or (self._decode_ahead() if self.inflight else self._decode_batch())
         if batch is None:
@@ -96,6 +99,9 @@ class OverlapScheduler(Scheduler):
             touched.append(entry.req)
         return touched
 
+    def _computing_in_flight(self) -> frozenset:
+        return self.inflight[0].computing if self.inflight is not None else frozenset()
+
     def _decode_inputs(self) -> list[tuple[Req, int, int]]:
         """Decode rows of the running requests; with a (decode) batch in flight, the rows after it: its requests
         take its token as ``FUTURE_TOKEN``, and those it surely finishes are left out. Also the decode rows of a
@@ -124,14 +130,13 @@ class OverlapScheduler(Scheduler):
 
 
 def _can_look_ahead(batch: ScheduleBatch) -> bool:
-    """Whether the next batch may be built before ``batch`` is applied: ``batch`` decodes, and every request
-    of it may take its next step before the host sees this one's tokens.
+    """Whether the next batch may be built before ``batch`` is applied: every request of it may take its next
+    step before the host sees this one's tokens.
 
-    NOTE: looking ahead of an in-flight *prefill* was measured and rejected: few-shot (2,000 x (1,500
-    cached + 64) -> 1 token, H100) ran at 291 req/s with it vs 524 without (553 with no overlap at all).
+    NOTE: an earlier look-ahead of in-flight *prefills* measured slower on few-shot (291 vs 524 req/s,
+    H100): a waiting request could not see the prefix the in-flight batch was computing and computed it again.
+    ``ScheduleBatch.computing`` now makes it wait for the cache hit instead.
     """
-    if not batch.decode:   # NOTE: a mixed batch (prefill + decode rows) is a prefill batch here
-        return False
     for e in batch.entries:
         r, sp = e.req, e.req.sampling_params
         if r.matcher is not None or sp.seed is not None or sp.frequency_penalty or sp.presence_penalty:

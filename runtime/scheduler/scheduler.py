@@ -189,6 +189,7 @@ class Scheduler:
         else:
             mix = []
         entries: list[BatchEntry] = []
+        ahead = self._computing_in_flight()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
@@ -199,7 +200,7 @@ class Scheduler:
             # NOTE: one radix match per request serves the sharing key and the admission (no eviction between)
             m = None if req.kv_slots else self.cache.match_prefix(fill[:req.prefix_cap()])
             key = self._uncached_key(fill, m)
-            if key is not None and key in computing:
+            if key is not None and (key in computing or key in ahead):
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
             computing.add(key)
             entry = self._admit(req, min(budget, chunk), fill, m)
@@ -212,7 +213,12 @@ class Scheduler:
         if not entries:
             return None
         rows = self._mix_rows(mix, entries) if mix else []
-        return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows))
+        computing.discard(None)
+        return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing))
+
+    def _computing_in_flight(self) -> frozenset:
+        """Uncached prefixes a batch launched earlier is still computing (overlap scheduling; here: none)."""
+        return frozenset()
 
     def _decode_inputs(self) -> list[tuple[Req, int, int]]:
         """(request, input token, KV length) of each running request's next decode row."""

@@ -266,6 +266,30 @@ def test_in_batch_prefix_is_computed_once(cls):
     assert sched.stats["prefill_tokens"] == 102 + 7 * 2
 
 
+def test_overlap_looks_ahead_of_an_in_flight_prefill():
+    """A prefill in flight no longer stops the pipeline: the running requests' next decode step is launched
+    before the prefill is applied (the newcomer joins the step after), and every answer stays exact."""
+    alloc = SlotAllocator(500)
+    cache = RadixCache(alloc)
+    sched = OverlapScheduler(SchedulerConfig(), alloc, cache, FakeExecutor({}), finish_check)
+    a = Req(rid="a", input_ids=[1, 2, 3], sampling_params=SamplingParams(max_new_tokens=20))
+    sched.add(a)
+    for _ in range(3):
+        sched.step()
+    assert sched.inflight[0].decode
+    b = Req(rid="b", input_ids=[4, 5, 6, 7], sampling_params=SamplingParams(max_new_tokens=5))
+    sched.add(b)
+    sched.step()
+    assert not sched.inflight[0].decode and [e.req.rid for e in sched.inflight[0].entries] == ["b"]
+    sched.step()
+    assert sched.inflight[0].decode and [e.req.rid for e in sched.inflight[0].entries] == ["a"]
+    assert b.output_ids   # applied after the look-ahead was launched
+    while sched.has_work:
+        sched.step()
+    assert a.output_ids == expected_output([1, 2, 3], 20) and b.output_ids == expected_output([4, 5, 6, 7], 5)
+    assert alloc.used == cache.total_size and cache.protected_size == 0
+
+
 def test_overlap_abort_in_flight_is_reported_once():
     """Aborting a request whose step is in flight: abort() reports it, the next step() must not again (the
     Worker would count it twice and send two finished events)."""

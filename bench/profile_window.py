@@ -1,0 +1,215 @@
+"""Where the GPU time goes in the production step loop (overlap scheduling and mixed batches on): the Worker
+runs a workload in this process, and torch.profiler records a window of steps in its steady state.
+
+Per workload it prints the window's wall time, the GPU's busy time (the sum of kernel times; one stream, so
+wall - busy is the time the GPU waited for the host), the passes by kind, and the top kernels grouped into
+GEMM / attention / other. Workloads are the peer benchmarks' (bench_peer.py, bench_prefix.py):
+
+* ``offline``: prompts in U[256,1024], outputs in U[128,512]; window = passes 300-400 (the pool is full)
+* ``fork``: 8 prefixes of 1,000 x 32 branches of 16, 128 outputs; window = passes 20-60 (decode)
+* ``fewshot``: (1,500 shared + 64) -> 1 token, after a 64-request warm-up; window = the whole run
+* ``bs1``: batch-1 decode 128 -> 256; window = passes 100-200
+
+    python bench/profile_window.py [--workloads offline,fork,fewshot,bs1] [--top 14]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+from gpu_common import LLAMA3_8B, gpu_info, print_table, save_json, sync, token_prompt
+
+
+def _req(rid: str, ids: list[int], out: int) -> dict:
+    return {"rid": rid, "input_ids": ids,
+            "sampling_params": {"max_new_tokens": out, "ignore_eos": True, "temperature": 1.0}}
+
+
+def _category(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("gemm", "nvjet", "cutlass", "sm90_", "cublas", "gemv", "splitk")):
+        return "gemm"
+    if any(k in n for k in ("decode", "extend", "attn", "attention", "_fwd", "cascade", "_stage", "flash")):
+        return "attention"
+    return "other"
+
+
+def host_profile(w, items: list[dict], label: str, window: tuple[int, int], top: int) -> dict:
+    """cProfile of the host over the window (no torch.profiler): which Python functions the steps spend in."""
+    import cProfile
+    import io
+    import pstats
+
+    w.add_requests(items)
+    n, lo, hi = 0, *window
+    prof, t0 = cProfile.Profile(), 0.0
+    while w.busy:
+        if n == lo:
+            sync()
+            t0 = time.perf_counter()
+            prof.enable()
+        w.step()
+        n += 1
+        if n == hi:
+            break
+    prof.disable()
+    sync()
+    wall = time.perf_counter() - t0
+    while w.busy:
+        w.step()
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+    steps = min(n, hi) - lo
+    print(f"\n## host profile {label}: {steps} steps, {wall * 1e3:.0f} ms wall (cProfile on)\n{buf.getvalue()}", flush=True)
+    return {"workload": label, "host_profile_steps": steps, "wall_ms": round(wall * 1e3)}
+
+
+def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    import torch
+
+    # NOTE: on CPU (SGLC_BENCH_DEVICE=cpu, a smoke run of the script) the "kernels" are CPU ops
+    cuda = torch.cuda.is_available()
+    act = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+
+    def dev_time(e) -> float:   # microseconds
+        return e.device_time_total if cuda else e.self_cpu_time_total
+
+    sched = w.scheduler
+    w.add_requests(items)
+    s0 = dict(sched.stats)
+    n, t_all = 0, time.perf_counter()
+    lo, hi = window
+    prof, t0, w0 = None, 0.0, None
+    kinds: dict[str, int] = defaultdict(int)
+    timeline: list[tuple] = []   # (ms since the requests were added, pass kind, decode rows, prefill tokens)
+    while w.busy:
+        if n == lo:
+            sync()
+            prof = tprofile(activities=[act])
+            prof.__enter__()
+            t0, w0 = time.perf_counter(), dict(sched.stats)
+        before = dict(sched.stats)
+        w.step()
+        d = {k: sched.stats[k] - before[k] for k in before}
+        kind = ("mixed" if d["mixed_passes"] else "prefill" if d["prefill_passes"] else "decode") \
+            if d["forward_passes"] else "apply"
+        timeline.append((round((time.perf_counter() - t_all) * 1e3, 1), kind, d["decode_tokens"], d["prefill_tokens"]))
+        if prof is not None and d["forward_passes"]:
+            kinds[kind] += 1
+        n += 1
+        if n == hi and prof is not None:
+            break
+    if prof is None:
+        print(f"{label}: only {n} steps, no window", flush=True)
+        return {"workload": label}
+    sync()
+    wall = time.perf_counter() - t0
+    prof.__exit__(None, None, None)
+    w1 = dict(sched.stats)
+    while w.busy:   # the rest of the workload, unprofiled
+        before = dict(sched.stats)
+        w.step()
+        timeline.append((round((time.perf_counter() - t_all) * 1e3, 1), "",
+                         sched.stats["decode_tokens"] - before["decode_tokens"],
+                         sched.stats["prefill_tokens"] - before["prefill_tokens"]))
+    total_wall = time.perf_counter() - t_all
+    print(f"{label}: steps launched (ms since added, kind, decode rows, prefill tokens): first {timeline[:8]}, "
+          f"last {timeline[-3:]}")
+    st = sched.stats
+    rows = [e for e in prof.key_averages() if dev_time(e) > 0]
+    busy = sum(dev_time(e) for e in rows) / 1e6
+    cats: dict[str, float] = defaultdict(float)
+    for e in rows:
+        cats[_category(e.key)] += dev_time(e) / 1e6
+    passes = w1["forward_passes"] - w0["forward_passes"]
+    print(f"\n## {label}: window of {passes} passes ({dict(kinds)}), wall {wall * 1e3:.1f} ms, GPU busy "
+          f"{busy * 1e3:.1f} ms ({busy / wall:.0%}); per pass: wall {wall / passes * 1e3:.2f} ms, busy "
+          f"{busy / passes * 1e3:.2f} ms; decode rows/pass {(w1['decode_tokens'] - w0['decode_tokens']) / passes:.0f}, "
+          f"prefill tokens/pass {(w1['prefill_tokens'] - w0['prefill_tokens']) / passes:.0f}")
+    print("category | ms/pass | share of busy")
+    for c, t in sorted(cats.items(), key=lambda x: -x[1]):
+        print(f"{c} | {t / passes * 1e3:.3f} | {t / busy:.1%}")
+    print("kernel | ms/pass | share | calls/pass")
+    print("---|---|---|---")
+    for e in sorted(rows, key=lambda e: -dev_time(e))[:top]:
+        t = dev_time(e) / 1e6
+        print(f"{e.key[:100]} | {t / passes * 1e3:.3f} | {t / busy:.1%} | {e.count / passes:.1f}")
+    row = {"workload": label, "total_wall_s": round(total_wall, 2), "passes": st["forward_passes"] - s0["forward_passes"],
+           "mixed": st["mixed_passes"] - s0["mixed_passes"], "prefill": st["prefill_passes"] - s0["prefill_passes"],
+           "retractions": st["retractions"] - s0["retractions"],
+           "win_passes": passes, "win_ms_pass": wall / passes * 1e3, "win_busy_ms_pass": busy / passes * 1e3,
+           "gpu_util": round(busy / wall, 3),
+           **{f"{c}_ms_pass": t / passes * 1e3 for c, t in cats.items()}}
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    from runtime.config import RuntimeConfig
+    from runtime.worker import Worker
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", nargs="?", default=LLAMA3_8B)
+    ap.add_argument("--workloads", default="offline,fork,fewshot,bs1")
+    ap.add_argument("--offline-prompts", type=int, default=1000)
+    ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--mixed-chunk", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--disable-radix-cache", action="store_true", help="as bench_offline_gpu.py runs offline")
+    ap.add_argument("--cprofile", action="store_true",
+                    help="profile the host (cProfile) over each window instead of the GPU kernels")
+    args = ap.parse_args()
+    device = os.environ.get("SGLC_BENCH_DEVICE", "cuda")
+    cfg = RuntimeConfig(model_path=args.model, load_format="dummy",
+                        dtype="bfloat16" if device == "cuda" else "float32", device=device,
+                        skip_tokenizer_init=True, context_length=4096, mem_fraction_static=0.85,
+                        mixed_chunk=args.mixed_chunk, disable_radix_cache=args.disable_radix_cache)
+    w = Worker(cfg)
+    vocab = w.runner.vocab_size
+    rng = np.random.default_rng(0)
+    # warm-up: kernels of the shapes below compile here, not in the windows
+    w.add_requests([_req(f"w{i}", token_prompt(rng, 300 + 50 * i, vocab), 40) for i in range(16)])
+    while w.busy:
+        w.step()
+    rows = []
+    global profile
+    if args.cprofile:
+        profile = host_profile
+    for name in args.workloads.split(","):
+        w.flush_cache()
+        if name == "offline":
+            n = args.offline_prompts
+            ins, outs = rng.integers(256, 1025, n), rng.integers(128, 513, n)
+            items = [_req(f"o{i}", token_prompt(rng, int(a), vocab), int(b)) for i, (a, b) in enumerate(zip(ins, outs))]
+            rows.append(profile(w, items, f"offline {n}", (300, 400), args.top))
+        elif name == "fork":
+            items = []
+            for p in range(8):
+                pre = token_prompt(rng, 1000, vocab)
+                items += [_req(f"f{p}.{b}", pre + token_prompt(rng, 16, vocab), 128) for b in range(32)]
+            rows.append(profile(w, items, "fork 8x32", (20, 60), args.top))
+        elif name == "fewshot":
+            shared = token_prompt(rng, 1500, vocab)
+            one = [_req(f"s{i}", shared + token_prompt(rng, 64, vocab), 1) for i in range(64 + 1000)]
+            w.add_requests(one[:64])
+            while w.busy:
+                w.step()
+            rows.append(profile(w, one[64:], "fewshot 1000", (0, 10**9), args.top))
+        elif name == "bs1":
+            rows.append(profile(w, [_req("b", token_prompt(rng, 128, vocab), 256)], "bs1", (100, 200), args.top))
+        else:
+            raise SystemExit(f"unknown workload {name!r}")
+    info = gpu_info()
+    print_table(rows, f"profile_window ({info['gpu']}, {info['date']}, commit {info['commit']})")
+    save_json({"info": info, "rows": rows}, "profile_window.json")
+
+
+if __name__ == "__main__":
+    main()
