@@ -28,6 +28,59 @@ def _req(rid: str, ids: list[int], out: int) -> dict:
             "sampling_params": {"max_new_tokens": out, "ignore_eos": True, "temperature": 1.0}}
 
 
+def _mem_stats() -> dict:
+    """Counters of the CUDA caching allocator: an alloc retry frees cached blocks (cudaFree syncs the device)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    st = torch.cuda.memory_stats()
+    return {k: st.get(k, 0) for k in ("num_alloc_retries", "num_device_alloc", "num_device_free",
+                                       "num_sync_all_streams", "num_ooms")}
+
+
+class _time_phases:
+    """Host wall time of the executor's phases per launch (build, forward, sample), without synchronizing:
+    a phase that takes as long as the GPU work before it is waiting for the GPU somewhere inside."""
+
+    def __init__(self, w) -> None:
+        ex = w.scheduler.executor
+        self.log: list[dict] = []
+        self.saved = [(ex, "_build", ex._build), (ex.runner, "forward", ex.runner.forward),
+                      (ex.sampler, "sample", ex.sampler.sample), (ex, "collect", ex.collect)]
+        for obj, name, fn in self.saved:
+            setattr(obj, name, self._wrap(name, fn))
+
+    def _wrap(self, name, fn):
+        import torch
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            if name != "collect" and os.environ.get("SGLC_PROFILE_SYNC") and torch.cuda.is_available():
+                # NOTE: find a hidden host sync in the launch path: the first one raises; print where, go on
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    out = fn(*a, **k)
+                except RuntimeError:
+                    import traceback
+                    print(f"SYNC in {name}:\n{traceback.format_exc()[-2500:]}", flush=True)
+                    torch.cuda.set_sync_debug_mode(0)
+                    out = fn(*a, **k)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            else:
+                out = fn(*a, **k)
+            if name == "_build" or not self.log:
+                self.log.append({})
+            self.log[-1][name] = round((time.perf_counter() - t0) * 1e3, 2)
+            return out
+        return timed
+
+    def restore(self) -> None:
+        for obj, name, fn in self.saved:
+            setattr(obj, name, fn)
+
+
 def _category(name: str) -> str:
     n = name.lower()
     if any(k in n for k in ("gemm", "nvjet", "cutlass", "sm90_", "cublas", "gemv", "splitk")):
@@ -83,8 +136,10 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int)
         return e.device_time_total if cuda else e.self_cpu_time_total
 
     sched = w.scheduler
+    phases = _time_phases(w) if os.environ.get("SGLC_PROFILE_PHASES") else None
     w.add_requests(items)
     s0 = dict(sched.stats)
+    m0 = _mem_stats()
     n, t_all = 0, time.perf_counter()
     lo, hi = window
     prof, t0, w0 = None, 0.0, None
@@ -121,6 +176,11 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int)
                          sched.stats["decode_tokens"] - before["decode_tokens"],
                          sched.stats["prefill_tokens"] - before["prefill_tokens"]))
     total_wall = time.perf_counter() - t_all
+    m1 = _mem_stats()
+    print(f"{label}: CUDA allocator during the run: " + ", ".join(f"{k} +{m1[k] - m0[k]}" for k in m0))
+    if phases is not None:
+        phases.restore()
+        print(f"{label}: host ms per phase of the first steps (no syncs added): {phases.log[:12]}")
     print(f"{label}: steps launched (ms since added, kind, decode rows, prefill tokens): first {timeline[:8]}, "
           f"last {timeline[-3:]}")
     st = sched.stats
@@ -161,6 +221,7 @@ def main() -> None:
     ap.add_argument("--workloads", default="offline,fork,fewshot,bs1")
     ap.add_argument("--offline-prompts", type=int, default=1000)
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--mem-fraction-static", type=float, default=0.85)
     ap.add_argument("--mixed-chunk", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--disable-radix-cache", action="store_true", help="as bench_offline_gpu.py runs offline")
     ap.add_argument("--cprofile", action="store_true",
@@ -169,7 +230,7 @@ def main() -> None:
     device = os.environ.get("SGLC_BENCH_DEVICE", "cuda")
     cfg = RuntimeConfig(model_path=args.model, load_format="dummy",
                         dtype="bfloat16" if device == "cuda" else "float32", device=device,
-                        skip_tokenizer_init=True, context_length=4096, mem_fraction_static=0.85,
+                        skip_tokenizer_init=True, context_length=4096, mem_fraction_static=args.mem_fraction_static,
                         mixed_chunk=args.mixed_chunk, disable_radix_cache=args.disable_radix_cache)
     w = Worker(cfg)
     vocab = w.runner.vocab_size

@@ -124,6 +124,7 @@ class OverlapScheduler(Scheduler):
             return None
         slots = self._alloc(len(reqs))
         if slots is None:
+            self.stats["kv_stalls"] += 1
             return None   # NOTE: out of KV: the synchronous path retracts after applying the in-flight batch
         entries = [BatchEntry(r, [tok], prefix, [s], True) for (r, tok, prefix), s in zip(reqs, slots)]
         return ScheduleBatch(decode=True, entries=entries)

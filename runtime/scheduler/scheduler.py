@@ -38,6 +38,10 @@ class SchedulerConfig:
     # Mixed batches: a prefill batch also carries one decode row per running request. None: ask the
     # executor (its ``mixed_chunk``: RuntimeConfig.mixed_chunk and whether the attention backend supports it).
     mixed_chunk: bool | None = None
+    # Admission keeps this many decode steps of the running requests free in the KV pool (free + evictable):
+    # a prefill that filled the pool would stall the next decode step (overlap scheduling waits, applies,
+    # maybe retracts) and retract requests that only needed a few more tokens.
+    decode_reserve_steps: int = 16
 
 
 class Scheduler:
@@ -52,7 +56,7 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
-                      "retractions": 0, "cascade_rows": 0, "mixed_passes": 0}
+                      "retractions": 0, "cascade_rows": 0, "mixed_passes": 0, "kv_stalls": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
         self.mixed = cfg.mixed_chunk if cfg.mixed_chunk is not None else bool(getattr(executor, "mixed_chunk", False))
         self._favored: Req | None = None   # the waiting request an unstick lets prefill alone (see step_or_unstick)
@@ -189,6 +193,9 @@ class Scheduler:
         else:
             mix = []
         entries: list[BatchEntry] = []
+        # NOTE: decode rows of the running requests for a few steps (the mixed rows of this pass included), at
+        # most an eighth of the pool (a tiny pool would otherwise admit nothing while anything runs)
+        reserve = min(len(self.running) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
         ahead = self._computing_in_flight()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
         for req in self._waiting_order():
@@ -203,7 +210,7 @@ class Scheduler:
             if key is not None and (key in computing or key in ahead):
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
             computing.add(key)
-            entry = self._admit(req, min(budget, chunk), fill, m)
+            entry = self._admit(req, min(budget, chunk), fill, m, reserve)
             if entry is None:
                 break
             self.waiting.remove(req)
@@ -252,9 +259,10 @@ class Scheduler:
             fresh.sort(key=lambda r: -self.cache.match_prefix(r.fill_ids[:r.prefix_cap()]).length)
         return resumed + fresh
 
-    def _admit(self, req: Req, max_tokens: int, fill: list[int], m: MatchResult | None) -> BatchEntry | None:
+    def _admit(self, req: Req, max_tokens: int, fill: list[int], m: MatchResult | None,
+               reserve: int = 0) -> BatchEntry | None:
         """``req``'s entry in a prefill batch (``fill``: its tokens; ``m``: its radix match when it holds no KV
-        yet), or None when the KV pool has no room for it."""
+        yet), or None when the KV pool has no room for it beyond ``reserve`` slots."""
         fresh = not req.kv_slots
         if fresh:
             req.kv_slots, req.cached_len, req.last_node = list(m.slots), m.length, m.node
@@ -265,7 +273,8 @@ class Scheduler:
         # NOTE: a resumed request (retracted, or jump-forwarded) extends through its newest token and samples
         # in the same pass: one forward pass per jump-forward instead of two.
         n = min(len(fill) - prefix, max_tokens)
-        slots = self._alloc(n)
+        room = self.allocator.available + self.cache.evictable_size - reserve
+        slots = self._alloc(n) if n <= room else None
         if slots is None:
             if req.cached_len == len(req.kv_slots):
                 self._release(req)  # holds nothing of its own: drop the lock so eviction can proceed

@@ -219,7 +219,7 @@ def test_mixed_skipped_when_decode_rows_fill_the_budget_or_kv_is_short():
     # a tiny pool: room for the prefill but not for the decode rows
     alloc2 = SlotAllocator(11)
     cache2 = RadixCache(alloc2, disabled=True)
-    cfg2 = SchedulerConfig(max_prefill_tokens=64, chunked_prefill_size=64, mixed_chunk=True)
+    cfg2 = SchedulerConfig(max_prefill_tokens=64, chunked_prefill_size=64, mixed_chunk=True, decode_reserve_steps=0)
     s2 = Scheduler(cfg2, alloc2, cache2, MixedCheckingExecutor(cfg2), finish_check)
     s2.add(Req(rid="a", input_ids=[1, 2, 3], sampling_params=SamplingParams(max_new_tokens=2)))
     s2.add(Req(rid="b", input_ids=[4, 5, 6], sampling_params=SamplingParams(max_new_tokens=2)))
@@ -288,6 +288,29 @@ def test_overlap_looks_ahead_of_an_in_flight_prefill():
         sched.step()
     assert a.output_ids == expected_output([1, 2, 3], 20) and b.output_ids == expected_output([4, 5, 6, 7], 5)
     assert alloc.used == cache.total_size and cache.protected_size == 0
+
+
+@pytest.mark.parametrize("reserve", [0, 4])
+def test_admission_keeps_decode_room_for_running_requests(reserve):
+    """A prompt that would fill the KV pool waits while a running request needs room for its next decode steps
+    (``decode_reserve_steps``); without the reserve it is admitted and the running request soon runs dry."""
+    alloc = SlotAllocator(60)
+    cache = RadixCache(alloc, disabled=True)
+    sched = Scheduler(SchedulerConfig(decode_reserve_steps=reserve), alloc, cache, FakeExecutor({}), finish_check)
+    a = Req(rid="a", input_ids=list(range(1, 11)), sampling_params=SamplingParams(max_new_tokens=30))
+    sched.add(a)
+    sched.step()
+    sched.step()                      # a: 10 prompt slots + 1 decode slot; 49 free
+    b = Req(rid="b", input_ids=list(range(11, 57)), sampling_params=SamplingParams(max_new_tokens=5))
+    sched.add(b)
+    sched.step()
+    assert (b.kv_slots != []) == (reserve == 0)   # 46 slots fit in 49, not beside 4 reserved for a
+    while sched.has_work:
+        sched.step_or_unstick()
+    assert a.output_ids == expected_output(list(range(1, 11)), 30)
+    assert b.output_ids == expected_output(list(range(11, 57)), 5)
+    assert alloc.available == 60
+    assert (sched.stats["retractions"] > 0) == (reserve == 0)
 
 
 def test_overlap_abort_in_flight_is_reported_once():
