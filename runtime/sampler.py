@@ -22,10 +22,10 @@ class Sampler:
             if bool(dead.any()):
                 # NOTE: a constraint that allows no token: emit EOS; the matcher then ends the request.
                 logits[dead, self.eos_ids[0] if self.eos_ids else 0] = 0.0
-        out = logits.argmax(dim=-1)
         sampled_rows = [i for i, r in enumerate(reqs) if not r.sampling_params.greedy]
         if len(sampled_rows) == len(reqs):
             return self._sample_rows(logits, reqs)
+        out = logits.argmax(dim=-1)
         if sampled_rows:
             rows = h2d(sampled_rows, torch.long, logits.device)
             out[rows] = self._sample_rows(logits[rows], [reqs[i] for i in sampled_rows])
@@ -48,13 +48,18 @@ class Sampler:
     def _sample_rows(self, logits: torch.Tensor, reqs: list[Req]) -> torch.Tensor:
         sps = [r.sampling_params for r in reqs]
         dev = logits.device
-        temp = h2d([sp.temperature for sp in sps], torch.float32, dev).unsqueeze(1)
-        probs = torch.softmax(logits / temp, dim=-1)
-        if any(sp.top_k > 0 or sp.top_p < 1 or sp.min_p > 0 for sp in sps):
-            probs = _filter(probs, sps)
+        filtered = any(sp.top_k > 0 or sp.top_p < 1 or sp.min_p > 0 for sp in sps)
+        fused = logits.is_cuda and not filtered and logits.dtype == torch.float32
+        if fused:   # NOTE: one pass over logits and noise (layers/triton_sampling.py): same draw, no softmax
+            inv_temp = h2d([1.0 / sp.temperature for sp in sps], torch.float32, dev)
+        else:
+            temp = h2d([sp.temperature for sp in sps], torch.float32, dev).unsqueeze(1)
+            probs = torch.softmax(logits / temp, dim=-1)
+            if filtered:
+                probs = _filter(probs, sps)
         # NOTE: argmax(p / E) with E ~ Exp(1) is a draw from p (the exponential race); unlike
         # torch.multinomial it needs no host sync, so the next step can be launched before this one ends.
-        noise = torch.empty_like(probs)
+        noise = torch.empty_like(logits)
         seeded = [i for i, sp in enumerate(sps) if sp.seed is not None]
         if len(seeded) < len(reqs):
             noise.exponential_(generator=self.generator)
@@ -64,6 +69,10 @@ class Sampler:
             g = torch.Generator(device=dev).manual_seed(
                 (sps[i].seed * 1000003 + sample * 7919 + len(reqs[i].output_ids)) % (2**63))
             noise[i].exponential_(generator=g)
+        if fused:
+            from .layers.triton_sampling import gumbel_max
+
+            return gumbel_max(logits, noise, inv_temp)
         noise.clamp_min_(torch.finfo(noise.dtype).tiny)   # NOTE: E == 0 would make p / E a NaN/inf
         return (probs / noise).argmax(dim=-1)
 
