@@ -123,10 +123,9 @@ def host_profile(w, items: list[dict], label: str, window: tuple[int, int], top:
 
 
 def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int) -> dict:
+    import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
-
-    import torch
 
     # NOTE: on CPU (SGLC_BENCH_DEVICE=cpu, a smoke run of the script) the "kernels" are CPU ops
     cuda = torch.cuda.is_available()
