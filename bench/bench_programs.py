@@ -206,8 +206,11 @@ def main() -> None:
     if not ns.no_radix_off:
         bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows, ns.repeat)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {platform.machine()} "
-          f"{os.cpu_count()}-core CPU, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
+    import torch
+
+    where = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+             else f"{platform.machine()} {os.cpu_count()}-core CPU")
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {where}, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
           f"median of {ns.repeat} runs, temperature 0, {time.time() - t0:.0f} s total, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
     print(table(rows))
