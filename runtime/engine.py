@@ -427,8 +427,8 @@ class Engine:
         pre, seqs = self._score_requests(prefix, continuations)
         if len(pre) > 1:
             # NOTE: not the last token: every continuation recomputes it (its logits score the first token);
-            # pinned until the continuations are admitted
-            self.warm(pre[:-1], expect=len(seqs))
+            # pinned until the continuations are admitted; not waited for (they wait inside the scheduler)
+            self.warm(pre[:-1], expect=len(seqs), wait=False)
         outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
                              logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
@@ -444,17 +444,25 @@ class Engine:
     def _ids(self, prefix) -> list[int]:
         return self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)
 
-    def warm(self, prefix, expect: int = 0, ttl_s: float = 30.0) -> dict:
+    def warm(self, prefix, expect: int = 0, ttl_s: float = 30.0, wait: bool = True) -> dict:
         """Prefill ``prefix`` (text or ids) into the radix cache; returns ``prompt_tokens``, ``cached_tokens``
         and the warm's ``rid``.
 
         ``expect=n`` pins the prefix: it stays cached (LRU eviction skips it) until ``n`` requests extending
         it were admitted, ``ttl_s`` seconds passed, ``abort(rid)`` or ``flush_cache()``. Pins are hints: they
         are dropped before a running request would be retracted, or when nothing else could run.
+
+        ``wait=False`` (with ``expect``) returns ``{"rid": ...}`` at once: requests sent after it that extend
+        the prefix wait inside the scheduler until it is cached, so the caller saves a round trip and gets the
+        same cache hits and pin counts as with ``wait=True``. A failed warm is then only logged by the worker.
         """
         rid = uuid.uuid4().hex
-        return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params=_warm_params(expect, ttl_s),
-                                          rid=rid), rid)
+        params = _warm_params(expect, ttl_s)
+        if not wait and expect:
+            rids, msg, _ = self._prepare(None, params, self._ids(prefix), False, False, None, None, rid)
+            self._submit(rids, msg)   # NOTE: nobody reads this sink: its events are dropped with it
+            return {"rid": rid}
+        return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params=params, rid=rid), rid)
 
     async def async_warm(self, prefix, expect: int = 0, ttl_s: float = 30.0) -> dict:
         rid = uuid.uuid4().hex

@@ -29,6 +29,9 @@ class ScheduleBatch:
     # prefill batch: the keys of the uncached prefixes it computes (Scheduler._uncached_key); a batch built while
     # this one is in flight lets those prefixes come from the cache instead of computing them again
     computing: frozenset = frozenset()
+    # prefill batch: prompts of the warm requests it computes (``Engine.warm``: no output, pinned); every
+    # request extending one waits for the cache hit, however short the uncached part (see Scheduler)
+    warming: tuple = ()
 
     @property
     def decode_tokens(self) -> int:

@@ -99,8 +99,8 @@ class OverlapScheduler(Scheduler):
             touched.append(entry.req)
         return touched
 
-    def _computing_in_flight(self) -> frozenset:
-        return self.inflight[0].computing if self.inflight is not None else frozenset()
+    def _prefill_in_flight(self) -> ScheduleBatch | None:
+        return self.inflight[0] if self.inflight is not None and not self.inflight[0].decode else None
 
     def _decode_inputs(self) -> list[tuple[Req, int, int]]:
         """Decode rows of the running requests; with a (decode) batch in flight, the rows after it: its requests

@@ -193,11 +193,15 @@ class Scheduler:
         else:
             mix = []
         entries: list[BatchEntry] = []
+        cache_off = self.cache.disabled
         # NOTE: decode rows of the running requests for a few steps (the mixed rows of this pass included), at
         # most an eighth of the pool (a tiny pool would otherwise admit nothing while anything runs)
         reserve = min(len(self.running) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
-        ahead = self._computing_in_flight()
+        pf = self._prefill_in_flight()
+        ahead = pf.computing if pf is not None else frozenset()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
+        warming = list(pf.warming) if pf is not None else []
+        own_warms: list[list[int]] = []
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
@@ -209,10 +213,19 @@ class Scheduler:
             key = self._uncached_key(fill, m)
             if key is not None and (key in computing or key in ahead):
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
+            if warming and m is not None and any(len(fill) >= len(w) and fill[:len(w)] == w for w in warming):
+                # NOTE: a warm computes this one's prefix (the client sent both without waiting): next step
+                # it is a cache hit, and counts towards the warm's pin, exactly as if the client had waited
+                continue
             computing.add(key)
             entry = self._admit(req, min(budget, chunk), fill, m, reserve)
             if entry is None:
                 break
+            # NOTE: also when the prefix is cached already: the pin starts when the warm is applied, and only
+            # requests admitted after that count towards it
+            if not cache_off and _is_warm(req):
+                warming.append(fill)
+                own_warms.append(fill)
             self.waiting.remove(req)
             entries.append(entry)
             budget -= len(entry.new_ids)
@@ -221,11 +234,12 @@ class Scheduler:
             return None
         rows = self._mix_rows(mix, entries) if mix else []
         computing.discard(None)
-        return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing))
+        return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing),
+                             warming=tuple(own_warms))
 
-    def _computing_in_flight(self) -> frozenset:
-        """Uncached prefixes a batch launched earlier is still computing (overlap scheduling; here: none)."""
-        return frozenset()
+    def _prefill_in_flight(self) -> ScheduleBatch | None:
+        """A prefill batch launched earlier and not applied yet (overlap scheduling; here: none)."""
+        return None
 
     def _decode_inputs(self) -> list[tuple[Req, int, int]]:
         """(request, input token, KV length) of each running request's next decode row."""
@@ -255,9 +269,14 @@ class Scheduler:
         reqs = list(self.waiting)
         resumed = [r for r in reqs if r.kv_slots]     # partially prefilled / jump-forwarded: first
         fresh = [r for r in reqs if not r.kv_slots]
+        # NOTE: pinned warms before what they prefix (LPM would put a longer-matching extension first, admitted
+        # before the pin exists: it would never count towards it)
+        warms = [r for r in fresh if _is_warm(r)]
+        if warms:
+            fresh = [r for r in fresh if not _is_warm(r)]
         if self.cfg.schedule_policy == "lpm" and not self.cache.disabled and len(fresh) <= LPM_MAX_QUEUE:
             fresh.sort(key=lambda r: -self.cache.match_prefix(r.fill_ids[:r.prefix_cap()]).length)
-        return resumed + fresh
+        return resumed + warms + fresh
 
     def _admit(self, req: Req, max_tokens: int, fill: list[int], m: MatchResult | None,
                reserve: int = 0) -> BatchEntry | None:
@@ -363,6 +382,12 @@ class Scheduler:
         if req.last_node is not None:
             self.cache.unlock(req.last_node)
         req.kv_slots, req.cached_len, req.last_node = [], 0, None
+
+
+def _is_warm(req: Req) -> bool:
+    """A pinned warm-up (``Engine.warm(expect=n)``): no output, a pin for the requests it prefixes."""
+    sp = req.sampling_params
+    return bool(sp.pin_uses) and sp.max_new_tokens == 0
 
 
 def _rid_matches(req_rid: str, rid: str | None) -> bool:

@@ -101,9 +101,8 @@ def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], st
         spans.append((start, len(seqs), len(pre)))
     # NOTE: warm first so each prefix is prefilled once, not once per choice; pinned until its choices arrive.
     # Not its last token: every choice recomputes it (its logits score the choice's first token).
-    if warms:
-        engine.generate(input_ids=[w for w, _ in warms],
-                        sampling_params=[{"max_new_tokens": 0, "pin_uses": k} for _, k in warms])
+    for w, k in warms:   # NOTE: not waited for: the choices wait for their prefix inside the scheduler
+        engine.warm(w, expect=k, wait=False)
     # NOTE: each sequence's logprobs start at its own prefix: one shared start would make longer prefixes
     # recompute their tail per choice.
     outs = engine.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
@@ -141,7 +140,8 @@ def warm_common_ids(backend: Backend, texts: list[str], expect: int) -> bool:
     for other in ids[1:]:
         n = min(n, _common_len(first, other))
     if n > 0:
-        engine.warm(first[:n], expect=expect)
+        # NOTE: not waited for: the requests that follow wait for it inside the scheduler (no round trip)
+        engine.warm(first[:n], expect=expect, wait=not expect)
     return True
 
 

@@ -32,6 +32,7 @@ class FakeEngine:
         self.warmed: list[str] = []
         self.expected: list[int] = []   # warm(..., expect=n) per warm-up, in order
         self.pin_uses: list[int] = []   # pin_uses of every generate() item that asked for a pin
+        self.waited: list[bool] = []    # warm(..., wait=...) per warm-up, in order
         self.lock = threading.Lock()
 
     def _one(self, ids: list[int], sp: dict[str, Any], return_logprob: bool) -> dict[str, Any]:
@@ -71,11 +72,12 @@ class FakeEngine:
                         "token_logprobs": lps})
         return out
 
-    def warm(self, prefix: Any, expect: int = 0) -> dict[str, int]:
+    def warm(self, prefix: Any, expect: int = 0, ttl_s: float = 30.0, wait: bool = True) -> dict[str, int]:
         with self.lock:
             self.calls.append(("warm", 1))
             self.warmed.append(prefix if isinstance(prefix, str) else "".join(map(chr, prefix)))
             self.expected.append(expect)
+            self.waited.append(wait)
         return {"prompt_tokens": len(prefix), "cached_tokens": 0}
 
     def flush_cache(self) -> bool:

@@ -81,3 +81,17 @@ def test_bad_expect_is_refused(engine):
         engine.warm(PREFIX, expect=-1)
     with pytest.raises(EngineError, match="pin_ttl_s"):
         engine.warm(PREFIX, expect=1, ttl_s=0)
+
+
+def test_warm_without_waiting(engine):
+    """``wait=False`` returns at once; requests sent right after still find the prefix cached (computed once)
+    and use up the pin."""
+    assert engine.flush_cache()
+    before = engine.metrics()["prefill_tokens_total"]
+    out = engine.warm(PREFIX, expect=2, wait=False)
+    assert set(out) == {"rid"}
+    outs = engine.generate(input_ids=[PREFIX + [50], PREFIX + [51, 52]], sampling_params=GEN)
+    assert [o["meta_info"]["cached_tokens"] for o in outs] == [40, 40]
+    assert engine.metrics()["prefill_tokens_total"] - before == 40 + 1 + 2
+    assert pinned(engine) == 0
+    assert engine.flush_cache() and engine.metrics()["kv_free_tokens"] == 100

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from test_scheduler import FakeExecutor, expected_output, finish_check
 
 from runtime.mem.allocator import SlotAllocator
 from runtime.mem.radix_cache import RadixCache
 from runtime.sampling_params import SamplingParams
+from runtime.scheduler.overlap import OverlapScheduler
 from runtime.scheduler.request import FinishReason, Req
 from runtime.scheduler.scheduler import Scheduler, SchedulerConfig
 
@@ -155,3 +157,40 @@ def test_stress_with_pins_every_answer_right_and_all_kv_free():
             if r.finish is FinishReason.LENGTH:
                 assert r.output_ids == expected_output(r.input_ids, r.sampling_params.max_new_tokens), r.rid
         assert_all_free(sched, cache, alloc)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_requests_sent_right_after_a_warm_wait_for_it(overlap):
+    """``Engine.warm(wait=False)``: the branches arrive in the same queue as the warm. Their uncached parts share
+    fewer tokens than in-batch sharing's 32-token key, but they wait for the warm's pass anyway: the prefix is
+    computed once, they count towards its pin, and the pin is gone once both were admitted."""
+    alloc = SlotAllocator(200)
+    cache = RadixCache(alloc)
+    cls = OverlapScheduler if overlap else Scheduler
+    sched = cls(SchedulerConfig(max_running_requests=8, chunked_prefill_size=64, max_prefill_tokens=64),
+                alloc, cache, FakeExecutor({}), finish_check)
+    w, a, b = warm("w", 2), req("a", PREFIX + [90, 91]), req("b", PREFIX + [92])
+    for r in (w, a, b):
+        sched.add(r)
+    sched.step()
+    assert not a.kv_slots and not b.kv_slots    # held back while the warm computes the prefix
+    while sched.has_work:
+        sched.step()
+    assert a.cached_tokens == b.cached_tokens == len(PREFIX)
+    assert sched.stats["prefill_tokens"] == len(PREFIX) + 2 + 1
+    assert a.output_ids == expected_output(a.input_ids, 2) and b.output_ids == expected_output(b.input_ids, 2)
+    assert_all_free(sched, cache, alloc)
+
+
+def test_a_warm_of_a_cached_prefix_counts_the_requests_sent_with_it():
+    """The warm's prefix is cached already and the extension matches more of the cache, so LPM would admit the
+    extension first, before the pin exists: the pin would then wait for a request that never comes."""
+    sched, cache, alloc = make(200)
+    run(sched, req("first", PREFIX + [90], 1))
+    w, a = warm("w", 1), req("a", PREFIX + [90, 91])
+    for r in (w, a):
+        sched.add(r)
+    while sched.has_work:
+        sched.step()
+    assert a.output_ids == expected_output(a.input_ids, 2)
+    assert_all_free(sched, cache, alloc)
