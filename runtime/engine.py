@@ -454,7 +454,8 @@ class Engine:
 
         ``wait=False`` (with ``expect``) returns ``{"rid": ...}`` at once: requests sent after it that extend
         the prefix wait inside the scheduler until it is cached, so the caller saves a round trip and gets the
-        same cache hits and pin counts as with ``wait=True``. A failed warm is then only logged by the worker.
+        same cache hits and pin counts as with ``wait=True``. A warm that fails (e.g. longer than the KV pool) is
+        then not reported: warming is a hint, and the requests after it fail or run on their own.
         """
         rid = uuid.uuid4().hex
         params = _warm_params(expect, ttl_s)

@@ -59,7 +59,6 @@ class Worker:
         self.counters = {"num_requests_total": 0, "prompt_tokens_total": 0, "generation_tokens_total": 0,
                          "cached_tokens_total": 0, "num_aborted_total": 0}
         self.sched_defaults = sd
-        self._arrival = 0
         self._tokens: list[int] | None = None   # interned token ids (decode_prompts), built on first use
         self.torch_threads = torch.get_num_threads()
 
@@ -134,8 +133,6 @@ class Worker:
         return events
 
     def _add(self, req: Req, events: list[dict]) -> None:
-        self._arrival += 1
-        req.arrival = self._arrival
         self.counters["num_requests_total"] += 1
         sp = req.sampling_params
         if len(req.input_ids) + sp.max_new_tokens > self.runner.kv_pool.size:

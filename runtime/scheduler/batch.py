@@ -29,9 +29,18 @@ class ScheduleBatch:
     # prefill batch: the keys of the uncached prefixes it computes (Scheduler._uncached_key); a batch built while
     # this one is in flight lets those prefixes come from the cache instead of computing them again
     computing: frozenset = frozenset()
-    # prefill batch: prompts of the warm requests it computes (``Engine.warm``: no output, pinned); every
-    # request extending one waits for the cache hit, however short the uncached part (see Scheduler)
+    # prefill batch: (prompt, arrival) of the warm requests it computes (``Engine.warm``: no output, pinned);
+    # a later request extending one waits for the cache hit, however short the uncached part (see Scheduler)
     warming: tuple = ()
+
+    @property
+    def joining(self) -> int:
+        """Prefill entries whose requests join the running ones when this batch is applied (they sample a first
+        token and do not finish with it)."""
+        if self.decode:
+            return 0
+        return sum(1 for e in self.entries[:len(self.entries) - self.mixed]
+                   if e.sample and e.req.sampling_params.max_new_tokens > len(e.req.output_ids) + 1)
 
     @property
     def decode_tokens(self) -> int:

@@ -61,9 +61,12 @@ class Scheduler:
         self.mixed = cfg.mixed_chunk if cfg.mixed_chunk is not None else bool(getattr(executor, "mixed_chunk", False))
         self._favored: Req | None = None   # the waiting request an unstick lets prefill alone (see step_or_unstick)
         self._solo = False                 # this prefill step admits only the first waiting request
+        self._arrivals = 0                 # Req.arrival: order of add()
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
+        self._arrivals += 1
+        req.arrival = self._arrivals
         self.waiting.append(req)
 
     def abort(self, rid: str | None) -> list[Req]:
@@ -182,7 +185,10 @@ class Scheduler:
     def _prefill_batch(self) -> ScheduleBatch | None:
         if not self.waiting:
             return None
-        room = self.cfg.max_running_requests - len(self.running)
+        pf = self._prefill_in_flight()
+        # NOTE: the in-flight prefill's requests are in neither queue yet, but join the running ones when applied
+        joining = pf.joining if pf is not None else 0
+        room = self.cfg.max_running_requests - len(self.running) - joining
         budget, chunk = self.cfg.max_prefill_tokens, self.cfg.chunked_prefill_size
         mix = self._decode_inputs() if self.mixed and self.running else []
         if mix and len(mix) <= min(budget, chunk) // 2:
@@ -196,12 +202,11 @@ class Scheduler:
         cache_off = self.cache.disabled
         # NOTE: decode rows of the running requests for a few steps (the mixed rows of this pass included), at
         # most an eighth of the pool (a tiny pool would otherwise admit nothing while anything runs)
-        reserve = min(len(self.running) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
-        pf = self._prefill_in_flight()
+        reserve = min((len(self.running) + joining) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
         ahead = pf.computing if pf is not None else frozenset()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
-        warming = list(pf.warming) if pf is not None else []
-        own_warms: list[list[int]] = []
+        warming = list(pf.warming) if pf is not None else []   # (prompt, arrival) of warms being computed
+        own_warms: list[tuple[list[int], int]] = []
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
@@ -213,9 +218,12 @@ class Scheduler:
             key = self._uncached_key(fill, m)
             if key is not None and (key in computing or key in ahead):
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
-            if warming and m is not None and any(len(fill) >= len(w) and fill[:len(w)] == w for w in warming):
-                # NOTE: a warm computes this one's prefix (the client sent both without waiting): next step
-                # it is a cache hit, and counts towards the warm's pin, exactly as if the client had waited
+            if warming and m is not None and not _is_warm(req) and any(
+                    req.arrival >= a and len(fill) >= len(w) and fill[:len(w)] == w for w, a in warming):
+                # NOTE: a warm sent before this one computes its prefix (the client did not wait for it): next
+                # step it is a cache hit and counts towards the warm's pin, as if the client had waited. Only
+                # earlier warms (a stream of later ones cannot hold it back), and never a warm (they would
+                # go one per step).
                 continue
             computing.add(key)
             entry = self._admit(req, min(budget, chunk), fill, m, reserve)
@@ -224,8 +232,8 @@ class Scheduler:
             # NOTE: also when the prefix is cached already: the pin starts when the warm is applied, and only
             # requests admitted after that count towards it
             if not cache_off and _is_warm(req):
-                warming.append(fill)
-                own_warms.append(fill)
+                warming.append((fill, req.arrival))
+                own_warms.append((fill, req.arrival))
             self.waiting.remove(req)
             entries.append(entry)
             budget -= len(entry.new_ids)

@@ -194,3 +194,30 @@ def test_a_warm_of_a_cached_prefix_counts_the_requests_sent_with_it():
         sched.step()
     assert a.output_ids == expected_output(a.input_ids, 2)
     assert_all_free(sched, cache, alloc)
+
+
+@pytest.mark.parametrize("cls", [Scheduler, OverlapScheduler])
+def test_warms_of_one_prefix_neither_serialize_nor_starve_their_requests(cls):
+    """Concurrent ``Engine.score`` calls over one prompt: a warm of the prefix, then its two continuations, again
+    and again (found by review: identical warms went one per step, and a steady stream of them held every
+    continuation back until the stream stopped). Only warms sent *before* a request hold it back."""
+    alloc = SlotAllocator(4000)
+    cache = RadixCache(alloc)
+    sched = cls(SchedulerConfig(max_running_requests=64, chunked_prefill_size=512, max_prefill_tokens=512),
+                alloc, cache, FakeExecutor({}), finish_check)
+    exts, first = [], None
+    for step in range(40):
+        if step < 30:   # a warm and its two extensions arrive at every step
+            sched.add(warm(f"w{step}", 2))
+            for j in range(2):
+                e = req(f"e{step}.{j}", PREFIX + [41 + step % 9, 42 + j], 1)
+                exts.append(e)
+                sched.add(e)
+        sched.step_or_unstick()
+        if first is None and any(e.kv_slots or e.finished for e in exts):
+            first = step
+    while sched.has_work:
+        sched.step_or_unstick()
+    assert first is not None and first <= 2
+    assert all(e.output_ids == expected_output(e.input_ids, 1) for e in exts)
+    assert_all_free(sched, cache, alloc)

@@ -313,6 +313,27 @@ def test_admission_keeps_decode_room_for_running_requests(reserve):
     assert (sched.stats["retractions"] > 0) == (reserve == 0)
 
 
+def test_overlap_prefill_look_ahead_keeps_max_running_requests():
+    """Requests of an in-flight prefill are in neither queue; the batch launched ahead of it must still count them
+    (found by review: with look-ahead, 2 x max_running_requests ran at once)."""
+    alloc = SlotAllocator(500)
+    cache = RadixCache(alloc)
+    sched = OverlapScheduler(SchedulerConfig(max_running_requests=2, chunked_prefill_size=64, max_prefill_tokens=64),
+                             alloc, cache, FakeExecutor({}), finish_check)
+    reqs = [Req(rid=f"r{i}", input_ids=[10 + i, 20 + i, 30 + i], sampling_params=SamplingParams(max_new_tokens=20))
+            for i in range(6)]
+    for r in reqs:
+        sched.add(r)
+    peak = 0
+    while sched.has_work:
+        sched.step()
+        live = {id(r) for r in sched.running} | {id(e.req) for e in sched.inflight[0].entries if e.sample} \
+            if sched.inflight else {id(r) for r in sched.running}
+        peak = max(peak, len(live))
+    assert peak == 2
+    assert all(r.output_ids == expected_output(r.input_ids, 20) for r in reqs)
+
+
 def test_overlap_abort_in_flight_is_reported_once():
     """Aborting a request whose step is in flight: abort() reports it, the next step() must not again (the
     Worker would count it twice and send two finished events)."""
