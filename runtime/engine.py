@@ -436,7 +436,7 @@ class Engine:
     async def async_score(self, prefix, continuations: list[str]) -> list[dict]:
         pre, seqs = self._score_requests(prefix, continuations)
         if len(pre) > 1:
-            await self.async_warm(pre[:-1], expect=len(seqs))
+            self.warm(pre[:-1], expect=len(seqs), wait=False)   # NOTE: only enqueues: nothing blocks the loop
         outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
                                          return_logprob=True, logprob_start_len=len(pre))
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
