@@ -199,14 +199,13 @@ class Scheduler:
         else:
             mix = []
         entries: list[BatchEntry] = []
-        cache_off = self.cache.disabled
         # NOTE: decode rows of the running requests for a few steps (the mixed rows of this pass included), at
         # most an eighth of the pool (a tiny pool would otherwise admit nothing while anything runs)
         reserve = min((len(self.running) + joining) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
         ahead = pf.computing if pf is not None else frozenset()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
         warming = list(pf.warming) if pf is not None else []   # (prompt, arrival) of warms being computed
-        own_warms: list[tuple[list[int], int]] = []
+        own = len(warming)   # this batch's warms are warming[own:]
         for req in self._waiting_order():
             if room <= 0 or budget <= 0:
                 break
@@ -231,9 +230,8 @@ class Scheduler:
                 break
             # NOTE: also when the prefix is cached already: the pin starts when the warm is applied, and only
             # requests admitted after that count towards it
-            if not cache_off and _is_warm(req):
+            if _is_warm(req) and not self.cache.disabled:
                 warming.append((fill, req.arrival))
-                own_warms.append((fill, req.arrival))
             self.waiting.remove(req)
             entries.append(entry)
             budget -= len(entry.new_ids)
@@ -243,7 +241,7 @@ class Scheduler:
         rows = self._mix_rows(mix, entries) if mix else []
         computing.discard(None)
         return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing),
-                             warming=tuple(own_warms))
+                             warming=tuple(warming[own:]))
 
     def _prefill_in_flight(self) -> ScheduleBatch | None:
         """A prefill batch launched earlier and not applied yet (overlap scheduling; here: none)."""
@@ -274,14 +272,12 @@ class Scheduler:
         return cached, tuple(fill[cached:cached + IN_BATCH_PREFIX_MIN])
 
     def _waiting_order(self) -> list[Req]:
-        reqs = list(self.waiting)
-        resumed = [r for r in reqs if r.kv_slots]     # partially prefilled / jump-forwarded: first
-        fresh = [r for r in reqs if not r.kv_slots]
-        # NOTE: pinned warms before what they prefix (LPM would put a longer-matching extension first, admitted
-        # before the pin exists: it would never count towards it)
-        warms = [r for r in fresh if _is_warm(r)]
-        if warms:
-            fresh = [r for r in fresh if not _is_warm(r)]
+        # NOTE: partially prefilled / jump-forwarded requests first, then pinned warms before what they prefix
+        # (LPM would put a longer-matching extension first, admitted before the pin exists: it would never
+        # count towards it), then the rest
+        resumed, warms, fresh = [], [], []
+        for r in self.waiting:
+            (resumed if r.kv_slots else warms if _is_warm(r) else fresh).append(r)
         if self.cfg.schedule_policy == "lpm" and not self.cache.disabled and len(fresh) <= LPM_MAX_QUEUE:
             fresh.sort(key=lambda r: -self.cache.match_prefix(r.fill_ids[:r.prefix_cap()]).length)
         return resumed + warms + fresh
