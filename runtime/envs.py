@@ -14,6 +14,8 @@ class Env:
     gc_freeze: bool = os.environ.get("SGLC_GC_FREEZE", "1") not in ("", "0")
     # overlap scheduling also launches the next batch before an in-flight *prefill* is applied (0: it waits)
     overlap_prefill: bool = os.environ.get("SGLC_OVERLAP_PREFILL", "1") not in ("", "0")
+    # one-row linear layers (batch-1 decode) use the Triton GEMV on CUDA (0: cuBLAS for every shape)
+    triton_gemv: bool = os.environ.get("SGLC_GEMV", "1") not in ("", "0")
 
 
 ENV = Env()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one command; prints a table per stage (and writes logs/JSON to $OUT).
-#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels latency prefill offline prefix (default: all)
+#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels gemv latency prefill offline prefix (default: all)
 # FlashInfer is optional: wheels in /tmp/fiw (or .fi/ and .fi2/), installed to /tmp/fisite; a compiled
 # kernel cache in .fi2/fi_cache.tar is unpacked to skip its first-use JIT (see docs/gpu.md).
 set -uo pipefail
@@ -10,7 +10,7 @@ OUT=${OUT:-out/gpu_check}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(tests kernels latency prefill offline prefix)
+[ ${#stages[@]} -eq 0 ] && stages=(tests kernels gemv latency prefill offline prefix)
 
 # -- FlashInfer (optional) ------------------------------------------------------------------------
 mkdir -p /tmp/fiw
@@ -45,6 +45,7 @@ for s in "${stages[@]}"; do
   case $s in
     tests)   run tests $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider ;;
     kernels) run kernels $PY bench/bench_kernels.py ${KERNEL_ARGS:-} ;;
+    gemv)    run gemv $PY bench/bench_gemv.py ${GEMV_ARGS:-} ;;
     latency) run latency $PY bench/bench_latency.py --batch 1,32 --input-len 256 --output-len 32 \
                  --backends ${LAT_BACKENDS:-triton,flashinfer} --graph ${LAT_GRAPH:-both} ;;
     prefill) run prefill $PY bench/bench_latency.py --batch 8 --input-len 1024 --output-len 1 \

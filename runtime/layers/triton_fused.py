@@ -7,7 +7,8 @@ which, even inside a CUDA graph, adds about a millisecond per token. The numeric
 references in ``runtime/layers/basic.py`` (fp32 math, the same rounding points).
 
 ``enable_fused_ops(model)`` switches the ``RMSNorm`` and ``RotaryEmbedding`` modules of a model on the
-GPU to these kernels (per instance, nothing global).
+GPU to these kernels, and the one-row case of its linear layers to the Triton GEMV (``triton_gemv.py``;
+per instance, nothing global).
 """
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import types
 import torch
 import triton
 import triton.language as tl
+
+from ..envs import ENV
+from .triton_gemv import linear as gemv_linear
 
 
 @triton.jit
@@ -139,12 +143,24 @@ def _fused_rotary_forward(self, positions: torch.Tensor, q: torch.Tensor, k: tor
     return rotary_embedding(positions, q, k, self.cos, self.sin)
 
 
-def enable_fused_ops(model: torch.nn.Module) -> int:
+def _gemv_linear_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return gemv_linear(x, self.weight, self.bias)
+
+
+def enable_fused_ops(model: torch.nn.Module, gemv: bool | None = None) -> int:
     """Route the model's ``RMSNorm`` / ``RotaryEmbedding`` modules and MLP activations (by class name, on CUDA)
-    to the fused kernels. Returns how many modules were switched. The torch versions stay the reference."""
+    to the fused kernels, and its linear layers' one-row case to the Triton GEMV (``gemv``; default: the
+    ``SGLC_GEMV`` switch). Returns how many modules were switched. The torch versions stay the reference."""
+    gemv = ENV.triton_gemv if gemv is None else gemv
     n = 0
     for mod in model.modules():
         name = type(mod).__name__
+        if gemv and isinstance(mod, torch.nn.Linear) and mod.weight.is_cuda:
+            mod.forward = types.MethodType(_gemv_linear_forward, mod)
+            n += 1
+        if gemv and hasattr(mod, "lm_linear") and next(mod.parameters()).is_cuda:
+            mod.lm_linear = gemv_linear
+            n += 1
         if name == "RMSNorm" and hasattr(mod, "eps") and mod.weight.is_cuda:
             mod.forward = types.MethodType(_fused_rmsnorm_forward, mod)
             n += 1
