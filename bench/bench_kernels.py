@@ -121,13 +121,17 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         kv_indptr, qo_indptr = _indptr(seq), _indptr(ext)
         q = torch.randn(sum(ext), H, D, dtype=DT, device="cuda")
         o = torch.empty_like(q)
+        # this pass's K/V (the new tokens' pool rows), as strided views like the fused QKV projection's
+        new = torch.cat([idx[a + p:b] for a, b, p in zip(kv_indptr[:-1].tolist(), kv_indptr[1:].tolist(), prefix)])
+        kv = torch.stack([kb[new], vb[new]], dim=1)
+        ext_kv = {"k_ext": kv[:, 0], "v_ext": kv[:, 1]}
         flops = sum(4 * e * (p + (e + 1) / 2) * H * D for p, e in zip(prefix, ext))
         row = {"case": name, "q_tokens": sum(ext), "kv_tokens": sum(seq)}
         best = None
         heavy = sum(prefix) >= 4 * sum(ext)
         for cfg in configs or [extend_block_config(D, prefix_heavy=heavy)]:
             fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
-                                                    D ** -0.5, config=c)
+                                                    D ** -0.5, config=c, **ext_kv)
             try:
                 ms = _bench(fn)
             except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for a config
@@ -138,6 +142,10 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
             if best is None or ms < best[0]:
                 best = (ms, cfg)
         row.update(triton_us=best[0] * 1e3, triton_TFLOP_s=flops / best[0] / 1e9, best_cfg=str(best[1]))
+        # the same kernel reading the new tokens' K/V through the pool's slots (no k_ext/v_ext)
+        pool_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
+                                                      D ** -0.5, config=best[1]))
+        row.update(via_pool_TFLOP_s=flops / pool_ms / 1e9)
         if fi is not None:
             ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
             w = fi.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
@@ -145,7 +153,8 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
                    D, 1, causal=True, q_data_type=DT, kv_data_type=DT, sm_scale=D ** -0.5)
             cache = (kb.unsqueeze(1), vb.unsqueeze(1))
             ref = w.run(q, cache)
-            extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5, config=best[1])
+            extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5, config=best[1],
+                                 **ext_kv)
             f_ms = _bench(lambda: w.run(q, cache))
             row.update(fi_us=f_ms * 1e3, fi_TFLOP_s=flops / f_ms / 1e9, triton_vs_fi=f_ms / best[0],
                        rel_err_vs_fi=_rel(o, ref))
@@ -199,8 +208,9 @@ def main() -> None:
              ("fork 32x(1000+16)", [1000] * 32, [16] * 32), ("probe mix 16", rnd_p, rnd_e)]
     configs = None
     if args.extend_configs:
-        configs = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 128, 4, 2), (64, 64, 4, 3), (128, 64, 4, 3),
-                   (64, 128, 4, 3), (128, 32, 8, 3), (128, 128, 8, 3), (64, 64, 8, 2), (128, 64, 8, 4)]
+        configs = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (128, 32, 8, 3),
+                   (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 8, 2), (128, 64, 8, 4), (64, 32, 4, 3),
+                   (64, 64, 4, 4), (128, 64, 4, 4)]
     ext = bench_extend(kb, vb, cases, configs)
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()

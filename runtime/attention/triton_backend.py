@@ -1,8 +1,8 @@
 """Triton attention backend over the token-paged KV pool (the default on GPU).
 
 Decode: GQA-grouped split-KV kernel (``triton_ops/decode_attention.py``); extend/prefill over a cached
-radix prefix: a flash-attention style kernel that reads all KV through ``kv_indices``
-(``triton_ops/extend_attention.py``). Both read the batch's CSR metadata as is, so this backend needs no
+radix prefix: a flash-attention style kernel that reads the prefix through ``kv_indices`` and the new
+tokens from this pass's K/V (``triton_ops/extend_attention.py``). Both read the batch's CSR metadata as is, so this backend needs no
 per-batch host work beyond sizing the grid. Decode batches with a ``cascade`` plan (rows sharing a cached
 prefix, ``cascade.py``) add the kernel's shared-prefix stage: each shared prefix is read once per chunk of
 rows instead of once per row.
@@ -104,7 +104,7 @@ class TritonAttentionBackend(AttentionBackend):
             # NOTE: the grid covers entries [0, b) only; their q/o rows are addressed through qo_indptr.
             extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr[:b + 1],
                                  batch.kv_indptr[:b + 1], batch.kv_indices, meta.max_extend_len, layer.scaling,
-                                 prefix_heavy=meta.prefix_heavy)
+                                 prefix_heavy=meta.prefix_heavy, k_ext=k, v_ext=v)
         if d:
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)

@@ -70,7 +70,8 @@ def test_decode_kernel(device, lens, h, hkv, d, splits):
 
 @pytest.mark.parametrize("prefix,ext,h,hkv,d", EXTEND_CASES)
 @pytest.mark.parametrize("heavy", [False, True])  # both block configs (plain prefill / prefix-heavy)
-def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy):
+@pytest.mark.parametrize("contig", [False, True])  # new tokens' K/V from the pool / from this pass's tensors
+def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy, contig):
     from runtime.attention.triton_ops.extend_attention import extend_attention_fwd
 
     dtype = kv_dtype(device)
@@ -80,7 +81,19 @@ def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy):
     q = torch.randn(sum(ext), h, d, dtype=dtype, device=device)
     o = torch.full_like(q, float("nan"))
     scale = d ** -0.5
-    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, prefix_heavy=heavy)
+    kw = {}
+    if contig:
+        # this pass's K/V as strided views of one [T, 2, Hkv, D] tensor (as a fused QKV output gives them);
+        # the pool's copies of the new tokens are poisoned, so reading them instead would fail the check
+        new = torch.cat([slots[kv_indptr[i] + p:kv_indptr[i + 1]] for i, p in enumerate(prefix)])
+        kv = torch.stack([kb[new], vb[new]], dim=1)
+        kw = {"k_ext": kv[:, 0], "v_ext": kv[:, 1]}
+        kb, vb = kb.clone(), vb.clone()
+        kb[new] = float("nan")
+        vb[new] = float("nan")
+    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, prefix_heavy=heavy, **kw)
+    if contig:
+        kb[new], vb[new] = kw["k_ext"], kw["v_ext"]
     for i in range(len(ext)):
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         qi = q[qo_indptr[i]:qo_indptr[i + 1]]
