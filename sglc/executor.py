@@ -84,7 +84,8 @@ class RunContext:
 class StreamExecutor(ir.NodeVisitor):
     """Owns one stream's text, messages and variables; applies submitted nodes in order on its thread."""
 
-    def __init__(self, sid: str, ctx: RunContext) -> None:
+    def __init__(self, sid: str, ctx: RunContext, threaded: bool = True) -> None:
+        """``threaded=False``: no worker thread; the caller applies nodes itself with :meth:`apply`."""
         self.sid = sid
         self.ctx = ctx
         self.text = ""
@@ -105,7 +106,8 @@ class StreamExecutor(ir.NodeVisitor):
         self.cond = threading.Condition()
         self.queue: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name=f"sglc-{sid}", daemon=True)
-        self.thread.start()
+        if threaded:
+            self.thread.start()
 
     # -- submission and waiting ----------------------------------------------------------------
     def submit(self, nid: int, node: ir.Node) -> None:
@@ -128,15 +130,25 @@ class StreamExecutor(ir.NodeVisitor):
                 if node is _END:
                     self._mark_ended()
                     return
-                if self.error is None:
-                    if node.stream in self.skipped:
-                        self._skip(nid, node)
-                    else:
-                        node.accept(self, nid)
-            except BaseException as e:  # noqa: BLE001 -- recorded and re-raised to the caller at sync()
-                self._record_error(nid, node, e)
+                self._run(nid, node)
             finally:
                 self.queue.task_done()
+
+    def _run(self, nid: int, node: ir.Node) -> None:
+        try:
+            if self.error is None:
+                if node.stream in self.skipped:
+                    self._skip(nid, node)
+                else:
+                    node.accept(self, nid)
+        except BaseException as e:  # noqa: BLE001 -- recorded and re-raised to the caller at sync()
+            self._record_error(nid, node, e)
+
+    def apply(self, nid: int, node: ir.Node) -> None:
+        """Run ``node`` on the calling thread (an executor made with ``threaded=False``); raise its error."""
+        self._run(nid, node)
+        if self.error is not None:
+            raise self.error
 
     def _skip(self, nid: int, node: ir.Node) -> None:
         """A node of a switch case not taken: nothing runs; a fork tells its children to skip as well."""

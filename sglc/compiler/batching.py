@@ -72,17 +72,55 @@ def _sampling(params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any]
     return sampling, extra
 
 
-def batch_generate(backend: Backend, items: list[tuple[Prompt, dict[str, Any], str | None]]) -> list[GenResult]:
+def batch_generate(backend: Backend, items: list[tuple[Prompt, dict[str, Any], str | None]],
+                   known: dict[str, list[int]] | None = None) -> list[GenResult]:
     """One ``engine.generate([...])`` for all ``(prompt, params, dtype)``; per-item calls if the
-    items cannot share one call (different per-call logprob options, ``n > 1``, no engine)."""
+    items cannot share one call (different per-call logprob options, ``n > 1``, no engine).
+
+    The prompts go to the engine as token ids, tokenized here in one batched call (``encode_many``) or
+    taken from ``known`` (text -> ids the executor already computed, e.g. for the fork's warm-up): the
+    engine would tokenize each prompt one by one on this thread, the same ids (``Engine.generate`` encodes
+    a text prompt with ``tokenizer.encode``)."""
     engine = engine_of(backend)
     reqs = [_sampling(p, d) for _, p, d in items]
     extras = {tuple(sorted(e.items())) for _, e in reqs}
     if engine is None or len(extras) != 1 or any(int(s.get("n", 1) or 1) != 1 for s, _ in reqs):
         return [backend.generate(prompt, params, dtype) for prompt, params, dtype in items]
-    outs = engine.generate(prompt=[prompt.text for prompt, _, _ in items], sampling_params=[s for s, _ in reqs],
-                           **reqs[0][1])
+    texts = [prompt.text for prompt, _, _ in items]
+    ids = prompt_ids(engine, texts, known)
+    if ids is None:
+        outs = engine.generate(prompt=texts, sampling_params=[s for s, _ in reqs], **reqs[0][1])
+    else:
+        outs = engine.generate(input_ids=ids, sampling_params=[s for s, _ in reqs], **reqs[0][1])
     return [GenResult(o["text"], o["meta_info"]) for o in outs]
+
+
+def encode_many(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """``[tokenizer.encode(t) for t in texts]``, in one batched call where the tokenizer has one (a Hugging
+    Face fast tokenizer encodes a batch in Rust without holding the GIL, in parallel)."""
+    if len(texts) > 1 and _batch_encodes(tokenizer):
+        return [list(x) for x in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    return [tokenizer.encode(t) for t in texts]
+
+
+def _batch_encodes(tokenizer: Any) -> bool:
+    try:
+        from transformers import PreTrainedTokenizerBase
+    except ImportError:   # pragma: no cover -- the engine's tokenizers come from transformers
+        return False
+    return isinstance(tokenizer, PreTrainedTokenizerBase)
+
+
+def prompt_ids(engine: Any, texts: list[str], known: dict[str, list[int]] | None = None) -> list[list[int]] | None:
+    """The token ids ``engine`` would compute for each text prompt (``known`` ones looked up, the rest
+    tokenized in one call); None when the engine has no tokenizer of its own to match."""
+    tok = getattr(engine, "tokenizer", None)
+    if tok is None:
+        return None
+    known = known or {}
+    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    found = dict(zip(missing, encode_many(tok, missing))) if missing else {}
+    return [list(known[t]) if t in known else found[t] for t in texts]
 
 
 def batch_select(backend: Backend, items: list[tuple[Prompt, tuple[str, ...], str]]) -> list[SelectResult]:
@@ -124,9 +162,11 @@ def _score(out: dict[str, Any], n: int) -> dict[str, Any]:
     return {"logprob_sum": total, "normalized_logprob": total / max(n, 1), "num_tokens": n, "token_logprobs": lps}
 
 
-def warm_common_ids(backend: Backend, texts: list[str], expect: int) -> bool:
+def warm_common_ids(backend: Backend, texts: list[str], expect: int,
+                    known: dict[str, list[int]] | None = None) -> bool:
     """Warm the longest common *token* prefix of ``texts`` as the engine tokenizes them, pinned for ``expect``
-    requests; False (nothing done) when the backend has no in-process engine with a tokenizer.
+    requests; False (nothing done) when the backend has no in-process engine with a tokenizer. The ids of
+    each text are stored in ``known`` (text -> ids) for the requests that follow (``batch_generate``).
 
     NOTE: text-level cuts cannot know the tokenizer (``" 1"`` is two tokens for some, one for others);
     comparing token ids warms exactly what the branches' requests will share.
@@ -134,7 +174,10 @@ def warm_common_ids(backend: Backend, texts: list[str], expect: int) -> bool:
     engine = engine_of(backend)
     if engine is None or engine.tokenizer is None or not texts:
         return False
-    ids = [engine.tokenizer.encode(t) for t in texts]
+    ids = prompt_ids(engine, texts, known)
+    assert ids is not None
+    if known is not None:
+        known.update(zip(texts, ids))
     n = min(len(x) for x in ids) - 1   # NOTE: a request recomputes its last prompt token (for its logits)
     first = ids[0]
     for other in ids[1:]:
@@ -146,7 +189,14 @@ def warm_common_ids(backend: Backend, texts: list[str], expect: int) -> bool:
 
 
 def _common_len(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    """Length of the common prefix of ``a`` and ``b`` (slice comparisons: C speed on long prompts)."""
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:   # NOTE: invariant: a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -49,6 +49,9 @@ class PlanContext(RunContext):
         self.gen_group = plan.batch_of(plan.gen_batches) if batching else {}
         self.select_group = plan.batch_of(plan.select_batches) if batching else {}
         self.meetings: dict[tuple[int, ...], Rendezvous] = {}
+        # text -> token ids the engine computes for it: tokenized once for a fork's warm-up, reused by the
+        # branches' batched gens (their prompts are usually exactly the heads the warm-up tokenized)
+        self.known_ids: dict[str, list[int]] = {}
 
     def new_executor(self, sid: str) -> StreamExecutor:
         ex = PlanExecutor(sid, self)
@@ -85,7 +88,7 @@ class PlanExecutor(StreamExecutor):
 
     def _warm_fork(self, nid: int, hoist: Hoist) -> None:
         heads = [self.text + h for h in branch_heads(self.ctx.graph, nid)]
-        if warm_common_ids(self.ctx.backend, heads, hoist.fanout):
+        if warm_common_ids(self.ctx.backend, heads, hoist.fanout, self.ctx.known_ids):
             return   # the engine's tokenizer decided exactly which tokens the branches share
         # NOTE: with no shared branch text, what follows is unknown: drop trailing whitespace, which
         # BPE may merge with the branch's first word (then the warmed last token would not match).
@@ -97,7 +100,7 @@ class PlanExecutor(StreamExecutor):
         group = self.ctx.gen_group.get(nid)
         if group is None:
             return super().visit_gen(nid, n)
-        meeting = self.ctx.meeting(group, lambda items: batch_generate(self.ctx.backend, items))
+        meeting = self.ctx.meeting(group, lambda items: batch_generate(self.ctx.backend, items, self.ctx.known_ids))
         out = meeting.arrive(nid, (self.prompt(), merge(self.ctx.defaults, n.params), n.dtype))
         self.append(out.text, n.name)
         self.set_var(nid, n.name, out.text, out.meta_info)
@@ -126,26 +129,21 @@ _HEAD_KINDS = ("text", "role_begin", "role_end", "image", "argument")
 
 def rendered_head(graph: ir.Graph, backend: Backend, arguments: dict[str, Any]) -> str:
     """The root stream's text, for ``arguments``, before its first node that is not text, a role or an argument."""
-    ctx = RunContext(backend, {}, arguments)
-    ex = ctx.new_executor(ir.ROOT_STREAM)
+    # NOTE: text, roles and arguments only: applied on this thread (no executor thread per item of a batch)
+    ex = StreamExecutor(ir.ROOT_STREAM, RunContext(backend, {}, arguments), threaded=False)
     for nid in graph.streams()[ir.ROOT_STREAM]:
         node = graph.node(nid)
         if node.kind not in _HEAD_KINDS:
             break
-        ex.submit(nid, node)
-    ex.end()
-    ex.sync()
+        ex.apply(nid, node)
     return ex.text
 
 
 def constant_head(graph: ir.Graph, upto: int, backend: Backend) -> str:
     """The root stream's text just before node ``upto`` (its head must be constant: text, roles)."""
-    ctx = RunContext(backend, {}, {})
-    ex = ctx.new_executor(ir.ROOT_STREAM)
+    ex = StreamExecutor(ir.ROOT_STREAM, RunContext(backend, {}, {}), threaded=False)
     for nid in graph.streams()[ir.ROOT_STREAM]:
         if nid == upto:
             break
-        ex.submit(nid, graph.node(nid))
-    ex.end()
-    ex.sync()
+        ex.apply(nid, graph.node(nid))
     return ex.text
