@@ -122,7 +122,7 @@ class ReqToTokenTable:
         self.free = list(range(rows - 1, old.shape[0] - 1, -1)) + self.free
 
     @staticmethod
-    def _cells(rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, total: int):
+    def cells(rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, total: int):
         """(row, column) of every cell of the segments: entry j of segment i is ``(rows[i], j + shifts[i])``,
         entries numbered across segments. No host sync (``output_size`` is given)."""
         row_of = torch.repeat_interleave(rows, lens, output_size=total)
@@ -132,7 +132,7 @@ class ReqToTokenTable:
 
     def write(self, rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, vals: torch.Tensor) -> None:
         """Apply a ``Writes`` uploaded as device tensors."""
-        self.table[self._cells(rows, lens, shifts, vals.numel())] = vals
+        self.table[self.cells(rows, lens, shifts, vals.numel())] = vals
 
     def put(self, rows: torch.Tensor, cols: torch.Tensor, slots: torch.Tensor) -> None:
         """``table[rows[k], cols[k]] = slots[k]``: the new tokens' slots of a batch."""
@@ -141,4 +141,4 @@ class ReqToTokenTable:
     def gather(self, rows: torch.Tensor, seq_lens: torch.Tensor, kv_indptr: torch.Tensor,
                total: int) -> torch.Tensor:
         """``kv_indices`` (int64, ``total`` entries): ``table[rows[i], :seq_lens[i]]`` concatenated."""
-        return self.table[self._cells(rows, seq_lens, -kv_indptr[:-1], total)].long()
+        return self.table[self.cells(rows, seq_lens, -kv_indptr[:-1], total)].long()
