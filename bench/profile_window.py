@@ -9,6 +9,7 @@ GEMM / attention / other. Workloads are the peer benchmarks' (bench_peer.py, ben
 * ``fork``: 8 prefixes of 1,000 x 32 branches of 16, 128 outputs; window = passes 20-60 (decode)
 * ``fewshot``: (1,500 shared + 64) -> 1 token, after a 64-request warm-up; window = the whole run
 * ``bs1``: batch-1 decode 128 -> 256; window = passes 100-200
+* ``prefill``: 8 x 1,024 -> 1 token (bench_peer.py's prefill), after one warm-up run; window = the whole run
 
     python bench/profile_window.py [--workloads offline,fork,fewshot,bs1] [--top 14]
 """
@@ -262,6 +263,14 @@ def main() -> None:
             while w.busy:
                 w.step()
             rows.append(profile(w, one[64:], "fewshot 1000", (0, 10**9), args.top))
+        elif name == "prefill":
+            for tag in ("w", "p"):   # a warm-up run of the same shape, then the profiled one
+                items = [_req(f"{tag}{i}", token_prompt(rng, 1024, vocab), 1) for i in range(8)]
+                if tag == "w":
+                    w.add_requests(items)
+                    while w.busy:
+                        w.step()
+            rows.append(profile(w, items, "prefill 8x1024", (0, 10**9), args.top))
         elif name == "bs1":
             rows.append(profile(w, [_req("b", token_prompt(rng, 128, vocab), 256)], "bs1", (100, 200), args.top))
         else:
