@@ -183,7 +183,8 @@ if INTERPRET:
 
 @pytest.mark.parametrize("plens,members,own,loners,h,hkv,d,chunk", CASCADE_CASES)
 @pytest.mark.parametrize("pad_chunks", [0, 3])   # CUDA-graph capacity padding: empty chunks
-def test_decode_cascade_kernel(device, plens, members, own, loners, h, hkv, d, chunk, pad_chunks):
+@pytest.mark.parametrize("one_split", [False, True])   # one split of the own part: stage 1 merges (no stage 2)
+def test_decode_cascade_kernel(device, plens, members, own, loners, h, hkv, d, chunk, pad_chunks, one_split):
     """Rows sharing a prefix (read once per chunk by the shared stage) give the same attention as reading
     every row's whole KV; loners and rows left out of a chunk attend alone. Scratch poisoned with NaN."""
     from runtime.attention.cascade import plan_cascade
@@ -236,7 +237,7 @@ def test_decode_cascade_kernel(device, plens, members, own, loners, h, hkv, d, c
                        t(plan.length + [0] * pad_chunks))
     b = len(lens)
     meta.splits = 1 if INTERPRET else cascade_num_splits(b, hkv)
-    splits = (2 if INTERPRET else decode_num_splits(b, hkv)) + meta.splits
+    splits = (1 if one_split else 2 if INTERPRET else max(2, decode_num_splits(b, hkv))) + meta.splits
     q = torch.randn(b, h, d, dtype=dtype, device=device)
     o = torch.full_like(q, float("nan"))
     mid_o, mid_lse = alloc_decode_buffers(b, h, d, splits, device)

@@ -16,6 +16,9 @@ stage 1 then covers only each member's own tokens after the prefix (``skip[b]``)
 those extra splits for requests outside any group. Stage 2 merges all ``S + S2`` partials as before.
 The plan (which rows share which prefix) comes from ``runtime/attention/cascade.py``.
 
+One split (``S = 1``: large batches — fork, offline decode): stage 1 holds each row's whole own part, so it
+writes the final output itself, merging the cascade partials (the shared stage is launched first); no stage 2.
+
 Every size the kernels read from the batch lives on the device (``kv_indptr``, the cascade plan), and the
 grids depend only on ``B``, the static ``S``/``S2`` and the chunk capacity, so all stages can be captured
 in a CUDA graph.
@@ -68,19 +71,45 @@ def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale
 
 
 @triton.jit
+def _merge_shared(out, lse, Mid_O, Mid_LSE, b, heads, mask_h, offs_d, mask_d,
+                  stride_mob, stride_moh, stride_mos, stride_mlb, stride_mlh,
+                  NUM_SPLITS: tl.constexpr, SHARED_SPLITS: tl.constexpr):
+    """``out`` (normalised, log-sum-exp ``lse``) merged with the row's cascade partials in splits
+    ``NUM_SPLITS ..``: the softmax over both key sets. Empty partials (lse -inf) are not read (may be stale)."""
+    lse_base = Mid_LSE + b * stride_mlb + heads * stride_mlh + NUM_SPLITS
+    m = lse
+    for s in tl.static_range(SHARED_SPLITS):
+        m = tl.maximum(m, tl.load(lse_base + s, mask=mask_h, other=float("-inf")))
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp2(lse - m)
+    acc = out * w[:, None]
+    wsum = w
+    for s in tl.static_range(SHARED_SPLITS):
+        lse_s = tl.load(lse_base + s, mask=mask_h, other=float("-inf"))
+        live = mask_h & (lse_s > float("-inf"))
+        o_s = tl.load(Mid_O + b * stride_mob + heads[:, None] * stride_moh + (NUM_SPLITS + s) * stride_mos
+                      + offs_d[None, :], mask=live[:, None] & mask_d[None, :], other=0.0)
+        w_s = tl.exp2(lse_s - m)
+        acc += o_s * w_s[:, None]
+        wsum += w_s
+    return acc / tl.maximum(wsum, 1e-30)[:, None]
+
+
+@triton.jit
 def _decode_stage1(
-    Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Skip, Mid_O, Mid_LSE,
+    Q, K_Buf, V_Buf, KV_Indptr, KV_Indices, Skip, Mid_O, Mid_LSE, O,
     sm_scale_log2,
     stride_qb, stride_qh,
     stride_kt, stride_kh,
     stride_vt, stride_vh,
     stride_mob, stride_moh, stride_mos,
     stride_mlb, stride_mlh,
+    stride_ob, stride_oh,
     GROUP: tl.constexpr, BLOCK_H: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
     SHARED_SPLITS: tl.constexpr, BLOCK_S2: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, FUSED: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -98,12 +127,13 @@ def _decode_stage1(
     if SHARED_SPLITS > 0:
         # Tokens [0, skip) are the group's shared prefix: the cascade stage attends to them.
         skip = tl.load(Skip + b)
-        if (split == 0) & (skip == 0):
-            # Outside any group: the cascade splits of this row are empty (weight 0 in stage 2).
-            offs_s2 = tl.arange(0, BLOCK_S2)
-            tl.store(Mid_LSE + b * stride_mlb + heads[:, None] * stride_mlh + NUM_SPLITS + offs_s2[None, :],
-                     tl.full([BLOCK_H, BLOCK_S2], float("-inf"), tl.float32),
-                     mask=mask_h[:, None] & (offs_s2[None, :] < SHARED_SPLITS))
+        if not FUSED:  # noqa: SIM102 - a compile-time test around a run-time one (fused: nothing reads these)
+            if (split == 0) & (skip == 0):
+                # Outside any group: the cascade splits of this row are empty (weight 0 in stage 2).
+                offs_s2 = tl.arange(0, BLOCK_S2)
+                tl.store(Mid_LSE + b * stride_mlb + heads[:, None] * stride_mlh + NUM_SPLITS + offs_s2[None, :],
+                         tl.full([BLOCK_H, BLOCK_S2], float("-inf"), tl.float32),
+                         mask=mask_h[:, None] & (offs_s2[None, :] < SHARED_SPLITS))
     # NOTE: a split never shrinks below MIN_SPLIT tokens: short contexts use fewer (non-empty) splits,
     # so the launch overhead of empty programs is all that the static S costs them.
     split_len = tl.maximum(tl.cdiv(seq_len - skip, NUM_SPLITS), MIN_SPLIT)
@@ -116,9 +146,19 @@ def _decode_stage1(
     out, lse = _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
                        stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
                        BLOCK_H, BLOCK_D, BLOCK_N, DOT_PREC)
-    tl.store(Mid_O + b * stride_mob + heads[:, None] * stride_moh + split * stride_mos + offs_d[None, :],
-             out, mask=mask_h[:, None] & mask_d[None, :])
-    tl.store(Mid_LSE + b * stride_mlb + heads * stride_mlh + split, lse, mask=mask_h)
+    if FUSED:
+        # One split: this program holds the row's whole own part, so it writes the final output; a row in a
+        # cascade chunk first merges the shared stage's partials (that kernel ran before this one).
+        if SHARED_SPLITS > 0:  # noqa: SIM102 - a compile-time test around a run-time one
+            if skip > 0:
+                out = _merge_shared(out, lse, Mid_O, Mid_LSE, b, heads, mask_h, offs_d, mask_d, stride_mob,
+                                    stride_moh, stride_mos, stride_mlb, stride_mlh, NUM_SPLITS, SHARED_SPLITS)
+        tl.store(O + b * stride_ob + heads[:, None] * stride_oh + offs_d[None, :], out.to(O.dtype.element_ty),
+                 mask=mask_h[:, None] & mask_d[None, :])
+    else:
+        tl.store(Mid_O + b * stride_mob + heads[:, None] * stride_moh + split * stride_mos + offs_d[None, :],
+                 out, mask=mask_h[:, None] & mask_d[None, :])
+        tl.store(Mid_LSE + b * stride_mlb + heads * stride_mlh + split, lse, mask=mask_h)
 
 
 @triton.jit
@@ -254,14 +294,8 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
     block_h = max(16, triton.next_power_of_2(group))
     skip = cascade.skip if cascade is not None else kv_indptr   # (not read without the cascade stage)
-    _decode_stage1[(batch, num_kv_heads, num_splits)](
-        q, k_buffer, v_buffer, kv_indptr, kv_indices, skip, mid_o, mid_lse, sm_scale_log2, *q_strides,
-        GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
-        SHARED_SPLITS=shared_splits, BLOCK_S2=triton.next_power_of_2(max(1, shared_splits)),
-        DOT_PREC=dot_prec, num_warps=num_warps, num_stages=num_stages,
-    )
     if shared_splits:
+        # NOTE: before stage 1: with one split, stage 1 merges these partials itself (no stage-2 launch)
         chunk = cascade.chunk_rows.shape[1]
         _decode_shared_stage[(cascade.chunk_rows.shape[0], num_kv_heads, shared_splits)](
             q, k_buffer, v_buffer, kv_indices, cascade.chunk_rows, cascade.chunk_start, cascade.chunk_len,
@@ -271,6 +305,19 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
             SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec,
             num_warps=4, num_stages=num_stages,
         )
+    # NOTE: one split of the own part (large batches: fork, offline decode) needs no merge pass: stage 1
+    # writes the output (and merges the cascade partials) — one launch and one scratch round trip less.
+    fused = num_splits == 1
+    _decode_stage1[(batch, num_kv_heads, num_splits)](
+        q, k_buffer, v_buffer, kv_indptr, kv_indices, skip, mid_o, mid_lse, o, sm_scale_log2, *q_strides,
+        o.stride(0), o.stride(1),
+        GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
+        SHARED_SPLITS=shared_splits, BLOCK_S2=triton.next_power_of_2(max(1, shared_splits)),
+        DOT_PREC=dot_prec, FUSED=fused, num_warps=num_warps, num_stages=num_stages,
+    )
+    if fused:
+        return o
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, o,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2),
