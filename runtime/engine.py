@@ -23,6 +23,7 @@ import numpy as np
 from .config import RuntimeConfig
 from .errors import EngineError, EngineUnavailable
 from .sampling_params import SamplingParams
+from .seq import common_prefix_len
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class _Batch:
         head = self._head
         if head is not None and len(ids) >= len(head) and ids[:len(head)] == head:
             return len(head)   # NOTE: the common case: the shared prefix of the pair before (one C-level compare)
-        k = _common_prefix_len(prev, ids)
+        k = common_prefix_len(prev, ids)
         if k < _MIN_SHARED:
             self._head = None
             return 0
@@ -156,23 +157,6 @@ class _Batch:
                           "rids": self.rids, "item": self.item, "param": self.param, "start": self.start,
                           "return_logprob": return_logprob, "top_logprobs_num": top_logprobs_num,
                           "stream": stream})
-
-
-def _common_prefix_len(a: list, b: list) -> int:
-    """Length of the longest common prefix of two lists, in O(n) C-level slice compares."""
-    n = min(len(a), len(b))
-    if not n or a[0] != b[0]:
-        return 0
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 1, n   # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 class Engine:

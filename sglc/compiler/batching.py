@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from runtime.seq import common_prefix_len
+
 from ..backend.base import Backend, GenResult, Prompt, SelectResult
 from ..choices import BY_NAME
 from ..sampling import split_params
@@ -181,22 +183,8 @@ def warm_common_ids(backend: Backend, texts: list[str], expect: int,
     n = min(len(x) for x in ids) - 1   # NOTE: a request recomputes its last prompt token (for its logits)
     first = ids[0]
     for other in ids[1:]:
-        n = min(n, _common_len(first, other))
+        n = min(n, common_prefix_len(first, other))
     if n > 0:
         # NOTE: not waited for: the requests that follow wait for it inside the scheduler (no round trip)
         engine.warm(first[:n], expect=expect, wait=not expect)
     return True
-
-
-def _common_len(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of ``a`` and ``b`` (slice comparisons: C speed on long prompts)."""
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:   # NOTE: invariant: a[:lo] == b[:lo] and a[:hi] != b[:hi]
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo

@@ -8,9 +8,10 @@ import pytest
 from fake_engine import CharTokenizer, FakeEngine
 
 import sglc as sgl
+from runtime.seq import common_prefix_len
 from sglc.backend.engine import EngineBackend
 from sglc.compiler import build
-from sglc.compiler.batching import _common_len, encode_many
+from sglc.compiler.batching import encode_many
 from sglc.compiler.executor import run_plan
 
 
@@ -79,7 +80,7 @@ def test_batched_gens_without_a_warm_are_tokenized_in_the_batch() -> None:
     (list(range(700)), list(range(350)) + [-1] + list(range(351, 700)), 350),
 ])
 def test_common_len(a: list[int], b: list[int], n: int) -> None:
-    assert _common_len(a, b) == n
+    assert common_prefix_len(a, b) == n
 
 
 def test_encode_many_is_encode_per_text() -> None:

@@ -15,8 +15,9 @@ import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.engine import Engine, _Batch, _common_prefix_len
+from runtime.engine import Engine, _Batch
 from runtime.errors import EngineError
+from runtime.seq import common_prefix_len
 from runtime.worker import decode_prompts
 
 VOCAB, CTX = 128, 512
@@ -79,7 +80,7 @@ def test_round_trip_property(prompts):
     assert round_trip(prompts)[2] == prompts
     for a in prompts:
         for b in prompts:
-            k = _common_prefix_len(a, b)
+            k = common_prefix_len(a, b)
             assert a[:k] == b[:k] and (k == min(len(a), len(b)) or a[k] != b[k])
 
 
