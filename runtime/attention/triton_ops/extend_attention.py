@@ -170,6 +170,10 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         assert k_ext.stride(-1) == 1 and v_ext.stride(-1) == 1 and k_ext.shape[0] >= num_tokens
     else:
         k_ext = v_ext = k_buffer
+    # NOTE: the kernel's row offsets of q/o/k_ext/v_ext are int32 (they stay in registers as such): a pass is
+    # chunked far below this bound (~350k tokens at Llama-3-8B's fused qkv width)
+    assert num_tokens * max(q.stride(0), o.stride(0), k_ext.stride(0), v_ext.stride(0)) < 2**31, \
+        "extend pass too large for 32-bit row offsets: lower chunked_prefill_size"
     block_m, block_n, num_warps, num_stages = config or extend_block_config(head_dim, q.device, prefix_heavy)
     assert block_m % block_n == 0, "the diagonal loop starts at a query block boundary"
     grid = (num_heads, batch, triton.cdiv(max_extend_len, block_m))
