@@ -47,6 +47,15 @@ class _Sink:
             self.q.put(evs)
 
 
+class _DetachedSink(_Sink):
+    """The sink of a call nobody waits for (``warm(wait=False)``): its events are dropped, a failure logged."""
+
+    def put(self, evs: list[dict]) -> None:
+        for ev in evs:
+            if ev.get("error"):
+                logger.warning("warm-up %s (not waited for) failed: %s", ev["rid"].split("#")[0], ev["error"])
+
+
 _MIN_SHARED = 16   # shorter common prefixes with the previous prompt are sent in full
 
 
@@ -327,8 +336,8 @@ class Engine:
             raise EngineError("this engine was started with skip_tokenizer_init=True: pass input_ids")
         return self.tokenizer.encode(text)
 
-    def _submit(self, rids: list[str], msg: tuple, loop=None) -> _Sink:
-        sink = _Sink(rids, loop)
+    def _submit(self, rids: list[str], msg: tuple, loop=None, detached: bool = False) -> _Sink:
+        sink = _DetachedSink(rids) if detached else _Sink(rids, loop)
         with self._lock:
             for r in rids:
                 if r in self._sinks:
@@ -438,14 +447,14 @@ class Engine:
 
         ``wait=False`` (with ``expect``) returns ``{"rid": ...}`` at once: requests sent after it that extend
         the prefix wait inside the scheduler until it is cached, so the caller saves a round trip and gets the
-        same cache hits and pin counts as with ``wait=True``. A warm that fails (e.g. longer than the KV pool) is
-        then not reported: warming is a hint, and the requests after it fail or run on their own.
+        same cache hits and pin counts as with ``wait=True``. A warm that fails (e.g. longer than the KV pool) then
+        raises nothing, only logs a warning: warming is a hint, and the requests after it fail or run on their own.
         """
         rid = uuid.uuid4().hex
         params = _warm_params(expect, ttl_s)
         if not wait and expect:
             rids, msg, _ = self._prepare(None, params, self._ids(prefix), False, False, None, None, rid)
-            self._submit(rids, msg)   # NOTE: nobody reads this sink: its events are dropped with it
+            self._submit(rids, msg, detached=True)   # NOTE: nobody waits: its events are dropped, a failure logged
             return {"rid": rid}
         return _warm_result(self.generate(input_ids=self._ids(prefix), sampling_params=params, rid=rid), rid)
 

@@ -83,6 +83,20 @@ def test_bad_expect_is_refused(engine):
         engine.warm(PREFIX, expect=1, ttl_s=0)
 
 
+def test_warm_without_waiting_logs_a_failure(engine, caplog):
+    """A warm nobody waits for that fails (longer than the 100-token pool) raises nothing, but says so in the log."""
+    long = [3 + i % 120 for i in range(150)]
+    with pytest.raises(EngineError, match="exceeds the KV pool"):
+        engine.warm(long, expect=1)
+    with caplog.at_level("WARNING", logger="runtime.engine"):
+        out = engine.warm(long, expect=1, wait=False)
+        deadline = time.time() + 10
+        while not any(out["rid"] in r.getMessage() for r in caplog.records) and time.time() < deadline:
+            time.sleep(0.01)
+    msgs = [r.getMessage() for r in caplog.records if out["rid"] in r.getMessage()]
+    assert msgs and "exceeds the KV pool" in msgs[0], caplog.text
+
+
 def test_warm_without_waiting(engine):
     """``wait=False`` returns at once; requests sent right after still find the prefix cached (computed once)
     and use up the pin."""
