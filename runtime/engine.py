@@ -48,9 +48,14 @@ class _Sink:
 
 
 class _DetachedSink(_Sink):
-    """The sink of a call nobody waits for (``warm(wait=False)``): its events are dropped, a failure logged."""
+    """The sink of a call nobody waits for (``warm(wait=False)``): its events are dropped, a failure logged
+    (unless ``quiet``: the engine aborted it on purpose)."""
+
+    quiet = False
 
     def put(self, evs: list[dict]) -> None:
+        if self.quiet:
+            return
         for ev in evs:
             if ev.get("error"):
                 logger.warning("warm-up %s (not waited for) failed: %s", ev["rid"].split("#")[0], ev["error"])
@@ -418,21 +423,42 @@ class Engine:
     def score(self, prefix, continuations: list[str]) -> list[dict]:
         """Log-likelihood of each continuation after ``prefix``; the prefix is computed once (radix)."""
         pre, seqs = self._score_requests(prefix, continuations)
-        if len(pre) > 1:
-            # NOTE: not the last token: every continuation recomputes it (its logits score the first token);
-            # pinned until the continuations are admitted; not waited for (they wait inside the scheduler)
-            self.warm(pre[:-1], expect=len(seqs), wait=False)
-        outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
-                             logprob_start_len=len(pre))
+        warm = self._score_warm(pre, len(seqs))
+        try:
+            outs = self.generate(input_ids=seqs, sampling_params={"max_new_tokens": 0}, return_logprob=True,
+                                 logprob_start_len=len(pre))
+        except BaseException:
+            self._drop_warm(warm)
+            raise
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
 
     async def async_score(self, prefix, continuations: list[str]) -> list[dict]:
         pre, seqs = self._score_requests(prefix, continuations)
-        if len(pre) > 1:
-            self.warm(pre[:-1], expect=len(seqs), wait=False)   # NOTE: only enqueues: nothing blocks the loop
-        outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
-                                         return_logprob=True, logprob_start_len=len(pre))
+        warm = self._score_warm(pre, len(seqs))   # NOTE: only enqueues: nothing blocks the loop
+        try:
+            outs = await self.async_generate(input_ids=seqs, sampling_params={"max_new_tokens": 0},
+                                             return_logprob=True, logprob_start_len=len(pre))
+        except BaseException:
+            self._drop_warm(warm)
+            raise
         return [_score(o, len(s) - len(pre)) for o, s in zip(outs, seqs)]
+
+    def _score_warm(self, pre: list[int], n: int) -> str | None:
+        """Warm a score's prefix for its ``n`` continuations; the warm's rid (None: nothing to warm).
+
+        NOTE: not the last token: every continuation recomputes it (its logits score the first token); pinned
+        until the continuations are admitted; not waited for (they wait inside the scheduler)."""
+        return self.warm(pre[:-1], expect=n, wait=False)["rid"] if len(pre) > 1 else None
+
+    def _drop_warm(self, rid: str | None) -> None:
+        """The continuations will not come (their call failed): release the warm's pin now, not at its TTL."""
+        if rid is None:
+            return
+        with self._lock:
+            sink = self._sinks.get(f"{rid}#0")
+        if isinstance(sink, _DetachedSink):
+            sink.quiet = True   # NOTE: its "aborted by the client" is ours, not a failure to report
+        self.abort(rid)
 
     def _ids(self, prefix) -> list[int]:
         return self._tokenize(prefix) if isinstance(prefix, str) else list(prefix)

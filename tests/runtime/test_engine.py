@@ -90,6 +90,18 @@ def test_logprobs_and_score(engine):
     assert engine.warm("The capital of France is")["cached_tokens"] >= 4
 
 
+def test_failed_score_releases_its_warm(engine, caplog):
+    """A score whose continuations are refused (longer than the context) after its prefix warm was sent releases
+    that warm's pin at once (it used to stay pinned until its 30 s TTL), without logging the abort as a failure."""
+    assert engine.flush_cache()
+    with pytest.raises(EngineError, match="context length"):
+        engine.score("The capital of France is", [" x" * 9000])
+    engine.generate("Hello", GREEDY)   # NOTE: queued after the warm (and the abort): both are settled by now
+    m = engine.metrics()
+    assert m["kv_cached_tokens"] - m["kv_evictable_tokens"] == 0, "the warm's pin was released"
+    assert "not waited for" not in caplog.text
+
+
 def test_abort_frees_kv(engine):
     it = engine.generate("Write a long story about a dragon.", {"max_new_tokens": 500, "ignore_eos": True},
                          stream=True, rid="victim")
