@@ -48,14 +48,9 @@ class _Sink:
 
 
 class _DetachedSink(_Sink):
-    """The sink of a call nobody waits for (``warm(wait=False)``): its events are dropped, a failure logged
-    (unless ``quiet``: the engine aborted it on purpose)."""
-
-    quiet = False
+    """The sink of a call nobody waits for (``warm(wait=False)``): its events are dropped, a failure logged."""
 
     def put(self, evs: list[dict]) -> None:
-        if self.quiet:
-            return
         for ev in evs:
             if ev.get("error"):
                 logger.warning("warm-up %s (not waited for) failed: %s", ev["rid"].split("#")[0], ev["error"])
@@ -455,9 +450,9 @@ class Engine:
         if rid is None:
             return
         with self._lock:
-            sink = self._sinks.get(f"{rid}#0")
-        if isinstance(sink, _DetachedSink):
-            sink.quiet = True   # NOTE: its "aborted by the client" is ours, not a failure to report
+            # NOTE: nobody listens any more (a warm is one request, ``#0``): its "aborted by the client" is
+            # ours, not a failure to log
+            self._sinks.pop(f"{rid}#0", None)
         self.abort(rid)
 
     def _ids(self, prefix) -> list[int]:
