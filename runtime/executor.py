@@ -167,7 +167,7 @@ def _layout(entries):
     expands them on the device), slots, qo/kv indptr, prefix/seq/extend lengths, sampled rows
     ``(entry, logits row)``, prompt-logprob rows ``(entry, local row, logits row)`` and the hidden-state rows
     whose logits are computed."""
-    ids, pos, loc, tok_rows = [], [], [], []   # pos, tok_rows stay empty
+    ids, loc = [], []
     qo, kvp, prefix, seq, ext = [0], [0], [], [], []
     sample_rows: list[tuple[int, int]] = []
     lp_rows: list[tuple[int, int, int]] = []
@@ -188,7 +188,7 @@ def _layout(entries):
         prefix.append(e.prefix_len)
         seq.append(e.prefix_len + n)
         ext.append(n)
-    return ids, pos, loc, tok_rows, qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows
+    return ids, [], loc, [], qo, kvp, prefix, seq, ext, sample_rows, lp_rows, rows
 
 
 def _layout_decode(entries, table_rows, prefix):

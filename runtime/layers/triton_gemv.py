@@ -66,7 +66,8 @@ def gemv(x: torch.Tensor, w: torch.Tensor, config: tuple[int, int, int] | None =
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` with the one-row case (batch-1 decode, CUDA, 16-bit) on the GEMV kernel."""
-    if (x.is_cuda and x.dim() == 2 and x.shape[0] == 1 and x.dtype in (torch.bfloat16, torch.float16)
+    # NOTE: the row count first: every multi-row call (prefill, batched decode) leaves after two checks
+    if (x.dim() == 2 and x.shape[0] == 1 and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
             and weight.dtype == x.dtype and x.stride(-1) == 1 and weight.stride(-1) == 1):
         y = gemv(x, weight)
         return y if bias is None else y + bias
