@@ -38,6 +38,24 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 @triton.jit
+def softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, mask, MASKED: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One online-softmax step of flash attention over a key block (decode and extend kernels): ``k [D, N]``,
+    ``v [N, D]``; scores where ``mask`` (broadcast to ``[M, N]``) is false are dropped when MASKED."""
+    # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
+    qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
+    if MASKED:
+        qk = tl.where(mask, qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    if MASKED:
+        # Rows that have seen no key yet keep m = -inf; shift them by 0 so exp2 gives 0, not NaN.
+        m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return m_new, l_i * alpha + tl.sum(p, 1), acc
+
+
+@triton.jit
 def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
             stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
             BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
@@ -53,17 +71,9 @@ def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale
         # K is read transposed ([D, N]) so that q @ k is a plain tensor-core dot.
         k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
                     mask=mask_n[None, :] & mask_d[:, None], other=0.0)
-        # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
-        qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
-        qk = tl.where(mask_n[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
         v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                     mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, mask_n[None, :], True, DOT_PREC)
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))

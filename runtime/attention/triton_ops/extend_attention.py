@@ -17,26 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode_attention import dot_precision
+from .decode_attention import dot_precision, softmax_step
 
 _LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _attend_block(q, k, v, m_i, l_i, acc, sm_scale_log2, mask, MASKED: tl.constexpr, DOT_PREC: tl.constexpr):
-    """One online-softmax step over a key block: ``k [D, N]``, ``v [N, D]``; ``mask [M, N]`` when MASKED."""
-    # NOTE: scores in the log2 domain (scale folded with log2(e)) so the softmax uses exp2.
-    qk = tl.dot(q, k, input_precision=DOT_PREC) * sm_scale_log2
-    if MASKED:
-        qk = tl.where(mask, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    if MASKED:
-        # Rows that have seen no key yet keep m = -inf; shift them by 0 so exp2 gives 0, not NaN.
-        m_new = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(qk - m_new[:, None])
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-    return m_new, l_i * alpha + tl.sum(p, 1), acc
 
 
 @triton.jit
@@ -87,15 +70,15 @@ def _extend_fwd(
         loc = tl.load(kv_base + start + tl.arange(0, BLOCK_N)).to(tl.int64)
         k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
         v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
-        m_i, l_i, acc = _attend_block(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
     for start in range(prefix_full, prefix, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         mask_n = offs_n < prefix
         loc = tl.load(kv_base + offs_n, mask=mask_n, other=0).to(tl.int64)
         k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_n[None, :] & mask_d[:, None], other=0.0)
         v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        m_i, l_i, acc = _attend_block(q, k, v, m_i, l_i, acc, sm_scale_log2,
-                                      tl.broadcast_to(mask_n[None, :], (BLOCK_M, BLOCK_N)), True, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2,
+                                      mask_n[None, :], True, DOT_PREC)
 
     # 2. This pass's new tokens: contiguous rows of K_Ext/V_Ext (aligned with Q's rows) when EXT_CONTIG,
     #    else pool slots after the prefix. Keys before the block's first query are all visible (no mask);
@@ -113,7 +96,7 @@ def _extend_fwd(
             loc = tl.load(kv_base + prefix + offs_j).to(tl.int64)
             k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
             v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
-        m_i, l_i, acc = _attend_block(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
     for start in range(diag, tl.minimum(ext_len, diag + BLOCK_M), BLOCK_N):
         offs_j = start + tl.arange(0, BLOCK_N)
         mask_j = offs_j < ext_len
@@ -125,7 +108,7 @@ def _extend_fwd(
             k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_j[None, :] & mask_d[:, None], other=0.0)
             v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_j[:, None] & mask_d[None, :], other=0.0)
         causal = (offs_j[None, :] <= offs_m[:, None]) & mask_j[None, :]
-        m_i, l_i, acc = _attend_block(q, k, v, m_i, l_i, acc, sm_scale_log2, causal, True, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, causal, True, DOT_PREC)
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
