@@ -24,6 +24,7 @@ from .config import RuntimeConfig
 from .errors import EngineError, EngineUnavailable
 from .sampling_params import SamplingParams
 from .seq import common_prefix_len
+from .tokenizer import encode_many
 
 logger = logging.getLogger(__name__)
 
@@ -314,9 +315,11 @@ class Engine:
             raise EngineError(f"{len(starts)} logprob_start_len values for {n_items} prompts")
         base = rid or uuid.uuid4().hex
         b = _Batch(self._info["vocab_size"], self._info["context_length"])
+        if prompts is not None:
+            ids_list = self._tokenize_many(prompts)
         try:
             for i in range(n_items):
-                ids = self._tokenize(prompts[i]) if prompts is not None else ids_list[i]
+                ids = ids_list[i]
                 item_rid = base if single else (rid[i] if isinstance(rid, list) else f"{base}-{i}")
                 b.add(item_rid, ids, sps[i], -1 if starts[i] is None else starts[i])
         except Exception:
@@ -330,11 +333,16 @@ class Engine:
         return b.rids, b.message(return_logprob, top_logprobs_num or 0, stream), single
 
     def _tokenize(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise EngineError(f"prompt must be a str, got {type(text).__name__}")
+        return self._tokenize_many([text])[0]
+
+    def _tokenize_many(self, texts: list) -> list[list[int]]:
+        """Every text prompt of a call in one batched encode (a fast tokenizer runs it in parallel, GIL-free)."""
+        for text in texts:
+            if not isinstance(text, str):
+                raise EngineError(f"prompt must be a str, got {type(text).__name__}")
         if self.tokenizer is None:
             raise EngineError("this engine was started with skip_tokenizer_init=True: pass input_ids")
-        return self.tokenizer.encode(text)
+        return encode_many(self.tokenizer, texts)
 
     def _submit(self, rids: list[str], msg: tuple, loop=None, detached: bool = False) -> _Sink:
         sink = _DetachedSink(rids) if detached else _Sink(rids, loop)

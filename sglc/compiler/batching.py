@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from runtime.seq import common_prefix_len
+from runtime.tokenizer import encode_many
 
 from ..backend.base import Backend, GenResult, Prompt, SelectResult
 from ..choices import BY_NAME
@@ -95,22 +96,6 @@ def batch_generate(backend: Backend, items: list[tuple[Prompt, dict[str, Any], s
     else:
         outs = engine.generate(input_ids=ids, sampling_params=[s for s, _ in reqs], **reqs[0][1])
     return [GenResult(o["text"], o["meta_info"]) for o in outs]
-
-
-def encode_many(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """``[tokenizer.encode(t) for t in texts]``, in one batched call where the tokenizer has one (a Hugging
-    Face fast tokenizer encodes a batch in Rust without holding the GIL, in parallel)."""
-    if len(texts) > 1 and _batch_encodes(tokenizer):
-        return [list(x) for x in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-    return [tokenizer.encode(t) for t in texts]
-
-
-def _batch_encodes(tokenizer: Any) -> bool:
-    try:
-        from transformers import PreTrainedTokenizerBase
-    except ImportError:   # pragma: no cover -- the engine's tokenizers come from transformers
-        return False
-    return isinstance(tokenizer, PreTrainedTokenizerBase)
 
 
 def prompt_ids(engine: Any, texts: list[str], known: dict[str, list[int]] | None = None) -> list[list[int]] | None:
