@@ -9,9 +9,9 @@ from fake_engine import CharTokenizer, FakeEngine
 
 import sglc as sgl
 from runtime.seq import common_prefix_len
+from runtime.tokenizer import encode_many
 from sglc.backend.engine import EngineBackend
 from sglc.compiler import build
-from sglc.compiler.batching import encode_many
 from sglc.compiler.executor import run_plan
 
 
