@@ -31,6 +31,7 @@ class RuntimeConfig:
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
     disable_cascade_attention: bool = False  # decode rows sharing a cached prefix read it once per chunk
+    disable_warmup: bool = False           # GPU: no start-up passes of the largest prefill (ModelRunner.warmup)
     # Features.
     skip_tokenizer_init: bool = False
     disable_jump_forward: bool = False

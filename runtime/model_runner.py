@@ -1,15 +1,16 @@
 """Loads the model, sizes and owns the KV pool and the attention backend, runs forward passes."""
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
 import torch
 
 from .attention import create_attention_backend, resolve_backend_name
-from .config import RuntimeConfig, resolve_device, resolve_dtype
+from .config import RuntimeConfig, resolve_device, resolve_dtype, scheduler_defaults
 from .errors import EngineError
-from .forward_batch import ForwardBatch
+from .forward_batch import ForwardBatch, ForwardMode
 from .mem.kv_pool import KVPool
 from .model_files import default_model_path
 from .model_loader import load_model_source
@@ -93,15 +94,56 @@ class ModelRunner:
 
     def _setup_gpu(self, cfg: RuntimeConfig) -> None:
         """Fused Triton norm/rotary kernels, and CUDA graphs for decode (see runtime/cuda_graph_runner.py)."""
-        from .config import scheduler_defaults
         from .layers.triton_fused import enable_fused_ops
 
         enable_fused_ops(self.model)
+        sd = scheduler_defaults(cfg, self.device)
+        if not cfg.disable_warmup:
+            t0 = time.perf_counter()
+            self.warmup(sd["max_prefill_tokens"], sd["chunked_prefill_size"])
+            logger.info("warm-up passes (%d prefill tokens) in %.1fs", sd["max_prefill_tokens"],
+                        time.perf_counter() - t0)
         if not cfg.disable_cuda_graph and getattr(self.attn_backend, "supports_cuda_graph", False):
             from .cuda_graph_runner import CudaGraphRunner
 
-            max_bs = scheduler_defaults(cfg, self.device)["max_running_requests"]
+            max_bs = sd["max_running_requests"]
             self.cuda_graph = CudaGraphRunner(self, max_bs=min(max_bs, 512))
+
+    @torch.inference_mode()
+    def warmup(self, num_tokens: int, chunk: int) -> None:
+        """Forward passes of the largest prefill (``num_tokens`` in requests of ``chunk``) and of a mixed,
+        prefix-heavy one, writing only the pool's scratch slot: a server's first real pass then finds its
+        kernels compiled (Triton JIT, one config per batch shape), cuBLAS's heuristics cached and the
+        allocator's activation blocks reserved, instead of paying for them inside a request."""
+        chunk = max(1, min(chunk, self.context_length, num_tokens))
+        plain = [(0, chunk)] * (num_tokens // chunk) + ([(0, num_tokens % chunk)] if num_tokens % chunk else [])
+        # prefix-heavy extends (cached prefix >> new tokens) followed by two decode rows: a mixed pass
+        ctx = min(1024, self.context_length - 64)
+        mixed = [(ctx, 64)] * 4 + [(ctx, 1)] * 2 if ctx > 0 else []
+        for reqs in (plain, mixed):
+            if reqs:
+                self.forward(self._scratch_batch(reqs))
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+
+    def _scratch_batch(self, reqs: list[tuple[int, int]]) -> ForwardBatch:
+        """An extend batch of ``(prefix_len, extend_len)`` requests whose every KV slot is the scratch slot."""
+        dev = self.device
+        ext = [e for _, e in reqs]
+        pre = [p for p, _ in reqs]
+        t = sum(ext)
+        cum = lambda xs: torch.tensor([0] + list(itertools.accumulate(xs)), dtype=torch.int32, device=dev)
+        qo = cum(ext)
+        scratch = self.kv_pool.scratch_slot
+        return ForwardBatch(
+            mode=ForwardMode.EXTEND, input_ids=torch.zeros(t, dtype=torch.long, device=dev),
+            positions=torch.cat([torch.arange(p, p + e, device=dev) for p, e in reqs]),
+            out_cache_loc=torch.full((t,), scratch, dtype=torch.long, device=dev), qo_indptr=qo,
+            kv_indptr=cum([p + e for p, e in reqs]),
+            kv_indices=torch.full((sum(pre) + t,), scratch, dtype=torch.long, device=dev),
+            prefix_lens=torch.tensor(pre, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor([p + e for p, e in reqs], dtype=torch.int32, device=dev),
+            extend_lens_cpu=ext, prefix_lens_cpu=pre, logits_rows=(qo[1:] - 1).long())
 
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """Float32 logits of ``batch.logits_rows`` (all rows when it is None)."""

@@ -60,6 +60,7 @@ class ServerArgs:
     skip_tokenizer_init: bool = False
     disable_cuda_graph: bool = False
     disable_cascade_attention: bool = False
+    disable_warmup: bool = False
 
 
 def engine_options(args: ServerArgs) -> dict[str, Any]:
@@ -75,9 +76,10 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "overlap_schedule": args.overlap_schedule, "mixed_chunk": args.mixed_chunk,
         "log_level": args.log_level.lower(),
         "skip_tokenizer_init": args.skip_tokenizer_init, "disable_cuda_graph": args.disable_cuda_graph,
-        "disable_cascade_attention": args.disable_cascade_attention,
+        "disable_cascade_attention": args.disable_cascade_attention, "disable_warmup": args.disable_warmup,
     }
-    flags = ("disable_radix_cache", "skip_tokenizer_init", "disable_cuda_graph", "disable_cascade_attention")
+    flags = ("disable_radix_cache", "skip_tokenizer_init", "disable_cuda_graph", "disable_cascade_attention",
+             "disable_warmup")
     return {k: v for k, v in opts.items() if v is not None and not (k in flags and not v)}
 
 
@@ -236,6 +238,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--skip-tokenizer-init", action="store_true",
                    help="no tokenizer (e.g. dummy weights for benchmarks): requests must pass token ids")
     e.add_argument("--disable-cuda-graph", action="store_true", help="run decode eagerly (no CUDA graphs)")
+    e.add_argument("--disable-warmup", action="store_true",
+                   help="skip the start-up forward passes (GPU) that compile kernels and reserve activation "
+                   "memory for the largest prefill before the first request")
     e.add_argument("--disable-cascade-attention", action="store_true",
                    help="decode rows sharing a cached prefix each read it (default: once per chunk of rows, "
                    "Triton backend)")
