@@ -15,7 +15,7 @@ from gpu_common import gpu_info, print_table, save_json
 
 H, HKV, D = 32, 8, 128
 DT = torch.bfloat16
-POOL = 400_000
+POOL = 450_000
 
 
 def _bench(fn, quick: bool = False) -> float:
@@ -129,7 +129,7 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         row = {"case": name, "q_tokens": sum(ext), "kv_tokens": sum(seq)}
         best = None
         heavy = sum(prefix) >= 4 * sum(ext)
-        for cfg in configs or [extend_block_config(D, prefix_heavy=heavy)]:
+        for cfg in configs or [extend_block_config(D, "cuda", heavy, H // HKV, max(ext), len(ext), HKV)]:
             fn = lambda c=cfg: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
                                                     D ** -0.5, config=c, **ext_kv)
             try:
@@ -205,12 +205,14 @@ def main() -> None:
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
     rnd_e = torch.randint(1, 512, (16,), generator=g).tolist()
     cases = [("prefill 8x1024", [0] * 8, [1024] * 8), ("fewshot 64x(1500+64)", [1500] * 64, [64] * 64),
+             ("fewshot 256x(1500+64)", [1500] * 256, [64] * 256),
              ("fork 32x(1000+16)", [1000] * 32, [16] * 32), ("probe mix 16", rnd_p, rnd_e)]
     configs = None
     if args.extend_configs:
-        configs = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (128, 32, 8, 3),
-                   (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 8, 2), (128, 64, 8, 4), (64, 32, 4, 3),
-                   (64, 64, 4, 4), (128, 64, 4, 4)]
+        # (BLOCK_M, BLOCK_N, num_warps, num_stages, PACK): PACK heads of a GQA group share a program's rows
+        configs = [(128, 32, 4, 3, 1), (64, 64, 4, 3, 1), (128, 64, 8, 3, 1), (64, 64, 4, 3, 4),
+                   (128, 32, 4, 3, 4), (128, 64, 4, 3, 4), (128, 64, 8, 3, 4), (128, 128, 8, 3, 4),
+                   (256, 64, 8, 3, 4), (256, 32, 8, 3, 4), (128, 64, 4, 3, 2), (128, 64, 8, 2, 4)]
     ext = bench_extend(kb, vb, cases, configs)
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()

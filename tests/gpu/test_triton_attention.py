@@ -28,7 +28,8 @@ EXTEND_CASES = [
 ]
 if INTERPRET:  # the interpreter is slow: keep the small shapes
     DECODE_CASES = [c for c in DECODE_CASES if max(c[0]) <= 300 and c[1] <= 16][:2] + [([70, 3], 8, 2, 64)]
-    EXTEND_CASES = [([0], [1], 8, 8, 64), ([5, 0], [70, 3], 4, 2, 64), ([65], [9], 3, 1, 64)]
+    EXTEND_CASES = [([0], [1], 8, 8, 64), ([5, 0], [70, 3], 4, 2, 64), ([65], [9], 3, 1, 64),
+                    ([40, 0], [37, 50], 8, 2, 64)]
 
 TOL = 2e-2  # bf16 storage and operands; fp32 accumulation
 
@@ -68,10 +69,15 @@ def test_decode_kernel(device, lens, h, hkv, d, splits):
         assert rel_err(o[i:i + 1], ref) < TOL, (i, n)
 
 
+# the default block configs (plain prefill / prefix-heavy), and GQA-packed tiles (BLOCK_M rows = tokens x heads
+# of a group): PACK 2 and 4 (reduced to what divides the group), token blocks not multiples of the key block
+EXTEND_CONFIGS = ["plain", "heavy", (64, 32, 4, 2, 4), (128, 64, 4, 2, 2), (64, 64, 4, 2, 4), (256, 64, 8, 3, 4)]
+
+
 @pytest.mark.parametrize("prefix,ext,h,hkv,d", EXTEND_CASES)
-@pytest.mark.parametrize("heavy", [False, True])  # both block configs (plain prefill / prefix-heavy)
+@pytest.mark.parametrize("cfg", EXTEND_CONFIGS, ids=str)
 @pytest.mark.parametrize("contig", [False, True])  # new tokens' K/V from the pool / from this pass's tensors
-def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy, contig):
+def test_extend_kernel(device, prefix, ext, h, hkv, d, cfg, contig):
     from runtime.attention.triton_ops.extend_attention import extend_attention_fwd
 
     dtype = kv_dtype(device)
@@ -91,7 +97,11 @@ def test_extend_kernel(device, prefix, ext, h, hkv, d, heavy, contig):
         kb, vb = kb.clone(), vb.clone()
         kb[new] = float("nan")
         vb[new] = float("nan")
-    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, prefix_heavy=heavy, **kw)
+    if isinstance(cfg, str):
+        kw["prefix_heavy"] = cfg == "heavy"
+    else:
+        kw["config"] = cfg
+    extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, **kw)
     if contig:
         kb[new], vb[new] = kw["k_ext"], kw["v_ext"]
     for i in range(len(ext)):

@@ -34,26 +34,32 @@ def _extend_fwd(
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, EXT_CONTIG: tl.constexpr,
+    PACK: tl.constexpr,
 ):
-    h = tl.program_id(0)
+    # A program's BLOCK_M query rows are BLOCK_T = BLOCK_M // PACK tokens x PACK heads of one GQA group
+    # (row r: token r // PACK, head r % PACK); PACK > 1 reads each K/V block once for PACK heads.
+    BLOCK_T: tl.constexpr = BLOCK_M // PACK
+    head0 = tl.program_id(0) * PACK
     b = tl.program_id(1)
     # NOTE: the last query blocks of a request see the most keys; the grid's slowest axis runs them first
     # (blocks launch in grid order), so the cheap diagonal-only blocks fill the tail of the launch.
     mblk = tl.num_programs(2) - 1 - tl.program_id(2)
-    kvh = h // GROUP
+    kvh = head0 // GROUP
 
     q_start = tl.load(QO_Indptr + b)
     ext_len = tl.load(QO_Indptr + b + 1) - q_start
-    if mblk * BLOCK_M >= ext_len:   # the grid covers the longest request
+    if mblk * BLOCK_T >= ext_len:   # the grid covers the longest request
         return
     kv_start = tl.load(KV_Indptr + b)
     prefix = tl.load(KV_Indptr + b + 1) - kv_start - ext_len
 
-    offs_m = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r = tl.arange(0, BLOCK_M)
+    offs_m = mblk * BLOCK_T + offs_r // PACK      # each row's token (within the request's new tokens)
+    head = head0 + offs_r % PACK
     mask_m = offs_m < ext_len
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_DIM
-    q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+    q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + head[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_m[:, None] & mask_d[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -81,12 +87,12 @@ def _extend_fwd(
                                       mask_n[None, :], True, DOT_PREC)
 
     # 2. This pass's new tokens: contiguous rows of K_Ext/V_Ext (aligned with Q's rows) when EXT_CONTIG,
-    #    else pool slots after the prefix. Keys before the block's first query are all visible (no mask);
-    #    the diagonal blocks are causal.
+    #    else pool slots after the prefix. Key blocks wholly before the tile's first token are all visible (no
+    #    mask); the blocks from there to its last token are causal.
     if EXT_CONTIG:
         ke_base = K_Ext + q_start * stride_ket + kvh * stride_keh + offs_d[:, None]
         ve_base = V_Ext + q_start * stride_vet + kvh * stride_veh + offs_d[None, :]
-    diag = mblk * BLOCK_M
+    diag = mblk * BLOCK_T // BLOCK_N * BLOCK_N
     for start in range(0, diag, BLOCK_N):
         offs_j = start + tl.arange(0, BLOCK_N)
         if EXT_CONTIG:
@@ -97,7 +103,7 @@ def _extend_fwd(
             k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
             v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
-    for start in range(diag, tl.minimum(ext_len, diag + BLOCK_M), BLOCK_N):
+    for start in range(diag, tl.minimum(ext_len, mblk * BLOCK_T + BLOCK_T), BLOCK_N):
         offs_j = start + tl.arange(0, BLOCK_N)
         mask_j = offs_j < ext_len
         if EXT_CONTIG:
@@ -111,31 +117,48 @@ def _extend_fwd(
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, causal, True, DOT_PREC)
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
+    tl.store(O + (q_start + offs_m)[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :],
              out.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
-def extend_block_config(head_dim: int, device: torch.device | str | None = None,
-                        prefix_heavy: bool = False) -> tuple[int, int, int, int]:
-    """``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` for this head size, device and batch shape.
+def extend_block_config(head_dim: int, device: torch.device | str | None = None, prefix_heavy: bool = False,
+                        group: int = 1, max_extend_len: int = 0, batch: int = 0,
+                        num_kv_heads: int = 0) -> tuple[int, int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, num_warps, num_stages, PACK)`` for this head size, device and batch shape: BLOCK_M
+    query rows (``BLOCK_M // PACK`` tokens x ``PACK`` heads of one GQA group) per program.
 
-    NOTE: from the H100 sweep (``bench_kernels.py --extend-configs``, new tokens' K/V read contiguously):
-    plain prefill 8x1024 peaks with 128-row query blocks over 32-key blocks (283 TFLOP/s; 122 with 64-key
-    blocks, which spill); batches that are mostly cached prefix (few new tokens over long KV: few-shot, fork)
-    with 64 x 64 blocks, twice as many programs (few-shot 254 TFLOP/s).
+    NOTE: from the H100 sweep (``bench_kernels.py --extend-configs``, session 6; TFLOP/s): 4 heads per tile win
+    everywhere the GQA group allows. Plain prefill 8 x 1,024: 128 x 32 blocks, 293 (283 unpacked). Mostly-cached
+    batches want the tile's tokens to match the requests' new tokens: few-shot 256 x (1,500 + 64) 287 with
+    64 tokens x 4 heads (256 rows; 256 with the old 64 x 64 unpacked), fork 32 x (1,000 + 16) 122 with
+    16 tokens x 4 heads (56 unpacked); a 256-row tile needs enough programs to fill the GPU (a mixed pass of
+    4 x (1,024 + 64) ran at 65 with it, 106 with 64 rows).
     """
     major = torch.cuda.get_device_capability(device)[0] if torch.cuda.is_available() else 0
     if major >= 9 and head_dim <= 128:
-        return (64, 64, 4, 3) if prefix_heavy else (128, 32, 4, 3)
+        if group % 4:
+            return (64, 64, 4, 3, 1) if prefix_heavy else (128, 32, 4, 3, 1)
+        if not prefix_heavy:
+            return 128, 32, 4, 3, 4
+        big = max_extend_len >= 48 and batch * triton.cdiv(max_extend_len, 64) * num_kv_heads >= 256
+        return (256, 64, 8, 3, 4) if big else (64, 64, 4, 3, 4)
     if head_dim <= 128:
-        return 64, 64, 4, 2
-    return 64, 32, 4, 1
+        return 64, 64, 4, 2, 1
+    return 64, 32, 4, 1, 1
+
+
+def _pack(want: int, group: int, block_m: int) -> int:
+    """The largest power of two <= ``want`` that divides the GQA group and leaves >= 16 rows per token block."""
+    p = 1
+    while p * 2 <= want and group % (p * 2) == 0 and block_m // (p * 2) >= 1:
+        p *= 2
+    return p
 
 
 def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
                          qo_indptr: torch.Tensor, kv_indptr: torch.Tensor, kv_indices: torch.Tensor,
                          max_extend_len: int, sm_scale: float,
-                         config: tuple[int, int, int, int] | None = None,
+                         config: tuple[int, ...] | None = None,
                          prefix_heavy: bool = False, k_ext: torch.Tensor | None = None,
                          v_ext: torch.Tensor | None = None) -> torch.Tensor:
     """Causal extend attention. ``q``/``o``: ``[T, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``
@@ -157,9 +180,10 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     # chunked far below this bound (~350k tokens at Llama-3-8B's fused qkv width)
     assert num_tokens * max(q.stride(0), o.stride(0), k_ext.stride(0), v_ext.stride(0)) < 2**31, \
         "extend pass too large for 32-bit row offsets: lower chunked_prefill_size"
-    block_m, block_n, num_warps, num_stages = config or extend_block_config(head_dim, q.device, prefix_heavy)
-    assert block_m % block_n == 0, "the diagonal loop starts at a query block boundary"
-    grid = (num_heads, batch, triton.cdiv(max_extend_len, block_m))
+    block_m, block_n, num_warps, num_stages, *rest = config or extend_block_config(
+        head_dim, q.device, prefix_heavy, group, max_extend_len, batch, k_buffer.shape[1])
+    pack = _pack(rest[0] if rest else 1, group, block_m)
+    grid = (num_heads // pack, batch, triton.cdiv(max_extend_len, block_m // pack))
     _extend_fwd[grid](
         q, k_buffer, v_buffer, k_ext, v_ext, o, qo_indptr, kv_indptr, kv_indices,
         sm_scale * _LOG2E,
@@ -171,6 +195,6 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         o.stride(0), o.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(q.dtype), EXT_CONTIG=contig,
-        num_warps=num_warps, num_stages=num_stages,
+        PACK=pack, num_warps=num_warps, num_stages=num_stages,
     )
     return o
