@@ -117,10 +117,12 @@ class ModelRunner:
         allocator's activation blocks reserved, instead of paying for them inside a request."""
         chunk = max(1, min(chunk, self.context_length, num_tokens))
         plain = [(0, chunk)] * (num_tokens // chunk) + ([(0, num_tokens % chunk)] if num_tokens % chunk else [])
-        # prefix-heavy extends (cached prefix >> new tokens) followed by two decode rows: a mixed pass
+        # prefix-heavy extends (cached prefix >> new tokens) followed by two decode rows: a mixed pass; and a
+        # batch of many of them (few-shot-like: the Triton backend picks its larger tile for it)
         ctx = min(1024, self.context_length - 64)
         mixed = [(ctx, 64)] * 4 + [(ctx, 1)] * 2 if ctx > 0 else []
-        for reqs in (plain, mixed):
+        many = [(min(256, ctx), 64)] * 32 if ctx > 0 else []
+        for reqs in (plain, mixed, many):
             if reqs:
                 self.forward(self._scratch_batch(reqs))
         if self.device.startswith("cuda"):

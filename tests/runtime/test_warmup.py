@@ -22,10 +22,11 @@ def test_warmup_writes_only_the_scratch_slot(tmp_path):
     orig = runner.forward
     runner.forward = lambda fb: calls.append((fb.extend_lens_cpu, fb.prefix_lens_cpu)) or orig(fb)
     runner.warmup(num_tokens=100, chunk=48)
-    # the largest prefill in chunks, then a prefix-heavy pass with two decode rows
+    # the largest prefill in chunks, a prefix-heavy pass with two decode rows, many prefix-heavy requests
     assert calls[0] == ([48, 48, 4], [0, 0, 0])
     ctx = min(1024, runner.context_length - 64)
     assert calls[1] == ([64] * 4 + [1] * 2, [ctx] * 6)
+    assert calls[2] == ([64] * 32, [min(256, ctx)] * 32) and len(calls) == 3
     assert pool.allocator.used == used
     for old, new in zip(before, pool.k_buffer + pool.v_buffer):
         assert torch.equal(old[:s], new[:s])          # no live slot touched
