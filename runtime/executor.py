@@ -121,13 +121,14 @@ class ModelExecutor:
             sb.cascade_rows = len(entries) - plan.skip.count(0)
         # NOTE: one upload for everything (each separate small copy costs ~15 us of host time on a GPU).
         parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows,
-                 writes.rows, writes.lens, writes.shifts, writes.vals, future_pos, future_src, *casc]
+                 writes.rows, writes.lens, writes.shifts, writes.vals, writes.dst, writes.src, writes.n,
+                 future_pos, future_src, *casc]
         sizes = [len(p) for p in parts]
         flat = h2d_parts(parts, self.runner.device)
         # ids, positions, slots, logits rows are int64 (indexing and embedding inputs); the rest stays int32
         ids_t, pos_t, loc_t, rows_t = flat[:sum(sizes[:4])].long().split(sizes[:4])
-        (qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, f_pos, f_src,
-         c_skip, c_rows, c_start, c_len) = flat.split(sizes)[4:]
+        (qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, w_dst, w_src, w_n,
+         f_pos, f_src, c_skip, c_rows, c_start, c_len) = flat.split(sizes)[4:]
         if not sb.decode:
             # NOTE: an extend batch's per-token table rows and positions are expanded here on the device
             # from per-entry values: two fewer token-length lists to build and convert on the host (the
@@ -137,7 +138,7 @@ class ModelExecutor:
         if future_pos:
             ids_t[f_pos] = prev.tokens[f_src]
         if writes:
-            self.table.write(w_rows, w_lens, w_shifts, w_vals)
+            self.table.write(w_rows, w_lens, w_shifts, w_vals, (w_dst, w_src, w_n, sum(writes.n)))
         self.table.put(tok_rows_t, pos_t, loc_t)
         kv_indices = self.table.gather(trows_t, seq_t, kvp_t, kvp[-1])
         fb = ForwardBatch(

@@ -20,15 +20,24 @@ import torch
 from ..scheduler.request import Req
 
 
+# A fresh row whose cached radix prefix (at least this long) another fresh row of the same batch also starts with
+# copies it from that row on the device instead of uploading it again (fork branches, few-shot requests).
+COPY_MIN = 32
+
+
 class Writes:
     """Row segments to upload: segment i writes ``vals[off_i : off_i + lens[i]]`` to
-    ``table[rows[i], start_i :]``; ``shifts[i] = start_i - off_i``, so value j lands in column ``j + shift``."""
+    ``table[rows[i], start_i :]``; ``shifts[i] = start_i - off_i``, so value j lands in column ``j + shift``.
+    Then copies on the device: ``table[dst[k], :n[k]] = table[src[k], :n[k]]`` (sources are rows written here)."""
 
     def __init__(self) -> None:
         self.rows: list[int] = []
         self.lens: list[int] = []
         self.shifts: list[int] = []
         self.vals: list[int] = []
+        self.dst: list[int] = []
+        self.src: list[int] = []
+        self.n: list[int] = []
 
     def add(self, row: int, start: int, vals: list[int]) -> None:
         self.rows.append(row)
@@ -36,8 +45,13 @@ class Writes:
         self.shifts.append(start - len(self.vals))
         self.vals.extend(vals)
 
+    def copy(self, dst: int, src: int, n: int) -> None:
+        self.dst.append(dst)
+        self.src.append(src)
+        self.n.append(n)
+
     def __bool__(self) -> bool:
-        return bool(self.rows)
+        return bool(self.rows) or bool(self.dst)
 
 
 class ReqToTokenTable:
@@ -63,12 +77,24 @@ class ReqToTokenTable:
         if need > self.width:
             self._grow(self.rows, max(need, 2 * self.width))
         rows = []
+        # NOTE: requests locked on the same radix node with the same cached length hold the same leading slots
+        # (the node's path): (node, length) -> the fresh row of this batch that uploads them first
+        written: dict[tuple[int, int], int] = {}
         for req, p, n in zip(reqs, prefix_lens, new_lens):
             row = req.table_row
             if row < 0 or self.owner.get(row) is not req:
                 row, valid = self._take(req, reqs), 0
             else:
                 valid = self._valid(req, p)
+            c = req.cached_len
+            if valid == 0 and COPY_MIN <= c <= p and req.last_node is not None:
+                key = (id(req.last_node), c)
+                src = written.get(key)
+                if src is None:
+                    written[key] = row
+                else:
+                    writes.copy(row, src, c)
+                    valid = c
             if valid < p:
                 writes.add(row, valid, req.kv_slots[valid:p])
             req.table_ref, req.table_len = req.kv_slots, p + n
@@ -130,9 +156,15 @@ class ReqToTokenTable:
         cols += torch.repeat_interleave(shifts, lens, output_size=total)
         return row_of, cols
 
-    def write(self, rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, vals: torch.Tensor) -> None:
-        """Apply a ``Writes`` uploaded as device tensors."""
-        self.table[self.cells(rows, lens, shifts, vals.numel())] = vals
+    def write(self, rows: torch.Tensor, lens: torch.Tensor, shifts: torch.Tensor, vals: torch.Tensor,
+              copies: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None) -> None:
+        """Apply a ``Writes`` uploaded as device tensors: its segments, then its copies ``(dst, src, n, sum(n))``."""
+        if vals.numel():
+            self.table[self.cells(rows, lens, shifts, vals.numel())] = vals
+        if copies is not None and copies[3]:
+            dst, src, n, total = copies
+            d_rows, cols = self.cells(dst, n, n - torch.cumsum(n, 0, dtype=n.dtype), total)   # column j of copy k
+            self.table[d_rows, cols] = self.table[torch.repeat_interleave(src, n, output_size=total), cols]
 
     def put(self, rows: torch.Tensor, cols: torch.Tensor, slots: torch.Tensor) -> None:
         """``table[rows[k], cols[k]] = slots[k]``: the new tokens' slots of a batch."""

@@ -19,7 +19,8 @@ def _step(table: ReqToTokenTable, batch: list[Req], new: list[list[int]]) -> Non
     t = table.table
     if writes:
         i32 = lambda x: torch.tensor(x, dtype=torch.int32)
-        table.write(i32(writes.rows), i32(writes.lens), i32(writes.shifts), i32(writes.vals))
+        table.write(i32(writes.rows), i32(writes.lens), i32(writes.shifts), i32(writes.vals),
+                    (i32(writes.dst), i32(writes.src), i32(writes.n), sum(writes.n)))
     for row, p, slots in zip(rows, prefix, new):
         t[row, p:p + len(slots)] = torch.tensor(slots, dtype=torch.int32)
     seq = [p + len(n) for p, n in zip(prefix, new)]
@@ -31,6 +32,7 @@ def _step(table: ReqToTokenTable, batch: list[Req], new: list[list[int]]) -> Non
     assert len(set(rows)) == len(rows)
     for r, n in zip(batch, new):
         r.kv_slots.extend(n)   # the scheduler's _apply
+    return writes
 
 
 def test_table_follows_host_lists_through_random_histories():
@@ -75,3 +77,27 @@ def test_unchanged_rows_upload_only_new_slots():
     writes = Writes()
     table.plan(reqs, [11, 12, 11], [1] * 3, writes)
     assert writes.lens == [7] and writes.shifts == [5] and writes.vals == [7] * 7
+
+
+def test_rows_sharing_a_cached_prefix_copy_it_on_the_device():
+    """Fresh requests locked on one radix node with the same cached length (fork branches, few-shot requests)
+    upload that prefix once; the other rows copy it from the first on the device."""
+    table = ReqToTokenTable(rows=4, width=8, device="cpu")
+    node_a, node_b = object(), object()
+    pre_a, pre_b = list(range(1000, 1040)), list(range(2000, 2033))
+
+    def req(i, node, prefix, own):
+        r = Req(rid=f"r{i}", input_ids=[1], sampling_params=SamplingParams())
+        r.kv_slots, r.cached_len, r.last_node = prefix + own, len(prefix), node
+        return r
+
+    batch = [req(0, node_a, pre_a, [1, 2, 3]), req(1, node_b, pre_b, []), req(2, node_a, pre_a, [7]),
+             req(3, node_a, pre_a, []), req(4, node_b, pre_b, [9, 9]),
+             req(5, node_a, pre_a[:10], [])]          # a short cached prefix: uploaded, never copied
+    writes = _step(table, batch, [[100 + i] for i in range(len(batch))])
+    assert writes.n == [40, 40, 33] and writes.vals.count(1000) == 2   # pre_a once + the short one's head
+    assert writes.vals.count(2000) == 1
+    assert [table.owner[d].rid for d in writes.dst] == ["r2", "r3", "r4"]
+    # the next pass: the same rows continue (one new slot each), nothing re-uploaded or copied
+    writes = _step(table, batch, [[200 + i] for i in range(len(batch))])
+    assert writes.vals == [] and writes.dst == []
