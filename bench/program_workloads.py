@@ -77,6 +77,22 @@ def skeleton_of_thought(s, question, max_tokens=12):
     s += "Summary:" + forks[0]["point"] + forks[1]["point"] + sgl.gen("summary", max_tokens=max_tokens, stop="\n")
 
 
+@sgl.function
+def tree_of_thought(s, question, branches=2, max_tokens=8):
+    """After SGLang's tree-of-thought benchmark: plans, a solution per plan and branch, a check per solution and
+    branch (three fork levels, 2 + 4 + 8 gens; the branch texts differ, so greedy branches differ too)."""
+    s += "Solve the problem. Think in plans, solutions and checks.\nQuestion: " + question + "\n"
+    plans = s.fork(branches)
+    for i, plan in enumerate(plans):
+        plan += "Plan " + str(i + 1) + ":" + sgl.gen("plan", max_tokens=max_tokens, stop="\n")
+        sols = plan.fork(branches)
+        for j, sol in enumerate(sols):
+            sol += "\nSolution " + str(j + 1) + ":" + sgl.gen("solution", max_tokens=max_tokens, stop="\n")
+            checks = sol.fork(branches)
+            for k, check in enumerate(checks):
+                check += "\nCheck " + str(k + 1) + " (score 1-5):" + sgl.gen("score", max_tokens=4, stop="\n")
+
+
 def document() -> str:
     """A ~600-token report (deterministic) for the long-context fork workload."""
     facts = [f"In year {2000 + i}, the northern farm harvested {120 + 7 * i} tonnes of wheat and the southern farm "
@@ -130,6 +146,9 @@ def workloads(n: int, use_schema: bool) -> list[Workload]:
         Workload("skeleton-of-thought fork x4", [(skeleton_of_thought, {"question": q})
                                                   for q in ["What is exercise?", "What is sleep?",
                                                             "What is reading?", "What is tea?"][:n]]),
+        Workload("tree-of-thought fork 2x2x2", [(tree_of_thought, {"question": q})
+                                                 for q in ["What is 17 * 23?", "How many legs do 3 cats have?",
+                                                           "What is half of 90?", "Is 91 prime?"][:n]]),
         Workload("long-context fork x4", [(document_fork, {"question": q})
                                           for q in ["Which farm grew more?", "Did rain help?", "What was the trend?",
                                                     "Which year was best?"][:n]]),

@@ -92,7 +92,7 @@ class Worker:
                  prefill_tokens_total=s.stats["prefill_tokens"],
                  decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"],
                  mixed_passes_total=s.stats["mixed_passes"], cascade_rows_total=s.stats["cascade_rows"],
-                 kv_stalls_total=s.stats["kv_stalls"],
+                 kv_stalls_total=s.stats["kv_stalls"], cached_warms_total=s.stats["cached_warms"],
                  gc_frozen_objects=gc.get_freeze_count())
         return c
 

@@ -54,6 +54,8 @@ class OverlapScheduler(Scheduler):
                                               and (self.inflight[0].decode or ENV.overlap_prefill)):
             return touched + self._drain()
         batch = self._prefill_batch() or (self._decode_ahead() if self.inflight else self._decode_batch())
+        touched += self._early
+        self._early = []
         if batch is None:
             return touched + self._drain()
         prev = self.inflight[1] if self.inflight is not None else None

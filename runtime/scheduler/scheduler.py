@@ -22,6 +22,10 @@ from .request import FinishReason, Req
 logger = logging.getLogger(__name__)
 
 IN_BATCH_PREFIX_MIN = 32  # uncached shared tokens that make a waiting request defer to its twin
+# A warm whose prefix is cached but for a few tokens finishes without a pass when the requests it prefixes would
+# recompute fewer than this many tokens in all (uncached tokens x (uses - 1)): a pass on their critical path costs
+# more than that (see Scheduler._finish_cached_warm)
+WARM_SKIP_TOKENS = 8
 LPM_MAX_QUEUE = 128  # NOTE: past this many waiting requests, LPM's sort costs more than it saves: FCFS
 
 
@@ -56,12 +60,13 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
-                      "retractions": 0, "cascade_rows": 0, "mixed_passes": 0, "kv_stalls": 0}
+                      "retractions": 0, "cascade_rows": 0, "mixed_passes": 0, "kv_stalls": 0, "cached_warms": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
         self.mixed = cfg.mixed_chunk if cfg.mixed_chunk is not None else bool(getattr(executor, "mixed_chunk", False))
         self._favored: Req | None = None   # the waiting request an unstick lets prefill alone (see step_or_unstick)
         self._solo = False                 # this prefill step admits only the first waiting request
         self._arrivals = 0                 # Req.arrival: order of add()
+        self._early: list[Req] = []        # finished while a batch was formed, without a pass (cached warms)
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -84,7 +89,7 @@ class Scheduler:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self._early)
 
     def settle(self) -> None:
         """Apply whatever is already launched (the overlap scheduler's in-flight step; here: nothing)."""
@@ -94,11 +99,11 @@ class Scheduler:
         """Run one batch; returns the requests it touched (finished ones are already released)."""
         self.cache.expire_pins(self.clock())
         batch = self._prefill_batch() or self._decode_batch()
+        touched, self._early = self._early, []
         if batch is None:
-            return []
+            return touched
         results = self.executor.run(batch)
         self._count_pass(batch)
-        touched = []
         for entry, res in zip(batch.entries, results):
             self._apply(entry, res)
             touched.append(entry.req)
@@ -214,6 +219,10 @@ class Scheduler:
             fill = req.fill_ids
             # NOTE: one radix match per request serves the sharing key and the admission (no eviction between)
             m = None if req.kv_slots else self.cache.match_prefix(fill[:req.prefix_cap()])
+            if (m is not None and _is_warm(req) and m.length >= IN_BATCH_PREFIX_MIN
+                    and (len(fill) - m.length) * (req.sampling_params.pin_uses - 1) < WARM_SKIP_TOKENS):
+                self._finish_cached_warm(req, fill, m)   # NOTE: no pass: the requests it prefixes compute the rest
+                continue
             key = self._uncached_key(fill, m)
             if key is not None and (key in computing or key in ahead):
                 continue   # NOTE: in-batch prefix sharing: the twin computes it; this one hits the cache next step
@@ -242,6 +251,19 @@ class Scheduler:
         computing.discard(None)
         return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing),
                              warming=tuple(warming[own:]))
+
+    def _finish_cached_warm(self, req: Req, fill: list[int], m: MatchResult) -> None:
+        """A warm whose prompt is cached but for a few tokens (a fork of a stream that just decoded: its last
+        token) would spend a forward pass on the critical path of the requests it prefixes, to save them a few
+        tokens each: finish it at once, pinning the cached part for its uses (as a computed warm pins its
+        prompt). The requests it prefixes then compute the short rest in their own pass."""
+        sp = req.sampling_params
+        req.cached_tokens = min(m.length, len(req.input_ids))
+        self.cache.pin(req.rid, fill[:m.length], m.node, sp.pin_uses, self.clock() + sp.pin_ttl_s)
+        req.finish = FinishReason.LENGTH
+        self.waiting.remove(req)
+        self._early.append(req)
+        self.stats["cached_warms"] += 1
 
     def _prefill_in_flight(self) -> ScheduleBatch | None:
         """A prefill batch launched earlier and not applied yet (overlap scheduling; here: none)."""

@@ -221,3 +221,37 @@ def test_warms_of_one_prefix_neither_serialize_nor_starve_their_requests(cls):
     assert first is not None and first <= 2
     assert all(e.output_ids == expected_output(e.input_ids, 1) for e in exts)
     assert_all_free(sched, cache, alloc)
+
+
+@pytest.mark.parametrize("cls", [Scheduler, OverlapScheduler])
+def test_a_warm_of_a_mostly_cached_prefix_takes_no_pass(cls):
+    """A fork of a stream that just decoded warms a prefix cached but for its last token(s): a pass for them on
+    its branches' critical path would save each branch a token. The warm finishes at once, pinning the cached
+    part; the branches compute the rest themselves. Only while the tokens saved stay few (uncached x (uses - 1)
+    below 8): a warm for nine branches computes its token."""
+    alloc = SlotAllocator(400)
+    cache = RadixCache(alloc)
+    sched = cls(SchedulerConfig(max_running_requests=16, chunked_prefill_size=128, max_prefill_tokens=128),
+                alloc, cache, FakeExecutor({}), finish_check)
+    long = list(range(1, 61))
+    run(sched, req("first", long, 1))                     # the stream's 60 tokens are cached
+    passes = sched.stats["forward_passes"]
+    w = warm("w", 2)
+    w.input_ids = long + [200]                            # 1 uncached token x 1 saved use
+    run(sched, w)
+    assert w.finish is FinishReason.LENGTH and w.cached_tokens == 60
+    assert sched.stats["forward_passes"] == passes and sched.stats["cached_warms"] == 1
+    assert len(cache.pins) == 1 and cache.pins[0].tokens == long and cache.protected_size == 60
+    a, b = req("a", long + [200, 201]), req("b", long + [200, 202])
+    run(sched, a, b)
+    assert not cache.pins                                 # both branches were admitted: the pin is gone
+    assert a.cached_tokens == b.cached_tokens == 60
+    assert a.output_ids == expected_output(a.input_ids, 2) and b.output_ids == expected_output(b.input_ids, 2)
+
+    w9 = warm("w9", 9)
+    w9.input_ids = long + [300]                           # 1 uncached token x 8 saved uses: worth a pass
+    passes = sched.stats["forward_passes"]
+    run(sched, w9)
+    assert sched.stats["forward_passes"] == passes + 1 and sched.stats["cached_warms"] == 1
+    sched.cache.unpin()
+    assert_all_free(sched, cache, alloc)
