@@ -15,6 +15,8 @@ class BatchEntry:
     prefix_len: int               # tokens already in the KV before this pass
     new_slots: list[int]          # KV slots receiving new_ids
     sample: bool                  # sample the next token from the last row
+    # its tokens went into the radix tree when it was scheduled (Scheduler._share_now): the tree owns new_slots
+    shared: bool = False
     # prompt logprobs wanted from this pass: local rows and the token each row predicts
     lp_rows: list[int] = field(default_factory=list)
     lp_targets: list[int] = field(default_factory=list)

@@ -95,7 +95,8 @@ class OverlapScheduler(Scheduler):
         touched = []
         for entry, res in zip(batch.entries, results):
             if entry.req.finished:   # finished (or aborted) while this step ran: drop its extra token
-                self.allocator.free(entry.new_slots)
+                if not entry.shared:     # (a shared entry's slots belong to the radix tree)
+                    self.allocator.free(entry.new_slots)
                 continue
             self._apply(entry, res)
             touched.append(entry.req)

@@ -32,6 +32,7 @@ class Req:
     cached_len: int = 0             # leading kv_slots owned by the radix tree (locked via last_node)
     last_node: Any = None
     cached_tokens: int = 0          # prompt tokens served from the cache (reported in meta_info)
+    pinned: bool = False            # a warm whose pin exists (made when its prompt's last pass was scheduled)
     forward_passes: int = 0
     finish: FinishReason | None = None
     matched_stop: Any = None

@@ -126,8 +126,9 @@ class Scheduler:
             # NOTE: share the prompt with requests arriving while this one runs (also when a constraint's
             # forced prefix already gave it output tokens before its first pass).
             self._cache_prefix(req)
-            if req.sampling_params.pin_uses and not self._prompt_pending(req):
+            if req.sampling_params.pin_uses and not self._prompt_pending(req) and not req.pinned:
                 self._pin_prompt(req)
+                req.pinned = True
         if e.lp_targets:
             req.input_token_logprobs.extend(zip(res.input_logprobs, e.lp_targets))
             req.input_top_logprobs.extend(res.input_tops)
@@ -237,9 +238,13 @@ class Scheduler:
             entry = self._admit(req, min(budget, chunk), fill, m, reserve)
             if entry is None:
                 break
-            # NOTE: also when the prefix is cached already: the pin starts when the warm is applied, and only
-            # requests admitted after that count towards it
-            if _is_warm(req) and not self.cache.disabled:
+            if m is not None and not self.cache.disabled and self._share_now(req, entry, fill):
+                end = entry.prefix_len + len(entry.new_ids)
+                if end < len(fill):   # a chunk: twins of the rest of its prompt wait for its next chunk
+                    computing.add((end, tuple(fill[end:end + IN_BATCH_PREFIX_MIN])))
+            # NOTE: a warm whose prompt is not complete after this pass (chunked) holds back the requests it
+            # prefixes until its pin exists (only requests admitted after that count towards it)
+            if _is_warm(req) and not self.cache.disabled and not req.pinned:
                 warming.append((fill, req.arrival))
             self.waiting.remove(req)
             entries.append(entry)
@@ -251,6 +256,34 @@ class Scheduler:
         computing.discard(None)
         return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing),
                              warming=tuple(warming[own:]))
+
+    def _share_now(self, req: Req, e: BatchEntry, fill: list[int]) -> bool:
+        """Put a fresh request's tokens of this pass into the radix tree now, as the pass is scheduled, not when
+        it is applied: requests admitted after it (in this batch or the next) match them and attend to their
+        K/V in the same pass — every attention backend stores a layer's new K/V for the whole batch before it
+        attends — instead of waiting a pass for the cache hit (fork branches behind their prefix, extensions
+        behind a warm). The request's lock moves to the new node; ``kv_slots`` gains ``new_slots`` when the
+        pass is applied, as before, and ``cached_len`` already counts them (the tree owns them).
+        A warm whose prompt this pass completes is pinned now, so that the requests sharing its pass count."""
+        end = e.prefix_len + len(e.new_ids)
+        node = req.last_node   # where its radix match ended (_admit), exactly e.prefix_len tokens deep
+        if node is None or not e.new_ids or fill[e.prefix_len] in node.children:
+            # NOTE: the tree holds more of it than the match took (the match stops a token early for the
+            # logits): this pass computes duplicates, which the apply frees as before
+            return False
+        done = self.cache.insert(fill[:end], req.kv_slots + e.new_slots)
+        assert done == e.prefix_len, (done, e.prefix_len)
+        node = self.cache.match_prefix(fill[:end]).node
+        self.cache.lock(node)
+        if req.last_node is not None:
+            self.cache.unlock(req.last_node)
+        req.last_node, req.cached_len = node, end
+        e.shared = True
+        sp = req.sampling_params
+        if _is_warm(req) and end == len(fill):
+            self.cache.pin(req.rid, fill[:end], node, sp.pin_uses, self.clock() + sp.pin_ttl_s)
+            req.pinned = True
+        return True
 
     def _finish_cached_warm(self, req: Req, fill: list[int], m: MatchResult) -> None:
         """A warm whose prompt is cached but for a few tokens (a fork of a stream that just decoded: its last

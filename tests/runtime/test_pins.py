@@ -160,10 +160,11 @@ def test_stress_with_pins_every_answer_right_and_all_kv_free():
 
 
 @pytest.mark.parametrize("overlap", [False, True])
-def test_requests_sent_right_after_a_warm_wait_for_it(overlap):
-    """``Engine.warm(wait=False)``: the branches arrive in the same queue as the warm. Their uncached parts share
-    fewer tokens than in-batch sharing's 32-token key, but they wait for the warm's pass anyway: the prefix is
-    computed once, they count towards its pin, and the pin is gone once both were admitted."""
+def test_requests_sent_right_after_a_warm_share_its_pass(overlap):
+    """``Engine.warm(wait=False)``: the branches arrive in the same queue as the warm. The warm's tokens go into
+    the radix tree as its pass is scheduled, so the branches join that pass and attend to its K/V: the prefix is
+    computed once, they count towards its pin (made at scheduling too), and the pin is gone once both were
+    admitted — one pass, where they used to wait for the warm's."""
     alloc = SlotAllocator(200)
     cache = RadixCache(alloc)
     cls = OverlapScheduler if overlap else Scheduler
@@ -173,7 +174,8 @@ def test_requests_sent_right_after_a_warm_wait_for_it(overlap):
     for r in (w, a, b):
         sched.add(r)
     sched.step()
-    assert not a.kv_slots and not b.kv_slots    # held back while the warm computes the prefix
+    assert a.cached_tokens == b.cached_tokens == len(PREFIX) and a.forward_passes + b.forward_passes <= 2
+    assert not cache.pins                        # both counted in the warm's own pass
     while sched.has_work:
         sched.step()
     assert a.cached_tokens == b.cached_tokens == len(PREFIX)
@@ -245,7 +247,7 @@ def test_a_warm_of_a_mostly_cached_prefix_takes_no_pass(cls):
     a, b = req("a", long + [200, 201]), req("b", long + [200, 202])
     run(sched, a, b)
     assert not cache.pins                                 # both branches were admitted: the pin is gone
-    assert a.cached_tokens == b.cached_tokens == 60
+    assert a.cached_tokens == 60 and b.cached_tokens == 61   # b shares a's token 200, computed in their pass
     assert a.output_ids == expected_output(a.input_ids, 2) and b.output_ids == expected_output(b.input_ids, 2)
 
     w9 = warm("w9", 9)

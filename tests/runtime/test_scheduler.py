@@ -33,8 +33,10 @@ class FakeExecutor:
         return self.collect(self.launch(batch))
 
     def launch(self, batch: ScheduleBatch, prev: dict | None = None) -> dict:
-        """Computes at once (a GPU would later); a FUTURE_TOKEN input is the token ``prev`` sampled."""
-        out, sampled = [], {}
+        """Computes at once (a GPU would later); a FUTURE_TOKEN input is the token ``prev`` sampled. As the
+        attention backends do in every layer, the whole batch's new K/V is stored first, then each entry attends:
+        an entry may read slots another entry of the same pass writes (Scheduler._share_now)."""
+        out, sampled, inputs = [], {}, []
         for e in batch.entries:
             req = e.req
             seq, slots, new_ids = req.fill_ids, list(req.kv_slots), e.new_ids
@@ -43,11 +45,14 @@ class FakeExecutor:
                 seq, slots, new_ids = seq + [tok], slots + pe.new_slots, [tok]
                 seq = seq[:-1]                   # the in-flight token is this pass's input
                 self.ahead += 1
-            assert e.prefix_len == len(slots)
-            for p, slot in enumerate(slots):       # cached/previous KV holds the right tokens
-                assert self.kv[slot] == (p, (seq + new_ids)[p]), (req.rid, p)
             for j, (tok, slot) in enumerate(zip(new_ids, e.new_slots)):
                 self.kv[slot] = (e.prefix_len + j, tok)
+            inputs.append((seq, slots, new_ids))
+        for e, (seq, slots, new_ids) in zip(batch.entries, inputs):
+            req = e.req
+            assert e.prefix_len == len(slots)
+            for p, slot in enumerate(slots):       # cached/previous KV (or this pass's) holds the right tokens
+                assert self.kv[slot] == (p, (seq + new_ids)[p]), (req.rid, p)
             upto = e.prefix_len + len(new_ids)
             full = seq[:e.prefix_len] + new_ids
             assert full[e.prefix_len:upto] == new_ids and len(full) == upto
