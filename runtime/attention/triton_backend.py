@@ -39,6 +39,7 @@ class TritonAttnMeta:
     mode: ForwardMode
     max_extend_len: int = 0
     prefix_heavy: bool = False
+    typical_extend_len: int = 0   # EXTEND: the median request's new tokens (sizes the query tile)
     num_splits: int = 1
     decode_rows: int = 0     # EXTEND: trailing one-token entries that go through the decode kernel
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -78,8 +79,9 @@ class TritonAttentionBackend(AttentionBackend):
             max_ext = max(ext[:head]) if head else (0 if ext else batch.num_tokens)
             heavy = sum(pre[:head]) >= 4 * max(1, sum(ext[:head]))
             splits = decode_num_splits(d, self.kv_pool.num_kv_heads, self.num_sms, self.max_kv_splits) if d else 1
+            typical = sorted(ext[:head])[head // 2] if head else 0
             batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext, prefix_heavy=heavy,
-                                             num_splits=splits, decode_rows=d)
+                                             typical_extend_len=typical, num_splits=splits, decode_rows=d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -104,7 +106,8 @@ class TritonAttentionBackend(AttentionBackend):
             # NOTE: the grid covers entries [0, b) only; their q/o rows are addressed through qo_indptr.
             extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr[:b + 1],
                                  batch.kv_indptr[:b + 1], batch.kv_indices, meta.max_extend_len, layer.scaling,
-                                 prefix_heavy=meta.prefix_heavy, k_ext=k, v_ext=v)
+                                 prefix_heavy=meta.prefix_heavy, k_ext=k, v_ext=v,
+                                 typical_extend_len=meta.typical_extend_len)
         if d:
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)

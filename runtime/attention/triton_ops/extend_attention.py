@@ -122,7 +122,7 @@ def _extend_fwd(
 
 
 def extend_block_config(head_dim: int, device: torch.device | str | None = None, prefix_heavy: bool = False,
-                        group: int = 1, max_extend_len: int = 0, batch: int = 0,
+                        group: int = 1, extend_len: int = 0, batch: int = 0,
                         num_kv_heads: int = 0) -> tuple[int, int, int, int, int]:
     """``(BLOCK_M, BLOCK_N, num_warps, num_stages, PACK)`` for this head size, device and batch shape: BLOCK_M
     query rows (``BLOCK_M // PACK`` tokens x ``PACK`` heads of one GQA group) per program.
@@ -140,7 +140,7 @@ def extend_block_config(head_dim: int, device: torch.device | str | None = None,
             return (64, 64, 4, 3, 1) if prefix_heavy else (128, 32, 4, 3, 1)
         if not prefix_heavy:
             return 128, 32, 4, 3, 4
-        big = max_extend_len >= 48 and batch * triton.cdiv(max_extend_len, 64) * num_kv_heads >= 256
+        big = extend_len >= 48 and batch * triton.cdiv(extend_len, 64) * num_kv_heads >= 256
         return (256, 64, 8, 3, 4) if big else (64, 64, 4, 3, 4)
     if head_dim <= 128:
         return 64, 64, 4, 2, 1
@@ -160,11 +160,13 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
                          max_extend_len: int, sm_scale: float,
                          config: tuple[int, ...] | None = None,
                          prefix_heavy: bool = False, k_ext: torch.Tensor | None = None,
-                         v_ext: torch.Tensor | None = None) -> torch.Tensor:
+                         v_ext: torch.Tensor | None = None, typical_extend_len: int = 0) -> torch.Tensor:
     """Causal extend attention. ``q``/``o``: ``[T, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``
     (this pass's K/V already stored); ``max_extend_len`` sizes the grid (a host int). ``k_ext``/``v_ext``
     ``[T, Hkv, D]`` (rows aligned with ``q``, strided views allowed): this pass's K/V, read contiguously
-    instead of through the pool's slots."""
+    instead of through the pool's slots. ``typical_extend_len`` (default: ``max_extend_len``) sizes the query
+    tile of a prefix-heavy batch: a fork's branches (16 new tokens each) next to the one request computing
+    their prefix (1,000) want the small tile."""
     num_tokens, num_heads, head_dim = q.shape
     batch = qo_indptr.shape[0] - 1
     if num_tokens == 0 or batch == 0:
@@ -181,7 +183,7 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     assert num_tokens * max(q.stride(0), o.stride(0), k_ext.stride(0), v_ext.stride(0)) < 2**31, \
         "extend pass too large for 32-bit row offsets: lower chunked_prefill_size"
     block_m, block_n, num_warps, num_stages, *rest = config or extend_block_config(
-        head_dim, q.device, prefix_heavy, group, max_extend_len, batch, k_buffer.shape[1])
+        head_dim, q.device, prefix_heavy, group, typical_extend_len or max_extend_len, batch, k_buffer.shape[1])
     pack = _pack(rest[0] if rest else 1, group, block_m)
     grid = (num_heads // pack, batch, triton.cdiv(max_extend_len, block_m // pack))
     _extend_fwd[grid](
