@@ -19,7 +19,6 @@ import torch
 
 from ..scheduler.request import Req
 
-
 # A fresh row whose cached radix prefix (at least this long) another fresh row of the same batch also starts with
 # copies it from that row on the device instead of uploading it again (fork branches, few-shot requests).
 COPY_MIN = 32

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))
-from gpu_helpers import assert_greedy, write_tiny_config  # noqa: E402
+from gpu_helpers import assert_greedy, write_tiny_config
 
 
 def test_branches_share_their_head_within_one_pass(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))
-from gpu_helpers import make_runner, randomize_, write_tiny_config  # noqa: E402
+from gpu_helpers import make_runner, randomize_, write_tiny_config
 
 
 def test_warmup_writes_only_the_scratch_slot(tmp_path):
