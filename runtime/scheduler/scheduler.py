@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 IN_BATCH_PREFIX_MIN = 32  # uncached shared tokens that make a waiting request defer to its twin
 # A warm whose prefix is cached but for a few tokens finishes without a pass when the requests it prefixes would
-# recompute fewer than this many tokens in all (uncached tokens x (uses - 1)): a pass on their critical path costs
-# more than that (see Scheduler._finish_cached_warm)
+# recompute fewer than this many tokens in all (uncached tokens x max(uses - 1, 1)): a pass on their critical path
+# costs more than that (see Scheduler._finish_cached_warm). Never a warm that asked for prompt logprobs.
 WARM_SKIP_TOKENS = 8
 LPM_MAX_QUEUE = 128  # NOTE: past this many waiting requests, LPM's sort costs more than it saves: FCFS
 
@@ -220,8 +220,8 @@ class Scheduler:
             fill = req.fill_ids
             # NOTE: one radix match per request serves the sharing key and the admission (no eviction between)
             m = None if req.kv_slots else self.cache.match_prefix(fill[:req.prefix_cap()])
-            if (m is not None and _is_warm(req) and m.length >= IN_BATCH_PREFIX_MIN
-                    and (len(fill) - m.length) * (req.sampling_params.pin_uses - 1) < WARM_SKIP_TOKENS):
+            if (m is not None and _is_warm(req) and not req.needs_input_logprobs and m.length >= IN_BATCH_PREFIX_MIN
+                    and (len(fill) - m.length) * max(req.sampling_params.pin_uses - 1, 1) < WARM_SKIP_TOKENS):
                 self._finish_cached_warm(req, fill, m)   # NOTE: no pass: the requests it prefixes compute the rest
                 continue
             key = self._uncached_key(fill, m)
@@ -364,6 +364,9 @@ class Scheduler:
         if fresh and self.cache.pins:
             self.cache.use_pins(fill)   # admitted: its own lock keeps the pinned prefix from now on
         if req.needs_input_logprobs and not req.output_ids:
+            if fresh:   # NOTE: a request released mid-prompt (no room for its next chunk) plans them all again
+                req.input_token_logprobs.clear()
+                req.input_top_logprobs.clear()
             self._plan_input_logprobs(entry, fill)
         return entry
 
