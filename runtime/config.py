@@ -14,6 +14,7 @@ class RuntimeConfig:
     tokenizer_path: str | None = None
     load_format: str = "auto"              # "auto" | "dummy" (random weights of the right shapes)
     dtype: str = "auto"                    # "auto" | "float32" | "bfloat16" | "float16"
+    kv_cache_dtype: str = "auto"           # "auto" (the model's dtype) | "fp8_e4m3" (half the bytes; scale 1, saturated)
     device: str = "auto"                   # "auto" | "cpu" | "cuda" | "cuda:N"
     context_length: int | None = None
     # KV memory: GPU from a fraction of free memory, CPU from a token budget.
@@ -61,6 +62,11 @@ class RuntimeConfig:
             raise EngineUnsupported(f"quantization={self.quantization!r} is not implemented yet")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise EngineError(f"dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
+        if self.kv_cache_dtype not in ("auto", "fp8_e4m3"):
+            raise EngineError(f"kv_cache_dtype must be 'auto' or 'fp8_e4m3', got {self.kv_cache_dtype!r}")
+        if self.kv_cache_dtype != "auto" and self.attention_backend == "flashinfer":
+            raise EngineUnsupported("kv_cache_dtype='fp8_e4m3' with the FlashInfer backend is not implemented; "
+                                    "use attention_backend='triton' (or 'torch')")
         if self.load_format not in ("auto", "dummy"):
             raise EngineError(f"load_format must be 'auto' or 'dummy', got {self.load_format!r}")
         if self.schedule_policy not in ("lpm", "fcfs"):

@@ -11,7 +11,7 @@ from .attention import create_attention_backend, resolve_backend_name
 from .config import RuntimeConfig, resolve_device, resolve_dtype, scheduler_defaults
 from .errors import EngineError
 from .forward_batch import ForwardBatch, ForwardMode
-from .mem.kv_pool import KVPool
+from .mem.kv_pool import FP8_DTYPES, KVPool
 from .model_files import default_model_path
 from .model_loader import load_model_source
 from .models import get_model_class
@@ -35,10 +35,13 @@ class ModelRunner:
         self.num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
         self.head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
         self.vocab_size = hf_config.vocab_size
+        self.kv_dtype = self._kv_dtype(cfg)
         pool_size = self._pool_size(weights_bytes=self._weights_bytes(hf_config))
         self.kv_pool = KVPool(pool_size, hf_config.num_hidden_layers, self.num_kv_heads, self.head_dim,
-                              self.dtype, self.device)
+                              self.kv_dtype, self.device)
         self.backend_name = resolve_backend_name(cfg.attention_backend, self.device)
+        if self.kv_dtype != self.dtype and self.backend_name == "flashinfer":
+            raise EngineError("kv_cache_dtype='fp8_e4m3' needs the Triton or torch attention backend, not FlashInfer")
         self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool)
         # Members per shared-prefix chunk of a decode batch (runtime/attention/cascade.py); 0: no cascade.
         self.cascade_chunk = 0
@@ -69,6 +72,16 @@ class ModelRunner:
         logger.info("loaded %s (%s, %s on %s) in %.1fs; KV pool %d tokens", self.model_path,
                     model_cls.__name__, self.dtype, self.device, self.load_seconds, pool_size)
 
+    def _kv_dtype(self, cfg: RuntimeConfig) -> torch.dtype:
+        """The KV pool's element type: the model's, or fp8 (e4m3, scale 1: values saturate at +-448)."""
+        if cfg.kv_cache_dtype == "auto":
+            return self.dtype
+        if self.device.startswith("cuda") and torch.cuda.get_device_capability(torch.device(self.device)) < (8, 9):
+            raise EngineError("kv_cache_dtype='fp8_e4m3' needs a GPU with fp8 conversions (compute capability "
+                              "8.9+: Ada, Hopper); this one has "
+                              f"{'.'.join(map(str, torch.cuda.get_device_capability(torch.device(self.device))))}")
+        return FP8_DTYPES[cfg.kv_cache_dtype]
+
     def _weights_bytes(self, c) -> int:
         h, i, L, v = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
         q = c.num_attention_heads * self.head_dim
@@ -79,7 +92,7 @@ class ModelRunner:
 
     def _pool_size(self, weights_bytes: int) -> int:
         per_token = KVPool.bytes_per_token(self.hf_config.num_hidden_layers, self.num_kv_heads,
-                                           self.head_dim, self.dtype)
+                                           self.head_dim, self.kv_dtype)
         if self.cfg.max_total_tokens:
             return self.cfg.max_total_tokens
         if not self.device.startswith("cuda"):

@@ -74,6 +74,7 @@ class Worker:
         return {
             "model_path": r.model_path, "architecture": type(r.model).__name__,
             "context_length": r.context_length, "vocab_size": r.vocab_size, "dtype": str(r.dtype).removeprefix("torch."),
+            "kv_cache_dtype": str(r.kv_dtype).removeprefix("torch."),
             "device": r.device, "attention_backend": r.backend_name, "max_total_tokens": r.kv_pool.size,
             "num_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
             "num_attention_heads": c.num_attention_heads, "num_kv_heads": r.num_kv_heads,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..forward_batch import ForwardBatch
+from ..mem.kv_pool import to_kv
 
 HEADROOM = 64  # NOTE: positions allocated ahead so appending rarely reallocates
 
@@ -84,8 +85,8 @@ class DecodeStaging:
             if sk.shape[2] < p.length:
                 sk, sv = _grow(sk, p.length + HEADROOM), _grow(sv, p.length + HEADROOM)
             b = torch.arange(sk.shape[0], device=sk.device)
-            sk[b, :, p.pos] = k_new.to(sk.dtype)
-            sv[b, :, p.pos] = v_new.to(sv.dtype)
+            sk[b, :, p.pos] = to_kv(k_new, sk.dtype)   # NOTE: exactly what the pool stored (fp8: saturated)
+            sv[b, :, p.pos] = to_kv(v_new, sv.dtype)
         self.k[layer_id], self.v[layer_id] = sk, sv
         return sk[:, :, :p.length], sv[:, :, :p.length]
 

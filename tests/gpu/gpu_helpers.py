@@ -57,13 +57,13 @@ def write_tiny_config(path, **overrides) -> str:
     return str(path)
 
 
-def make_runner(model_dir: str, device: str, backend: str, dtype: str = "float32", tokens: int = 8192):
+def make_runner(model_dir: str, device: str, backend: str, dtype: str = "float32", tokens: int = 8192, **kw):
     from runtime.config import RuntimeConfig
     from runtime.model_runner import ModelRunner
 
     cfg = RuntimeConfig(model_path=model_dir, load_format="dummy", device=device, dtype=dtype,
                         attention_backend=backend, max_total_tokens=tokens, disable_cuda_graph=True,
-                        skip_tokenizer_init=True)
+                        skip_tokenizer_init=True, **kw)
     return ModelRunner(cfg)
 
 

@@ -125,13 +125,14 @@ def test_serve_engine_flags_reach_the_engine_options() -> None:
     p = argparse.ArgumentParser()
     add_arguments(p)
     ns = p.parse_args(["--overlap-schedule", "off", "--mixed-chunk", "on", "--max-running-requests", "8", "--skip-tokenizer-init",
-                       "--disable-cascade-attention", "--disable-cuda-graph", "--disable-warmup"])
+                       "--disable-cascade-attention", "--disable-cuda-graph", "--disable-warmup",
+                       "--kv-cache-dtype", "fp8_e4m3"])
     opts = engine_options(args_from_namespace(ns))
     assert opts["overlap_schedule"] == "off" and opts["max_running_requests"] == 8
     assert opts["mixed_chunk"] == "on"
     assert opts["skip_tokenizer_init"] is True
     assert opts["disable_cascade_attention"] is True and opts["disable_cuda_graph"] is True
-    assert opts["disable_warmup"] is True
+    assert opts["disable_warmup"] is True and opts["kv_cache_dtype"] == "fp8_e4m3"
     RuntimeConfig.from_kwargs(**opts)   # every option is a real RuntimeConfig field
     defaults = engine_options(args_from_namespace(p.parse_args([])))
     assert "overlap_schedule" not in defaults and "skip_tokenizer_init" not in defaults

@@ -69,10 +69,11 @@ def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale
         mask_n = offs_n < s_end
         loc = tl.load(KV_Indices + kv_start + offs_n, mask=mask_n, other=0).to(tl.int64)
         # K is read transposed ([D, N]) so that q @ k is a plain tensor-core dot.
+        # NOTE: .to(q.dtype): an fp8 pool (kv_cache_dtype) is widened to the query's type before the dots
         k = tl.load(K_Buf + loc[None, :] * stride_kt + kvh * stride_kh + offs_d[:, None],
-                    mask=mask_n[None, :] & mask_d[:, None], other=0.0)
+                    mask=mask_n[None, :] & mask_d[:, None], other=0.0).to(q.dtype)
         v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
-                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+                    mask=mask_n[:, None] & mask_d[None, :], other=0.0).to(q.dtype)
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, mask_n[None, :], True, DOT_PREC)
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]

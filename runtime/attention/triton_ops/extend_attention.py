@@ -69,20 +69,21 @@ def _extend_fwd(
     k_base = K_Buf + kvh * stride_kh + offs_d[:, None]
     v_base = V_Buf + kvh * stride_vh + offs_d[None, :]
 
-    # 1. The cached prefix, through the pool's slot indices: every query sees all of it, so whole blocks
+    # 1. The cached prefix, through the pool's slot indices (widened to q's type: the pool may be fp8): every
+    #    query sees all of it, so whole blocks
     #    need no mask (keeps the main loop branch-free for the software pipeliner); the last partial one does.
     prefix_full = prefix // BLOCK_N * BLOCK_N
     for start in range(0, prefix_full, BLOCK_N):
         loc = tl.load(kv_base + start + tl.arange(0, BLOCK_N)).to(tl.int64)
-        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
-        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
+        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0).to(q.dtype)
+        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0).to(q.dtype)
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
     for start in range(prefix_full, prefix, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         mask_n = offs_n < prefix
         loc = tl.load(kv_base + offs_n, mask=mask_n, other=0).to(tl.int64)
-        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_n[None, :] & mask_d[:, None], other=0.0)
-        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+        k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_n[None, :] & mask_d[:, None], other=0.0).to(q.dtype)
+        v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_n[:, None] & mask_d[None, :], other=0.0).to(q.dtype)
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2,
                                       mask_n[None, :], True, DOT_PREC)
 
@@ -100,8 +101,8 @@ def _extend_fwd(
             v = tl.load(ve_base + offs_j[:, None] * stride_vet, mask=mask_d[None, :], other=0.0)
         else:
             loc = tl.load(kv_base + prefix + offs_j).to(tl.int64)
-            k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0)
-            v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0)
+            k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_d[:, None], other=0.0).to(q.dtype)
+            v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_d[None, :], other=0.0).to(q.dtype)
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, None, False, DOT_PREC)
     for start in range(diag, tl.minimum(ext_len, mblk * BLOCK_T + BLOCK_T), BLOCK_N):
         offs_j = start + tl.arange(0, BLOCK_N)
@@ -111,8 +112,8 @@ def _extend_fwd(
             v = tl.load(ve_base + offs_j[:, None] * stride_vet, mask=mask_j[:, None] & mask_d[None, :], other=0.0)
         else:
             loc = tl.load(kv_base + prefix + offs_j, mask=mask_j, other=0).to(tl.int64)
-            k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_j[None, :] & mask_d[:, None], other=0.0)
-            v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_j[:, None] & mask_d[None, :], other=0.0)
+            k = tl.load(k_base + loc[None, :] * stride_kt, mask=mask_j[None, :] & mask_d[:, None], other=0.0).to(q.dtype)
+            v = tl.load(v_base + loc[:, None] * stride_vt, mask=mask_j[:, None] & mask_d[None, :], other=0.0).to(q.dtype)
         causal = (offs_j[None, :] <= offs_m[:, None]) & mask_j[None, :]
         m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, causal, True, DOT_PREC)
 

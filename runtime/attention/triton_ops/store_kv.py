@@ -5,16 +5,21 @@ import torch
 import triton
 import triton.language as tl
 
+from ...mem.kv_pool import fp8_max, to_kv
+
 
 @triton.jit
 def _store_kv_kernel(K, V, K_Buf, V_Buf, Loc, stride_k, stride_v, stride_kb, stride_vb,
-                     ROW: tl.constexpr, BLOCK: tl.constexpr):
+                     ROW: tl.constexpr, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < ROW
     slot = tl.load(Loc + t).to(tl.int64)
     k = tl.load(K + t * stride_k + cols, mask=mask)
     v = tl.load(V + t * stride_v + cols, mask=mask)
+    if FP8_MAX > 0:   # an fp8 pool: saturate (e4m3fn has no infinity) as runtime.mem.kv_pool.to_kv does
+        k = tl.minimum(tl.maximum(k.to(tl.float32), -FP8_MAX), FP8_MAX)
+        v = tl.minimum(tl.maximum(v.to(tl.float32), -FP8_MAX), FP8_MAX)
     tl.store(K_Buf + slot * stride_kb + cols, k.to(K_Buf.dtype.element_ty), mask=mask)
     tl.store(V_Buf + slot * stride_vb + cols, v.to(V_Buf.dtype.element_ty), mask=mask)
 
@@ -36,11 +41,11 @@ def store_kv(k_buf: torch.Tensor, v_buf: torch.Tensor, loc: torch.Tensor, k: tor
     k = k.view(t, k_buf.shape[1], k_buf.shape[2]) if k.dim() == 2 else k
     v = v.view(t, v_buf.shape[1], v_buf.shape[2]) if v.dim() == 2 else v
     if not (_rows_contiguous(k) and _rows_contiguous(v) and _rows_contiguous(k_buf) and _rows_contiguous(v_buf)):
-        k_buf.index_copy_(0, loc, k.to(k_buf.dtype))
-        v_buf.index_copy_(0, loc, v.to(v_buf.dtype))
+        k_buf.index_copy_(0, loc, to_kv(k, k_buf.dtype))
+        v_buf.index_copy_(0, loc, to_kv(v, v_buf.dtype))
         return
     row = k_buf.shape[1] * k_buf.shape[2]
     block = min(4096, triton.next_power_of_2(row))
     _store_kv_kernel[(t, triton.cdiv(row, block))](k, v, k_buf, v_buf, loc, k.stride(0), v.stride(0),
                                                    k_buf.stride(0), v_buf.stride(0), ROW=row, BLOCK=block,
-                                                   num_warps=4)
+                                                   FP8_MAX=fp8_max(k_buf.dtype), num_warps=4)
