@@ -6,6 +6,7 @@ tokenizer), drawn with the same generator calls as ../shared/tools/peer-vllm/ben
 * offline: 2,000 prompts, input uniform 256-1024, output uniform 128-512, ignore_eos
 
     python bench/bench_offline_gpu.py [--backend triton] [--num-prompts 2000] [--mixed-chunk off]
+                                      [--kv-cache-dtype fp8_e4m3]
 """
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ def main() -> None:
                     help="overlap scheduling (auto: on for CUDA)")
     ap.add_argument("--mixed-chunk", default="auto", choices=["auto", "on", "off"],
                     help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
+    ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
+                    help="fp8_e4m3: an fp8 KV pool (twice the tokens, half the K/V read per decode step)")
     ap.add_argument("--skip-offline", action="store_true")
     args = ap.parse_args()
 
     kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule,
-          "mixed_chunk": args.mixed_chunk}
+          "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype}
     if args.max_running_requests:
         kw["max_running_requests"] = args.max_running_requests
     if args.model_path:
@@ -45,7 +48,8 @@ def main() -> None:
     eng = make_engine(args.backend, context_length=2048, radix=False, **kw)
     info = eng.model_info()
     vocab = info["vocab_size"]
-    res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "init_s": round(time.perf_counter() - t0, 1),
+    res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype,
+           "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)
     warm = [token_prompt(rng, 64, vocab) for _ in range(8)]

@@ -61,8 +61,10 @@ def main() -> None:
     ap.add_argument("--overlap-schedule", default="auto", choices=["auto", "on", "off"],
                     help="overlap scheduling (auto: on for CUDA)")
     ap.add_argument("--small", action="store_true", help="a smoke run: 20 few-shot requests, 2 x 4 forks")
+    ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"], help="fp8_e4m3: an fp8 KV pool")
     args = ap.parse_args()
-    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule}
+    kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule,
+          "kv_cache_dtype": args.kv_cache_dtype}
     if args.model_path:
         kw["model_path"] = args.model_path
     sizes = (20, 2, 4) if args.small else (2000, 8, 32)
