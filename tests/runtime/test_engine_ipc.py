@@ -235,3 +235,32 @@ def test_abort_one_request_of_a_batch(engine):
     assert reasons == {0: "abort", 1: "length", 2: "abort"}
     m = engine.metrics()
     assert m["num_running_reqs"] == 0 and m["kv_used_tokens"] == m["kv_cached_tokens"]
+
+
+def test_a_large_call_is_taken_in_by_slices(engine, tmp_path):
+    """``Worker.add_batch`` creates ``max_running_requests`` requests at once and one more slice per step (the
+    first pass starts after one slice's decoding); the rest count as waiting, every request finishes with the same
+    tokens as one-by-one calls, and an abort reaches requests not taken in yet."""
+    from runtime.config import RuntimeConfig
+    from runtime.worker import Worker
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, vocab_size=VOCAB, max_position_embeddings=CTX)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path, safe_serialization=True)
+    w = Worker(RuntimeConfig(model_path=str(tmp_path), skip_tokenizer_init=True, max_total_tokens=POOL,
+                             max_running_requests=8, num_threads=1))
+    ps = fewshot(30, seed=5, shared_len=20, own=3)
+    w.add_batch(encode(ps, GREEDY).message(False, 0, False)[1])
+    assert len(w.scheduler.waiting) == 8 and w.metrics()["num_waiting_reqs"] == 30
+    done: dict[str, list[int]] = {}
+    while w.busy:
+        done.update({e["rid"]: e["output_ids"] for e in w.step() if e["finished"]})
+    assert sorted(done) == sorted(f"r{i}#0" for i in range(30))
+    want = engine.generate(input_ids=ps, sampling_params=GREEDY)
+    assert [done[f"r{i}#0"] for i in range(30)] == [o["output_ids"] for o in want]
+
+    w.add_batch(encode(ps, GREEDY).message(False, 0, False)[1])
+    aborted = w.abort(None)
+    assert len(aborted) == 30 and all(e["meta_info"]["finish_reason"]["type"] == "abort" for e in aborted)
+    assert not w.busy and w.flush_cache() and w.metrics()["kv_used_tokens"] == 0
