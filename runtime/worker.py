@@ -24,7 +24,7 @@ from .output import OutputProcessor
 from .sampling_params import SamplingParams
 from .scheduler.overlap import OverlapScheduler
 from .scheduler.request import FinishReason, Req
-from .scheduler.scheduler import Scheduler, SchedulerConfig
+from .scheduler.scheduler import Scheduler, SchedulerConfig, _rid_matches
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Worker:
         s, a = self.scheduler, self.runner.kv_pool.allocator
         c = dict(self.counters)
         c["cache_hit_rate"] = c["cached_tokens_total"] / max(c["prompt_tokens_total"], 1)
-        pending = sum(len(t.b["rids"]) - t.i for t in self._intake)   # of calls not wholly taken in yet
+        pending = sum(len(t.b["rids"]) - t.i - sum(i >= t.i for i in t.aborted) for t in self._intake)
         c.update(num_running_reqs=len(s.running), num_waiting_reqs=len(s.waiting) + pending,
                  kv_total_tokens=a.size, kv_used_tokens=a.used, kv_free_tokens=a.available,
                  kv_cached_tokens=self.cache.total_size, kv_evictable_tokens=self.cache.evictable_size,
@@ -123,8 +123,8 @@ class Worker:
         A large call is taken in by slices of ``max_running_requests`` (``_take_in``): the first now, one more
         per ``step()``. Its first pass then starts after one slice's decoding, not the whole call's (2,000
         few-shot prompts took ~0.15 s of host time before the first kernel); the rest is taken in while the GPU
-        runs. Order is kept (FIFO); ``abort`` takes everything in first, ``flush_cache`` waits for it, and
-        ``metrics`` counts what is not taken in yet as waiting."""
+        runs. Order is kept (FIFO); ``abort`` reaches requests not taken in yet where they wait, ``flush_cache``
+        waits for them, and ``metrics`` counts them as waiting."""
         if self._tokens is None:
             self._tokens = list(range(self.runner.vocab_size))
         self._intake.append(_Intake(b, self._tokens))
@@ -174,7 +174,13 @@ class Worker:
             self.counters["num_aborted_total"] += 1
 
     def abort(self, rid: str | None) -> list[dict]:
-        events = self._take_in()   # NOTE: requests of a call not taken in yet are aborted like the others
+        events = []
+        for t in self._intake:   # NOTE: requests of a call not taken in yet: aborted where they wait, order kept
+            for req in t.abort(rid):
+                self._count(req)
+                events.append(self.out.event(req))
+        while self._intake and self._intake[0].done:
+            self._intake.popleft()
         for req in self.scheduler.abort(rid) + self.grammar.abort(rid):
             self._count(req)
             events.append(self.out.event(req))
@@ -201,27 +207,42 @@ class _Intake:
         self.params = [SamplingParams.from_dict(d) for d in b["params"]]
         self.used = bytearray(len(b["shared"]))
         self.i = 0
+        self.aborted: set[int] = set()   # items not taken in yet that an abort already reported
 
     @property
     def done(self) -> bool:
-        return self.i >= len(self.b["rids"])
+        return all(i in self.aborted for i in range(self.i, len(self.b["rids"])))
 
     def take(self, limit: int | None) -> list[Req]:
-        b = self.b
-        end = len(b["rids"]) if limit is None else min(len(b["rids"]), self.i + limit)
-        ret_lp, top_n, stream = b["return_logprob"], b["top_logprobs_num"], b["stream"]
-        out = []
-        for i in range(self.i, end):
-            j = b["item"][i]
-            ids = self.prompts.get_one(j)
-            if self.used[j]:
-                ids = ids[:]   # NOTE: n > 1: every sample owns its token list
-            self.used[j] = 1
-            out.append(Req(rid=b["rids"][i], input_ids=ids, sampling_params=_clone(self.params[b["param"][i]]),
-                           return_logprob=ret_lp, logprob_start_len=b["start"][i], top_logprobs_num=top_n,
-                           stream=stream, index=i))
-        self.i = end
+        """The next ``limit`` requests (all when None), skipping aborted ones."""
+        n, out = len(self.b["rids"]), []
+        while self.i < n and (limit is None or len(out) < limit):
+            if self.i not in self.aborted:
+                out.append(self._req(self.i))
+            self.i += 1
         return out
+
+    def abort(self, rid: str | None) -> list[Req]:
+        """The requests not taken in yet that ``abort(rid)`` reaches, finished as aborted."""
+        out = []
+        for i in range(self.i, len(self.b["rids"])):
+            if i not in self.aborted and _rid_matches(self.b["rids"][i], rid):
+                req = self._req(i)
+                req.finish, req.error = FinishReason.ABORT, "aborted by the client"
+                self.aborted.add(i)
+                out.append(req)
+        return out
+
+    def _req(self, i: int) -> Req:
+        b = self.b
+        j = b["item"][i]
+        ids = self.prompts.get_one(j)
+        if self.used[j]:
+            ids = ids[:]   # NOTE: n > 1: every sample owns its token list
+        self.used[j] = 1
+        return Req(rid=b["rids"][i], input_ids=ids, sampling_params=_clone(self.params[b["param"][i]]),
+                   return_logprob=b["return_logprob"], logprob_start_len=b["start"][i],
+                   top_logprobs_num=b["top_logprobs_num"], stream=b["stream"], index=i)
 
 
 class _PromptDecoder:

@@ -41,8 +41,11 @@ def store_kv(k_buf: torch.Tensor, v_buf: torch.Tensor, loc: torch.Tensor, k: tor
     k = k.view(t, k_buf.shape[1], k_buf.shape[2]) if k.dim() == 2 else k
     v = v.view(t, v_buf.shape[1], v_buf.shape[2]) if v.dim() == 2 else v
     if not (_rows_contiguous(k) and _rows_contiguous(v) and _rows_contiguous(k_buf) and _rows_contiguous(v_buf)):
-        k_buf.index_copy_(0, loc, to_kv(k, k_buf.dtype))
-        v_buf.index_copy_(0, loc, to_kv(v, v_buf.dtype))
+        for buf, x in ((k_buf, k), (v_buf, v)):
+            x = to_kv(x, buf.dtype)
+            if fp8_max(buf.dtype):   # NOTE: index_copy_ has no fp8 kernel: copy the bytes
+                buf, x = buf.view(torch.uint8), x.view(torch.uint8)
+            buf.index_copy_(0, loc, x)
         return
     row = k_buf.shape[1] * k_buf.shape[2]
     block = min(4096, triton.next_power_of_2(row))
