@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one command; prints a table per stage (and writes logs/JSON to $OUT).
-#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels gemv latency prefill offline prefix (default: all)
+#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels gemv latency prefill offline prefix fp8 (default: all
+#                                           but fp8)
+# STAGE_TIMEOUT=SECONDS bounds each stage (its log so far stays in $OUT): a device call that hits its own limit
+# returns only the last lines printed.
 # FlashInfer is optional: wheels in /tmp/fiw (or .fi/ and .fi2/), installed to /tmp/fisite; a compiled
 # kernel cache in .fi2/fi_cache.tar is unpacked to skip its first-use JIT (see docs/gpu.md).
 set -uo pipefail
@@ -34,7 +37,11 @@ run() {  # run NAME CMD...: tee the log into $OUT, remember failures
   local name=$1; shift
   echo "=== $name: $*"
   local t0=$SECONDS
-  "$@" 2>&1 | tee "$OUT/$name.log"
+  if [ -n "${STAGE_TIMEOUT:-}" ]; then
+    timeout "$STAGE_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
+  else
+    "$@" 2>&1 | tee "$OUT/$name.log"
+  fi
   local rc=${PIPESTATUS[0]}
   echo "=== $name: rc=$rc in $((SECONDS - t0))s"
   [ "$rc" -ne 0 ] && status=1
@@ -52,6 +59,9 @@ for s in "${stages[@]}"; do
                  --backends triton --graph off --json bench_prefill.json ;;
     offline) run offline $PY bench/bench_offline_gpu.py ${OFFLINE_ARGS:-} ;;
     prefix)  run prefix $PY bench/bench_prefix.py ${PREFIX_ARGS:-} ;;
+    fp8)     run fp8_offline $PY bench/bench_offline_gpu.py --kv-cache-dtype fp8_e4m3 ${OFFLINE_ARGS:-}
+             run fp8_prefix $PY bench/bench_prefix.py --kv-cache-dtype fp8_e4m3 ${PREFIX_ARGS:-}
+             run fp8_tests $PY -m pytest -q -m gpu tests/gpu/test_fp8_kv.py -p no:cacheprovider ;;
     *) echo "unknown stage $s"; status=1 ;;
   esac
 done
