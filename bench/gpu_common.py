@@ -63,6 +63,10 @@ def gpu_info() -> dict:
 
 
 def git_commit() -> str:
+    """``SGLC_COMMIT`` when set (a device call's copy of the tree may carry a stale ``.git``: pass the commit in
+    the command), else the checkout's HEAD."""
+    if os.environ.get("SGLC_COMMIT"):
+        return os.environ["SGLC_COMMIT"][:10]
     head = ROOT / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
