@@ -24,7 +24,7 @@ from .output import OutputProcessor
 from .sampling_params import SamplingParams
 from .scheduler.overlap import OverlapScheduler
 from .scheduler.request import FinishReason, Req
-from .scheduler.scheduler import Scheduler, SchedulerConfig, _rid_matches
+from .scheduler.scheduler import Scheduler, SchedulerConfig, rid_matches
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Worker:
         s, a = self.scheduler, self.runner.kv_pool.allocator
         c = dict(self.counters)
         c["cache_hit_rate"] = c["cached_tokens_total"] / max(c["prompt_tokens_total"], 1)
-        pending = sum(len(t.b["rids"]) - t.i - sum(i >= t.i for i in t.aborted) for t in self._intake)
+        pending = sum(t.pending for t in self._intake)
         c.update(num_running_reqs=len(s.running), num_waiting_reqs=len(s.waiting) + pending,
                  kv_total_tokens=a.size, kv_used_tokens=a.used, kv_free_tokens=a.available,
                  kv_cached_tokens=self.cache.total_size, kv_evictable_tokens=self.cache.evictable_size,
@@ -206,18 +206,25 @@ class _Intake:
         self.prompts = _PromptDecoder(b, tokens)
         self.params = [SamplingParams.from_dict(d) for d in b["params"]]
         self.used = bytearray(len(b["shared"]))
-        self.i = 0
-        self.aborted: set[int] = set()   # items not taken in yet that an abort already reported
+        self.i = 0                        # the next item to take in
+        self.aborted: set[int] = set()   # items >= i that an abort already reported
+
+    @property
+    def pending(self) -> int:
+        """Requests still to be taken in."""
+        return len(self.b["rids"]) - self.i - len(self.aborted)
 
     @property
     def done(self) -> bool:
-        return all(i in self.aborted for i in range(self.i, len(self.b["rids"])))
+        return self.pending == 0
 
     def take(self, limit: int | None) -> list[Req]:
         """The next ``limit`` requests (all when None), skipping aborted ones."""
         n, out = len(self.b["rids"]), []
         while self.i < n and (limit is None or len(out) < limit):
-            if self.i not in self.aborted:
+            if self.i in self.aborted:
+                self.aborted.discard(self.i)
+            else:
                 out.append(self._req(self.i))
             self.i += 1
         return out
@@ -226,7 +233,7 @@ class _Intake:
         """The requests not taken in yet that ``abort(rid)`` reaches, finished as aborted."""
         out = []
         for i in range(self.i, len(self.b["rids"])):
-            if i not in self.aborted and _rid_matches(self.b["rids"][i], rid):
+            if i not in self.aborted and rid_matches(self.b["rids"][i], rid):
                 req = self._req(i)
                 req.finish, req.error = FinishReason.ABORT, "aborted by the client"
                 self.aborted.add(i)

@@ -76,8 +76,8 @@ class Scheduler:
 
     def abort(self, rid: str | None) -> list[Req]:
         """Abort every request whose rid is ``rid`` or starts with ``rid#`` (all when None); returns them."""
-        hit = [r for r in (*self.waiting, *self.running) if _rid_matches(r.rid, rid)]
-        self.cache.unpin(lambda owner: _rid_matches(owner, rid))   # a warm's pin dies with its rid
+        hit = [r for r in (*self.waiting, *self.running) if rid_matches(r.rid, rid)]
+        self.cache.unpin(lambda owner: rid_matches(owner, rid))   # a warm's pin dies with its rid
         for r in hit:
             self._release(r)
             r.finish, r.error = FinishReason.ABORT, "aborted by the client"
@@ -452,5 +452,6 @@ def _is_warm(req: Req) -> bool:
     return bool(sp.pin_uses) and sp.max_new_tokens == 0
 
 
-def _rid_matches(req_rid: str, rid: str | None) -> bool:
+def rid_matches(req_rid: str, rid: str | None) -> bool:
+    """``abort(rid)`` reaches ``req_rid``: every request when None, the request, or its samples (``rid#k``)."""
     return rid is None or req_rid == rid or req_rid.startswith(rid + "#")
