@@ -273,15 +273,14 @@ class Scheduler:
             return False
         done = self.cache.insert(fill[:end], req.kv_slots + e.new_slots)
         assert done == e.prefix_len, (done, e.prefix_len)
-        node = self.cache.match_prefix(fill[:end]).node
-        self.cache.lock(node)
-        if req.last_node is not None:
-            self.cache.unlock(req.last_node)
-        req.last_node, req.cached_len = node, end
+        leaf = node.children[fill[e.prefix_len]]   # what the insert hung below the match: no second walk
+        self.cache.lock(leaf)
+        self.cache.unlock(node)
+        req.last_node, req.cached_len = leaf, end
         e.shared = True
         sp = req.sampling_params
         if _is_warm(req) and end == len(fill):
-            self.cache.pin(req.rid, fill[:end], node, sp.pin_uses, self.clock() + sp.pin_ttl_s)
+            self.cache.pin(req.rid, fill[:end], leaf, sp.pin_uses, self.clock() + sp.pin_ttl_s)
             req.pinned = True
         return True
 
