@@ -76,10 +76,10 @@ class ModelRunner:
         """The KV pool's element type: the model's, or fp8 (e4m3, scale 1: values saturate at +-448)."""
         if cfg.kv_cache_dtype == "auto":
             return self.dtype
-        if self.device.startswith("cuda") and torch.cuda.get_device_capability(torch.device(self.device)) < (8, 9):
+        cap = torch.cuda.get_device_capability(torch.device(self.device)) if self.device.startswith("cuda") else None
+        if cap is not None and cap < (8, 9):
             raise EngineError("kv_cache_dtype='fp8_e4m3' needs a GPU with fp8 conversions (compute capability "
-                              "8.9+: Ada, Hopper); this one has "
-                              f"{'.'.join(map(str, torch.cuda.get_device_capability(torch.device(self.device))))}")
+                              f"8.9+: Ada, Hopper); this one has {cap[0]}.{cap[1]}")
         return FP8_DTYPES[cfg.kv_cache_dtype]
 
     def _weights_bytes(self, c) -> int:
