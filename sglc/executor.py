@@ -16,7 +16,7 @@ import itertools
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import ir
@@ -26,6 +26,17 @@ from .errors import InterpreterError
 from .sampling import merge
 
 logger = logging.getLogger(__name__)
+
+def settle(fut: Future, value: Any = None, error: BaseException | None = None) -> None:
+    """Complete ``fut`` unless another thread did first (a stream's value racing a run's failure)."""
+    try:
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+    except InvalidStateError:
+        pass
+
 
 _END = object()
 _SKIPPED = object()  # the fork slot of a fork inside a switch case that was not taken
@@ -47,17 +58,27 @@ class RunContext:
         self.fork_children: dict[int, list[StreamExecutor]] = {}
         self._ids = itertools.count(1 << 20)  # eager node ids, far from graph ids
         self._lock = threading.Lock()
+        self.failed: BaseException | None = None  # the first stream error: what every later wait raises
 
     def next_id(self) -> int:
         return next(self._ids)
 
-    def result(self, nid: int) -> Future:
+    def _future(self, table: dict[int, Future], nid: int) -> Future:
         with self._lock:
-            return self.results.setdefault(nid, Future())
+            fut = table.get(nid)
+            if fut is None:
+                fut = table[nid] = Future()
+                # NOTE: a wait that starts after the run failed must not outlive it (fail_pending only
+                # reaches the futures that existed when it ran).
+                if self.failed is not None:
+                    fut.set_exception(self.failed)
+            return fut
+
+    def result(self, nid: int) -> Future:
+        return self._future(self.results, nid)
 
     def fork_slot(self, nid: int) -> Future:
-        with self._lock:
-            return self.fork_slots.setdefault(nid, Future())
+        return self._future(self.fork_slots, nid)
 
     def new_executor(self, sid: str) -> StreamExecutor:
         ex = StreamExecutor(sid, self)
@@ -73,12 +94,13 @@ class RunContext:
             ex.end()
 
     def fail_pending(self, error: BaseException) -> None:
-        """Wake everything waiting on a fork or a value that will now never come."""
+        """Wake everything waiting on a fork or a value that will now never come (and all later waits)."""
         with self._lock:
+            if self.failed is None:
+                self.failed = error
             futures = list(self.fork_slots.values()) + list(self.results.values())
         for fut in futures:
-            if not fut.done():
-                fut.set_exception(error)
+            settle(fut, error=error)
 
 
 class StreamExecutor(ir.NodeVisitor):
@@ -101,6 +123,7 @@ class StreamExecutor(ir.NodeVisitor):
         self.var_chunks: dict[str, list[str]] = {}
         self.var_done: set[str] = set()
         self.ended = False
+        self._end_sent = False
         self.taken: dict[int, str] = {}     # switch id -> the case value it took
         self.skipped: set[str] = set()      # case streams (and children of their forks) that do not run
         self.cond = threading.Condition()
@@ -114,7 +137,9 @@ class StreamExecutor(ir.NodeVisitor):
         self.queue.put((nid, node))
 
     def end(self) -> None:
-        if not self.ended:
+        # NOTE: sent even to a stream that ended on an error, so its thread exits instead of waiting forever
+        if not self._end_sent:
+            self._end_sent = True
             self.queue.put((-1, _END))
 
     def sync(self) -> None:
@@ -153,7 +178,7 @@ class StreamExecutor(ir.NodeVisitor):
     def _skip(self, nid: int, node: ir.Node) -> None:
         """A node of a switch case not taken: nothing runs; a fork tells its children to skip as well."""
         if isinstance(node, ir.Fork):
-            self.ctx.fork_slot(nid).set_result(_SKIPPED)
+            settle(self.ctx.fork_slot(nid), _SKIPPED)
 
     def _record_error(self, nid: int, node: ir.Node, e: BaseException) -> None:
         if isinstance(e, InterpreterError):
@@ -192,9 +217,7 @@ class StreamExecutor(ir.NodeVisitor):
                 self.meta_info[name] = meta
             self.var_done.add(name)
             self.cond.notify_all()
-        fut = self.ctx.result(nid)
-        if not fut.done():
-            fut.set_result(value)
+        settle(self.ctx.result(nid), value)
 
     def prompt(self) -> Prompt:
         role_text = self.text[self.role_start:] if self.cur_role else ""
@@ -236,7 +259,7 @@ class StreamExecutor(ir.NodeVisitor):
         self.set_var(nid, n.name, out.choice, out.meta_info)
 
     def visit_fork(self, nid: int, n: ir.Fork) -> None:
-        self.ctx.fork_slot(nid).set_result(self.snapshot())
+        settle(self.ctx.fork_slot(nid), self.snapshot())
 
     def visit_get_fork_item(self, nid: int, n: ir.GetForkItem) -> None:
         snap = self.ctx.fork_slot(n.fork).result()

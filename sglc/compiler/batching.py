@@ -13,6 +13,7 @@ from runtime.tokenizer import encode_many
 
 from ..backend.base import Backend, GenResult, Prompt, SelectResult
 from ..choices import BY_NAME
+from ..executor import settle
 from ..sampling import split_params
 
 logger = logging.getLogger(__name__)
@@ -55,15 +56,14 @@ class Rendezvous:
             try:
                 results = self.run([self.items[m] for m in self.members])
                 for m, r in zip(self.members, results):
-                    self.futures[m].set_result(r)
+                    settle(self.futures[m], r)
             except BaseException as e:  # noqa: BLE001 -- every member re-raises it on its own stream
                 self.fail(e)
         return self.futures[nid].result()
 
     def fail(self, error: BaseException) -> None:
         for fut in self.futures.values():
-            if not fut.done():
-                fut.set_exception(error)
+            settle(fut, error=error)
 
 
 def _sampling(params: dict[str, Any], dtype: str | None) -> tuple[dict[str, Any], dict[str, Any]]:

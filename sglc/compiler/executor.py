@@ -63,6 +63,8 @@ class PlanContext(RunContext):
         with self._lock:
             if group not in self.meetings:
                 self.meetings[group] = Rendezvous(group, run)
+                if self.failed is not None:  # NOTE: a member may never arrive: nobody waits for it
+                    self.meetings[group].fail(self.failed)
             return self.meetings[group]
 
     def fail_pending(self, error: BaseException) -> None:

@@ -151,3 +151,44 @@ def test_sink_joins_runs_the_continuation_with_the_branches() -> None:
     assert e2.waited_out == 0            # -O2: the answer was sent while the branches waited
     assert s2.text() == s0.text() and s2.variables() == s0.variables()
     assert len(s2["aspect"]) == 2 and s2["answer"]
+
+
+def test_a_wait_that_starts_after_the_run_failed_raises() -> None:
+    """A var_ref, fork item or rendezvous reached only after another stream failed must not hang: fail_pending
+    reaches only the futures that existed when it ran (CI hung here when -O2 sank a join below a var_ref)."""
+    from sglc.compiler.executor import PlanContext
+
+    art = build.compile_graph(fanout.trace(), 2)
+    ctx = PlanContext(EngineBackend(FakeEngine(), "chatml"), {}, {}, False, art.graph, art.plan)
+    err = sgl.InterpreterError("boom")
+    ctx.fail_pending(err)
+    for fut in (ctx.result(7), ctx.fork_slot(8)):
+        with pytest.raises(sgl.InterpreterError, match="boom"):
+            fut.result(timeout=1)
+    meeting = ctx.meeting((1, 2), lambda items: items)
+    with pytest.raises(sgl.InterpreterError, match="boom"):
+        meeting.futures[2].result(timeout=1)
+
+
+@pytest.mark.timeout(120)
+def test_failing_runs_neither_hang_nor_leak_threads() -> None:
+    import sys
+    import threading
+
+    class Failing(FakeEngine):
+        def generate(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    before = threading.active_count()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # NOTE: many thread switches: the hang was a race
+    try:
+        for _ in range(150):
+            with pytest.raises(sgl.InterpreterError, match="boom"):
+                _run(2, Failing())
+    finally:
+        sys.setswitchinterval(interval)
+    for t in threading.enumerate():
+        if t.name.startswith("sglc-"):
+            t.join(timeout=5)
+    assert threading.active_count() <= before + 2  # each run's stream threads exit (they waited forever)
