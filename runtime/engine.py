@@ -43,7 +43,13 @@ class _Sink:
     def put(self, evs: list[dict]) -> None:
         """Deliver a list of events (those of one worker message; one wake-up of the caller per list)."""
         if self.loop:
-            self.loop.call_soon_threadsafe(self.q.put_nowait, evs)
+            try:
+                self.loop.call_soon_threadsafe(self.q.put_nowait, evs)
+            except RuntimeError:
+                # NOTE: the caller's loop closed with the call in flight (asyncio.run returned after a timeout or
+                # an abandoned stream): nobody listens. Raising here killed the receiver thread, and every later
+                # call of the engine waited forever.
+                pass
         else:
             self.q.put(evs)
 

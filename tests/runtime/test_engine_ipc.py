@@ -264,3 +264,31 @@ def test_a_large_call_is_taken_in_by_slices(engine, tmp_path):
     aborted = w.abort(None)
     assert len(aborted) == 30 and all(e["meta_info"]["finish_reason"]["type"] == "abort" for e in aborted)
     assert not w.busy and w.flush_cache() and w.metrics()["kv_used_tokens"] == 0
+
+
+def test_a_call_whose_event_loop_closed_does_not_stop_the_engine(engine):
+    """An async call still in flight when its event loop closed (``asyncio.run`` returned): its events have
+    nowhere to go. Delivering them raised in the receiver thread, which died: every later call hung."""
+    import threading
+    import time
+
+    loop = asyncio.new_event_loop()
+    sp = {"temperature": 0, "max_new_tokens": 200, "ignore_eos": True}
+
+    async def first_chunk():
+        it = await engine.async_generate(input_ids=[1, 2, 3], sampling_params=sp, stream=True, rid="orphan")
+        return it, await it.__anext__()
+
+    it, _ = loop.run_until_complete(first_chunk())
+    loop.close()   # NOTE: the stream stays referenced (no finalizer aborts it): its tokens keep coming
+    deadline = time.monotonic() + 30
+    while "orphan#0" in engine._sinks and engine._receiver.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine._receiver.is_alive()
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(engine.generate(input_ids=[4, 5], sampling_params=GREEDY)),
+                         daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert got and len(got[0]["output_ids"]) == 3
+    del it
