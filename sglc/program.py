@@ -148,6 +148,9 @@ class SglFunction:
             err = InterpreterError(f"program {self.name} raised {type(e).__name__}: {e}")
             err.__cause__ = e
             state._ex.error = state._ex.error or err
+            # NOTE: the root stream now skips what it had not run yet, a fork among them: its children must
+            # not wait for that fork's snapshot forever.
+            ctx.fail_pending(state._ex.error)
         ctx.end_all()
 
     def run_batch(self, batch_kwargs: list[dict[str, Any]], *, num_threads: int | str = "auto",

@@ -145,6 +145,40 @@ def test_error_in_parent_reaches_forks():
         prog.run(backend=FailingBackend())
 
 
+def test_a_streamed_program_that_raises_after_a_fork_ends_its_forks():
+    """stream=True: the program raised while its root stream had not run the fork yet; the root then skips the
+    fork, and its children waited for the fork's snapshot forever (one blocked thread each, per run)."""
+    import threading
+    import time
+
+    gate = threading.Event()
+
+    class Slow(FakeBackend):
+        def generate(self, prompt, params, dtype=None):
+            gate.wait(10)
+            return super().generate(prompt, params, dtype)
+
+    @sgl.function
+    def prog(s):
+        s += sgl.gen("x", max_tokens=2)   # the root stream is here (gate closed) when the program raises
+        forks = s.fork(2)
+        forks += sgl.gen("y", max_tokens=2)
+        raise ValueError("user bug")
+
+    state = prog.run(backend=Slow(), stream=True)
+    deadline = time.monotonic() + 10
+    while state.error() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    with pytest.raises(sgl.InterpreterError, match="user bug"):
+        list(state.text_iter())
+    children = [c for kids in state._ex.ctx.fork_children.values() for c in kids]
+    assert len(children) == 2
+    for child in children:
+        child.thread.join(timeout=5)
+        assert not child.thread.is_alive()
+
+
 def test_no_backend_is_a_clear_error(monkeypatch):
     from sglc import program
 
