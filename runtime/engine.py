@@ -249,9 +249,10 @@ class Engine:
                                 batches[id(sink)] = (sink, [ev])
                             else:
                                 got[1].append(ev)
+                    done = self._closed and not self._sinks   # NOTE: under the lock: see _submit
                 for sink, evs in batches.values():
                     sink.put(evs)
-                if self._closed and not self._sinks:
+                if done:
                     return
             elif kind == "reply":
                 q = self._replies.pop(msg[1], None)
@@ -263,20 +264,22 @@ class Engine:
                 return
 
     def _fail_all(self, why: str) -> None:
-        self._dead = why
         with self._lock:
+            self._dead = why
             sinks, self._sinks = self._sinks, {}
+            replies, self._replies = self._replies, {}
         for rid, sink in sinks.items():
             sink.put([{"rid": rid, "text": "", "output_ids": [], "finished": True, "error": why, "unavailable": True,
                        "meta_info": {"finish_reason": {"type": "abort", "message": why}}}])
-        for q in self._replies.values():
+        for q in replies.values():
             q.put(None)
 
     def shutdown(self) -> None:
         """Abort everything in flight and stop the worker."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         try:
             self._in.put(("shutdown",))
             self._proc.join(timeout=10)
@@ -303,8 +306,7 @@ class Engine:
 
         Returns the internal request ids (one per sample, in output order), the message, and whether
         the call was for a single prompt."""
-        if self._closed or self._dead:
-            raise EngineUnavailable(f"the engine is not running ({self._dead or 'shut down'})")
+        self._check_running()
         if (prompt is None) == (input_ids is None):
             raise EngineError("pass exactly one of prompt (text) or input_ids")
         single = isinstance(prompt, str) or (input_ids is not None and input_ids and isinstance(input_ids[0], int))
@@ -353,6 +355,9 @@ class Engine:
     def _submit(self, rids: list[str], msg: tuple, loop=None, detached: bool = False) -> _Sink:
         sink = _DetachedSink(rids) if detached else _Sink(rids, loop)
         with self._lock:
+            # NOTE: checked again under the lock _fail_all and the receiver's exit take: the worker may have died
+            # (or the engine shut down) while _prepare ran; a sink registered after that is never answered.
+            self._check_running()
             for r in rids:
                 if r in self._sinks:
                     raise EngineError(f"request id {r.split('#')[0]!r} is already in flight")
@@ -504,12 +509,16 @@ class Engine:
         if not self._closed:
             self._in.put(("abort", rid))
 
-    def _call(self, name: str, timeout: float = 60.0):
+    def _check_running(self) -> None:
         if self._closed or self._dead:
             raise EngineUnavailable(f"the engine is not running ({self._dead or 'shut down'})")
-        token = next(self._tokens)
+
+    def _call(self, name: str, timeout: float = 60.0):
         q: queue.Queue = queue.Queue()
-        self._replies[token] = q
+        with self._lock:   # NOTE: as in _submit: a reply registered after _fail_all would never come
+            self._check_running()
+            token = next(self._tokens)
+            self._replies[token] = q
         self._in.put(("call", token, name))
         return q.get(timeout=timeout)
 

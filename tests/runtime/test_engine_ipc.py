@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.engine import Engine, _Batch
-from runtime.errors import EngineError
+from runtime.errors import EngineError, EngineUnavailable
 from runtime.seq import common_prefix_len
 from runtime.worker import decode_prompts
 
@@ -132,6 +132,44 @@ def test_validation_errors(prompts, sps, match):
     with pytest.raises(EngineError, match=match):
         stub._prepare(None, sps, prompts, False, False, None, None, None)
 
+
+
+def test_a_call_racing_a_worker_crash_fails_instead_of_hanging():
+    """The worker crashed (the receiver ran ``_fail_all``) while a call was in ``_prepare`` (tokenizing and validating:
+    long for a large batch). Its sink, registered after ``_fail_all``, was never answered: the call hung forever."""
+    import itertools
+    import queue
+    import threading
+
+    stub = Engine.__new__(Engine)   # no worker: _fail_all plays the receiver thread
+    stub._closed, stub._dead, stub.tokenizer = False, None, None
+    stub._info = {"vocab_size": VOCAB, "context_length": CTX}
+    stub._lock, stub._sinks, stub._replies, stub._in = threading.Lock(), {}, {}, queue.Queue()
+    stub._tokens = itertools.count()
+    prepare = stub._prepare
+
+    def prepare_then_crash(*args):
+        out = prepare(*args)
+        stub._fail_all("the sglc worker crashed")
+        return out
+
+    stub._prepare = prepare_then_crash
+    got: list = []
+
+    def call():
+        try:
+            stub.generate(input_ids=[1, 2, 3], sampling_params=GREEDY)
+        except EngineUnavailable as e:
+            got.append(e)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout=5)
+    assert got and "crashed" in str(got[0])
+    assert not stub._sinks and stub._in.empty()   # nothing was sent to the dead worker
+    with pytest.raises(EngineUnavailable, match="crashed"):
+        stub.metrics()
+    stub._closed = True
 
 # -- end to end through a process worker ------------------------------------------------------------
 
