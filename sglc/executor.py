@@ -134,6 +134,11 @@ class StreamExecutor(ir.NodeVisitor):
 
     # -- submission and waiting ----------------------------------------------------------------
     def submit(self, nid: int, node: ir.Node) -> None:
+        if self._end_sent:
+            # NOTE: the worker thread stops at the end marker: a node queued after it never runs, and the next
+            # read (sync) would wait for it forever.
+            raise InterpreterError(f"stream {self.sid} already ended (its program's run returned); append to a "
+                                   "state only while its program runs")
         self.queue.put((nid, node))
 
     def end(self) -> None:

@@ -179,6 +179,19 @@ def test_a_streamed_program_that_raises_after_a_fork_ends_its_forks():
         assert not child.thread.is_alive()
 
 
+def test_appending_after_the_run_returned_is_an_error_not_a_hang(backend):
+    """The stream's thread stopped at the run's end: a node appended later never ran and the next read waited
+    for it forever."""
+    @sgl.function
+    def prog(s):
+        s += "Q:" + sgl.gen("a", max_tokens=2)
+
+    for state in (prog.run(backend=backend), prog.run_graph(backend=backend)):
+        with pytest.raises(sgl.InterpreterError, match="already ended"):
+            state += " more" + sgl.gen("b", max_tokens=2)
+        assert state.text() == "Q:" + state["a"]
+
+
 def test_no_backend_is_a_clear_error(monkeypatch):
     from sglc import program
 
