@@ -189,6 +189,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _tokenizer_for(model_path: str) -> str | None:
+    """The model's own tokenizer if its directory has one, else the embedded model's (a random model made with
+    the embedded model's vocabulary, e.g. ``transformers.LlamaConfig(vocab_size=49152, ...)``, has none)."""
+    if any((Path(model_path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    from runtime.model_files import default_model_path
+
+    return default_model_path()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=4, help="programs per workload (run concurrently)")
@@ -197,20 +207,28 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (levels alternate); the median "
                     "programs/s is reported")
     ap.add_argument("--regex-json", action="store_true", help="JSON extraction with a regex, not a JSON schema")
+    ap.add_argument("--model-path", help="another model (default: the embedded SmolLM2-135M-Instruct); a tiny random "
+                    "model on the CPU mimics the GPU's regime, where a forward pass is cheap and overheads dominate")
+    ap.add_argument("--tokenizer-path", help="its tokenizer (default: the model's; the embedded GGUF's with a model "
+                    "directory that has none)")
     ns = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     wls = [w for w in workloads(ns.items, not ns.regex_json) if not ns.only or ns.only in w.name]
     rows: list[dict[str, Any]] = []
     t0 = time.time()
-    bench({"max_total_tokens": 16384}, "on", wls, rows, ns.repeat)
+    base: dict[str, Any] = {"max_total_tokens": 16384}
+    if ns.model_path:
+        base["model_path"] = ns.model_path
+        base["tokenizer_path"] = ns.tokenizer_path or _tokenizer_for(ns.model_path)
+    bench(base, "on", wls, rows, ns.repeat)
     if not ns.no_radix_off:
-        bench({"max_total_tokens": 16384, "disable_radix_cache": True}, "off", wls, rows, ns.repeat)
+        bench({**base, "disable_radix_cache": True}, "off", wls, rows, ns.repeat)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     import torch
 
     where = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
              else f"{platform.machine()} {os.cpu_count()}-core CPU")
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {where}, embedded SmolLM2-135M-Instruct, {ns.items} programs per workload, "
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {where}, {ns.model_path or 'embedded SmolLM2-135M-Instruct'}, {ns.items} programs per workload, "
           f"median of {ns.repeat} runs, temperature 0, {time.time() - t0:.0f} s total, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")
     print(table(rows))
