@@ -123,12 +123,13 @@ class ModelExecutor:
         parts = [ids, pos, loc, rows, qo, kvp, prefix, seq, table_rows, tok_rows,
                  writes.rows, writes.lens, writes.shifts, writes.vals, writes.dst, writes.src, writes.n,
                  future_pos, future_src, *casc]
-        sizes = [len(p) for p in parts]
-        flat = h2d_parts(parts, self.runner.device)
+        flat, starts = h2d_parts(parts, self.runner.device)
+        spans = [(s, s + len(p)) for s, p in zip(starts, parts)]
         # ids, positions, slots, logits rows are int64 (indexing and embedding inputs); the rest stays int32
-        ids_t, pos_t, loc_t, rows_t = flat[:sum(sizes[:4])].long().split(sizes[:4])
+        wide = flat[:spans[3][1]].long()
+        ids_t, pos_t, loc_t, rows_t = (wide[a:b] for a, b in spans[:4])
         (qo_t, kvp_t, prefix_t, seq_t, trows_t, tok_rows_t, w_rows, w_lens, w_shifts, w_vals, w_dst, w_src, w_n,
-         f_pos, f_src, c_skip, c_rows, c_start, c_len) = flat.split(sizes)[4:]
+         f_pos, f_src, c_skip, c_rows, c_start, c_len) = (flat[a:b] for a, b in spans[4:])
         if not sb.decode:
             # NOTE: an extend batch's per-token table rows and positions are expanded here on the device
             # from per-entry values: two fewer token-length lists to build and convert on the host (the

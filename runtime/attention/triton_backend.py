@@ -43,6 +43,7 @@ class TritonAttnMeta:
     num_splits: int = 1
     decode_rows: int = 0     # EXTEND: trailing one-token entries that go through the decode kernel
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    tail_kv_indptr: torch.Tensor | None = None   # EXTEND: the decode rows' kv_indptr (16-byte aligned)
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -111,7 +112,9 @@ class TritonAttentionBackend(AttentionBackend):
         if d:
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)
-            decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], batch.kv_indptr[b:],
+            if meta.tail_kv_indptr is None:
+                meta.tail_kv_indptr = aligned(batch.kv_indptr[b:])
+            decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], meta.tail_kv_indptr,
                                  batch.kv_indices, bufs[0], bufs[1], layer.scaling)
         return o
 
@@ -124,6 +127,15 @@ class TritonAttentionBackend(AttentionBackend):
             bufs = alloc_decode_buffers(rows, layer.num_heads, layer.head_dim, meta.num_splits, device)
             meta.decode_bufs[key] = bufs
         return bufs
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of it if its data is not 16-byte aligned.
+
+    NOTE: Triton compiles a kernel variant per pattern of 16-byte-aligned pointer arguments; a view that
+    starts mid-array (``kv_indptr[b:]``) would otherwise compile new variants as batches vary
+    (runtime/host_copy.py)."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 def _trailing_ones(extend_lens: list[int]) -> int:

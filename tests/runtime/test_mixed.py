@@ -104,3 +104,37 @@ def test_mixed_chunk_option():
     assert not use_mixed_chunk(RuntimeConfig(mixed_chunk="off"), "cuda:0")
     with pytest.raises(EngineError, match="mixed_chunk"):
         RuntimeConfig.from_kwargs(mixed_chunk="sometimes")
+
+
+def test_index_arrays_start_16_byte_aligned(model_dir):
+    """Triton compiles a kernel variant per pattern of 16-byte-aligned pointer arguments: the int32 arrays a
+    pass hands the attention kernels must start aligned whatever the batch (else a server compiles new
+    variants mid-serving). They are views into one upload, so their offset into it is what varies."""
+    from runtime.attention.triton_backend import aligned
+    from runtime.host_copy import h2d_parts
+
+    rng = random.Random(0)
+    for _ in range(50):
+        parts = [[rng.randrange(100) for _ in range(rng.randrange(7))] for _ in range(rng.randrange(1, 9))]
+        flat, starts = h2d_parts(parts, "cpu")
+        assert all(s % 4 == 0 for s in starts)
+        assert [flat[s:s + len(p)].tolist() for s, p in zip(starts, parts)] == parts
+    x = torch.arange(9, dtype=torch.int32)
+    assert aligned(x) is x and aligned(x[2:]).tolist() == x[2:].tolist()
+
+    offsets = []
+    from runtime.model_runner import ModelRunner
+
+    forward = ModelRunner.forward
+
+    def spy(self, batch):
+        for t in (batch.qo_indptr, batch.kv_indptr, batch.prefix_lens, batch.seq_lens, batch.kv_indices):
+            offsets.append(t.storage_offset() * t.element_size() % 16)
+        return forward(self, batch)
+
+    ModelRunner.forward = spy
+    try:
+        _serve(model_dir, "on", "off")
+    finally:
+        ModelRunner.forward = forward
+    assert len(offsets) > 50 and set(offsets) == {0}
