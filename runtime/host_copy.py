@@ -51,5 +51,11 @@ def h2d_parts(parts: list[list[int]], device) -> tuple[torch.Tensor, list[int]]:
 _PAD = array("i", [0] * ALIGN)
 
 
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a copy of it if its data does not start at a 16-byte boundary (a view into the middle of an
+    array, e.g. a mixed pass's decode-row ``kv_indptr[b:]``): see :func:`h2d_parts` for why."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..forward_batch import ForwardBatch, ForwardMode
+from ..host_copy import aligned
 from .base import AttentionBackend, AttentionLayer
 from .triton_ops.decode_attention import (
     alloc_decode_buffers,
@@ -127,15 +128,6 @@ class TritonAttentionBackend(AttentionBackend):
             bufs = alloc_decode_buffers(rows, layer.num_heads, layer.head_dim, meta.num_splits, device)
             meta.decode_bufs[key] = bufs
         return bufs
-
-
-def aligned(t: torch.Tensor) -> torch.Tensor:
-    """``t``, or a copy of it if its data is not 16-byte aligned.
-
-    NOTE: Triton compiles a kernel variant per pattern of 16-byte-aligned pointer arguments; a view that
-    starts mid-array (``kv_indptr[b:]``) would otherwise compile new variants as batches vary
-    (runtime/host_copy.py)."""
-    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 def _trailing_ones(extend_lens: list[int]) -> int:

@@ -110,8 +110,7 @@ def test_index_arrays_start_16_byte_aligned(model_dir):
     """Triton compiles a kernel variant per pattern of 16-byte-aligned pointer arguments: the int32 arrays a
     pass hands the attention kernels must start aligned whatever the batch (else a server compiles new
     variants mid-serving). They are views into one upload, so their offset into it is what varies."""
-    from runtime.attention.triton_backend import aligned
-    from runtime.host_copy import h2d_parts
+    from runtime.host_copy import aligned, h2d_parts
 
     rng = random.Random(0)
     for _ in range(50):
