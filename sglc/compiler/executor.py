@@ -17,6 +17,7 @@ import ir
 from passes import Plan
 from passes.hoist_prefix import branch_heads
 from passes.plan import Hoist
+from passes.rewrite import stream_chain
 
 from ..backend.base import Backend
 from ..executor import RunContext, StreamExecutor
@@ -34,6 +35,9 @@ from .batching import (
 
 logger = logging.getLogger(__name__)
 
+# node kinds that send the engine nothing (a branch's first request is the first node of another kind)
+_NO_REQUEST = frozenset({"get_fork_item", "text", "role_begin", "role_end", "argument", "image", "var_ref"})
+
 
 class PlanContext(RunContext):
     """A run context that knows the plan and hands out one rendezvous per batch group."""
@@ -48,10 +52,24 @@ class PlanContext(RunContext):
         batching = engine_of(backend) is not None and not stream
         self.gen_group = plan.batch_of(plan.gen_batches) if batching else {}
         self.select_group = plan.batch_of(plan.select_batches) if batching else {}
+        # NOTE: a fork whose branches' first requests are the gens of one batch group reaches the engine as one
+        # call, whose pass computes the branches' shared prefix once (the scheduler shares a prefix within a
+        # pass): a warm-up would add a pass and compute nothing less (bench_programs, docs/compiler.md).
+        self.hoists = {at: h for at, h in self.hoists.items() if not (h.kind == "fork" and self._one_call(at))}
         self.meetings: dict[tuple[int, ...], Rendezvous] = {}
         # text -> token ids the engine computes for it: tokenized once for a fork's warm-up, reused by the
         # branches' batched gens (their prompts are usually exactly the heads the warm-up tokenized)
         self.known_ids: dict[str, list[int]] = {}
+
+    def _one_call(self, fork: int) -> bool:
+        """Whether the first request of every branch of ``fork`` is a gen of one batch group (and nothing
+        else is in that group): the branches' prompts then reach the engine together."""
+        firsts = []
+        for head in self.graph.fork_children(fork):
+            chain = stream_chain(self.graph, head)
+            firsts.append(next((m for m in chain if self.graph.node(m).kind not in _NO_REQUEST), None))
+        group = self.gen_group.get(firsts[0]) if firsts and firsts[0] is not None else None
+        return group is not None and sorted(group) == sorted(firsts)
 
     def new_executor(self, sid: str) -> StreamExecutor:
         ex = PlanExecutor(sid, self)
