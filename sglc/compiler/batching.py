@@ -52,7 +52,7 @@ class Rendezvous:
         with self.lock:
             self.items[nid] = item
             last = len(self.items) == len(self.members)
-        if last:
+        if last and not self.futures[nid].done():   # NOTE: a failed meeting (the run failed) calls nobody
             try:
                 results = self.run([self.items[m] for m in self.members])
                 for m, r in zip(self.members, results):

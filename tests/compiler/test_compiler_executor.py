@@ -212,9 +212,14 @@ def test_a_wait_that_starts_after_the_run_failed_raises() -> None:
     for fut in (ctx.result(7), ctx.fork_slot(8)):
         with pytest.raises(sgl.InterpreterError, match="boom"):
             fut.result(timeout=1)
-    meeting = ctx.meeting((1, 2), lambda items: items)
+    calls = []
+    meeting = ctx.meeting((1, 2), lambda items: calls.append(items) or items)
     with pytest.raises(sgl.InterpreterError, match="boom"):
         meeting.futures[2].result(timeout=1)
+    for member in (1, 2):   # every member arrives anyway: the batched call is not made for a failed run
+        with pytest.raises(sgl.InterpreterError, match="boom"):
+            meeting.arrive(member, "item")
+    assert calls == []
 
 
 @pytest.mark.timeout(120)
