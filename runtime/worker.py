@@ -63,6 +63,7 @@ class Worker:
         self._tokens: list[int] | None = None   # interned token ids (decode_prompts), built on first use
         self._intake: deque[_Intake] = deque()    # Engine calls not wholly taken in yet (add_batch)
         self.torch_threads = torch.get_num_threads()
+        self.gc_frozen_objects = 0   # set by worker_main when a worker process freezes its start-up objects
 
     def _check_finish(self, req: Req) -> None:
         self.out.check_finish(req)
@@ -97,7 +98,7 @@ class Worker:
                  decode_tokens_total=s.stats["decode_tokens"], retractions_total=s.stats["retractions"],
                  mixed_passes_total=s.stats["mixed_passes"], cascade_rows_total=s.stats["cascade_rows"],
                  kv_stalls_total=s.stats["kv_stalls"], cached_warms_total=s.stats["cached_warms"],
-                 gc_frozen_objects=gc.get_freeze_count())
+                 gc_frozen_objects=self.gc_frozen_objects)
         return c
 
     # -- requests ---------------------------------------------------------------------------------
@@ -323,6 +324,9 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
         # Only in the worker's own process: a thread worker must not change its host application's GC.
         gc.collect()
         gc.freeze()
+        # NOTE: counted once: gc.get_freeze_count() walks the frozen list (~20 ms for ~200k objects), which
+        # stalled the scheduler on every metrics() call (a Prometheus scrape)
+        w.gc_frozen_objects = gc.get_freeze_count()
     while True:
         if parent is not None and not parent.is_alive():
             logger.warning("the Engine's process is gone: worker exiting")

@@ -137,3 +137,19 @@ def test_index_arrays_start_16_byte_aligned(model_dir):
     finally:
         ModelRunner.forward = forward
     assert len(offsets) > 50 and set(offsets) == {0}
+
+
+def test_metrics_do_not_walk_the_frozen_objects(model_dir, monkeypatch):
+    """gc.get_freeze_count() walks the frozen list (~20 ms for a worker process's ~200k start-up objects): metrics()
+    (a Prometheus scrape) stalled the scheduler that long. The count is taken once, when the worker freezes."""
+    import gc
+
+    cfg = RuntimeConfig.from_kwargs(model_path=model_dir, load_format="dummy", device="cpu", dtype="float32",
+                                    skip_tokenizer_init=True, attention_backend="torch", max_total_tokens=256)
+    w = Worker(cfg)
+
+    def walk():
+        raise AssertionError("metrics() walked the frozen objects")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walk)
+    assert w.metrics()["gc_frozen_objects"] == 0   # a worker built in this process froze nothing
