@@ -83,7 +83,8 @@ class TritonAttentionBackend(AttentionBackend):
             splits = decode_num_splits(d, self.kv_pool.num_kv_heads, self.num_sms, self.max_kv_splits) if d else 1
             typical = sorted(ext[:head])[head // 2] if head else 0
             batch.attn_meta = TritonAttnMeta(ForwardMode.EXTEND, max_extend_len=max_ext, prefix_heavy=heavy,
-                                             typical_extend_len=typical, num_splits=splits, decode_rows=d)
+                                             typical_extend_len=typical, num_splits=splits, decode_rows=d,
+                                             tail_kv_indptr=aligned(batch.kv_indptr[head:]) if d else None)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -113,8 +114,6 @@ class TritonAttentionBackend(AttentionBackend):
         if d:
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)
-            if meta.tail_kv_indptr is None:
-                meta.tail_kv_indptr = aligned(batch.kv_indptr[b:])
             decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], meta.tail_kv_indptr,
                                  batch.kv_indices, bufs[0], bufs[1], layer.scaling)
         return o
