@@ -97,9 +97,10 @@ class PrefixIds:
 
     def _lookup(self, text: str) -> tuple[int, list[int]] | None:
         for cut in _cuts(text):
-            ids = self.entries.get(text[:cut])
+            key = text[:cut]
+            ids = self.entries.get(key)
             if ids is not None:
-                self.entries.move_to_end(text[:cut])
+                self.entries.move_to_end(key)
                 return cut, ids
         return None
 
@@ -115,9 +116,9 @@ class PrefixIds:
             for cut in keep:
                 # NOTE: by end offset: a token never spans a cut, and a whitespace token's trimmed offsets may
                 # be empty
-                k = skip + bisect.bisect_right(ends, cut)
-                self.entries[text[:cut]] = ids[:k]
-                self.entries.move_to_end(text[:cut])
+                key = text[:cut]
+                self.entries[key] = ids[:skip + bisect.bisect_right(ends, cut)]
+                self.entries.move_to_end(key)
             while len(self.entries) > self.MAX_ENTRIES:
                 self.entries.popitem(last=False)
 
