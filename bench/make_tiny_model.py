@@ -29,8 +29,9 @@ def main() -> None:
                                    num_hidden_layers=ns.layers, num_attention_heads=4, num_key_value_heads=2,
                                    vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True,
                                    bos_token_id=1, eos_token_id=2)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(ns.out, safe_serialization=True)
-    print(f"wrote {ns.out}: {sum(p.numel() for p in transformers.LlamaForCausalLM(cfg).parameters()):,} parameters")
+    model = transformers.LlamaForCausalLM(cfg)
+    model.save_pretrained(ns.out, safe_serialization=True)
+    print(f"wrote {ns.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .sampling import merge
 
 logger = logging.getLogger(__name__)
 
+
 def settle(fut: Future, value: Any = None, error: BaseException | None = None) -> None:
     """Complete ``fut`` unless another thread did first (a stream's value racing a run's failure)."""
     try:
