@@ -2,9 +2,12 @@
 """Attention kernel microbenchmarks on the GPU: Triton vs FlashInfer (when it imports) at page size 1,
 Llama-3-8B head shapes (32 q heads, 8 KV heads, head dim 128, bf16), plus the fused norm/act/rotary ops.
 
-    python bench/bench_kernels.py [--extend-configs]
+    python bench/bench_kernels.py [--extend-configs] [--decode-sweep] [--kv-dtype fp8_e4m3]
 
-Decode reports µs and GB/s of KV read (the bytes floor); extend reports TFLOP/s (causal FLOPs).
+Decode reports µs and GB/s of KV read (the bytes floor, at the pool's element size); extend reports TFLOP/s
+(causal FLOPs). ``--kv-dtype fp8_e4m3`` runs the decode benchmarks (and sweep) over an e4m3 pool, as
+``--kv-cache-dtype fp8_e4m3`` gives the engine: half the bytes of bf16, so at the memory bound half the time
+(FlashInfer is compared at bf16 only).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def sweep_decode(kb, vb, cases) -> list[dict]:
                         except Exception as e:  # noqa: BLE001
                             print(f"decode cfg {(splits, bn, w, st)} failed: {type(e).__name__}")
         res.sort()
-        gb = total * HKV * D * 4 / 1e9
+        gb = total * HKV * D * 2 * kb.element_size() / 1e9
         for ms, splits, bn, w, st in res[:5]:
             rows.append({"bs": bs, "ctx": ctx, "splits": splits, "block_n": bn, "warps": w, "stages": st,
                          "us": ms * 1e3, "GB_s": gb / ms * 1e3})
@@ -94,9 +97,9 @@ def bench_decode(kb, vb, cases) -> list[dict]:
         mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
         run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)
         t_ms = _bench(run_t)
-        gbytes = total * HKV * D * 2 * 2 / 1e9
+        gbytes = total * HKV * D * 2 * kb.element_size() / 1e9
         row = {"bs": bs, "ctx": ctx, "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
-        if fi is not None:
+        if fi is not None and kb.dtype == DT:
             ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
             w = fi.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
             w.plan(indptr.cpu(), idx.int(), torch.ones(bs, dtype=torch.int32), H, HKV, D, 1,
@@ -191,15 +194,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--extend-configs", action="store_true", help="sweep Triton extend block configs")
     ap.add_argument("--decode-sweep", action="store_true", help="sweep Triton decode configs")
+    ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3"],
+                    help="the pool's element type in the decode benchmarks (extend and FlashInfer stay bf16)")
     args = ap.parse_args()
     torch.manual_seed(0)
     kb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
     vb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
-    dec = bench_decode(kb, vb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800)])
-    print_table(dec, "decode attention (bf16, 32/8 heads, d128, page size 1)")
+    dkb, dvb = kb, vb
+    if args.kv_dtype == "fp8_e4m3":
+        dkb, dvb = kb.to(torch.float8_e4m3fn), vb.to(torch.float8_e4m3fn)
+    dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800)])
+    print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, 32/8 heads, d128, page size 1)")
     sweep = []
     if args.decode_sweep:
-        sweep = sweep_decode(kb, vb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (256, 800)])
+        sweep = sweep_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (256, 800), (400, 800)])
         print_table(sweep, "decode sweep: best 5 configs per case")
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()

@@ -224,6 +224,8 @@ def main() -> None:
     ap.add_argument("--mem-fraction-static", type=float, default=0.85)
     ap.add_argument("--mixed-chunk", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--disable-radix-cache", action="store_true", help="as bench_offline_gpu.py runs offline")
+    ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
+                    help="fp8_e4m3: an fp8 KV pool, as bench_offline_gpu.py --kv-cache-dtype")
     ap.add_argument("--cprofile", action="store_true",
                     help="profile the host (cProfile) over each window instead of the GPU kernels")
     args = ap.parse_args()
@@ -231,7 +233,8 @@ def main() -> None:
     cfg = RuntimeConfig(model_path=args.model, load_format="dummy",
                         dtype="bfloat16" if device == "cuda" else "float32", device=device,
                         skip_tokenizer_init=True, context_length=4096, mem_fraction_static=args.mem_fraction_static,
-                        mixed_chunk=args.mixed_chunk, disable_radix_cache=args.disable_radix_cache)
+                        mixed_chunk=args.mixed_chunk, disable_radix_cache=args.disable_radix_cache,
+                        kv_cache_dtype=args.kv_cache_dtype)
     w = Worker(cfg)
     vocab = w.runner.vocab_size
     rng = np.random.default_rng(0)
