@@ -34,7 +34,7 @@ def set_backend(runner, name: str) -> None:
     """Point every attention layer of ``runner`` at a fresh backend ``name`` over the same KV pool."""
     from runtime.attention import create_attention_backend
 
-    backend = create_attention_backend(name, runner.kv_pool)
+    backend = create_attention_backend(name, runner.kv_pool, num_heads=runner.hf_config.num_attention_heads)
     runner.attn_backend = backend
     runner.backend_name = name
     for mod in runner.model.modules():

@@ -42,7 +42,8 @@ class ModelRunner:
         self.backend_name = resolve_backend_name(cfg.attention_backend, self.device)
         if self.kv_dtype != self.dtype and self.backend_name == "flashinfer":
             raise EngineError("kv_cache_dtype='fp8_e4m3' needs the Triton or torch attention backend, not FlashInfer")
-        self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool)
+        self.attn_backend = create_attention_backend(self.backend_name, self.kv_pool,
+                                                     num_heads=hf_config.num_attention_heads)
         # Members per shared-prefix chunk of a decode batch (runtime/attention/cascade.py); 0: no cascade.
         self.cascade_chunk = 0
         if getattr(self.attn_backend, "supports_cascade", False) and not cfg.disable_cascade_attention:

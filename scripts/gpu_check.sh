@@ -65,5 +65,9 @@ for s in "${stages[@]}"; do
     *) echo "unknown stage $s"; status=1 ;;
   esac
 done
-if [ -d ~/.cache/flashinfer ] && [ ! -f .fi2/fi_cache.tar ]; then tar -cf "$OUT/fi_cache.tar" -C ~/.cache flashinfer; fi
+# the compiled FlashInfer kernels come back in $OUT (to put into .fi2/) when new ones were compiled here
+if [ -d ~/.cache/flashinfer ] && { [ ! -f .fi2/fi_cache.tar ] ||
+     [ -n "$(find ~/.cache/flashinfer -newer .fi2/fi_cache.tar -type f -print -quit)" ]; }; then
+  tar -cf "$OUT/fi_cache.tar" -C ~/.cache flashinfer
+fi
 exit $status

@@ -6,13 +6,14 @@ work on the host copies of the lengths, no device sync), then one ``run`` per la
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import EngineError
 from ..forward_batch import ForwardBatch, ForwardMode
 from .base import AttentionBackend, AttentionLayer
-from .triton_ops.store_kv import store_kv
 
 try:  # pragma: no cover - only on GPU machines with flashinfer installed
     import flashinfer
@@ -24,6 +25,12 @@ _WORKSPACE_BYTES = 256 * 1024 * 1024
 
 def flashinfer_available() -> bool:
     return flashinfer is not None and torch.cuda.is_available()
+
+
+def _host(values: list[int]) -> torch.Tensor:
+    """An int32 host tensor, pinned where CUDA is (torch's caching host allocator reuses the blocks)."""
+    t = torch.tensor(values, dtype=torch.int32)
+    return t.pin_memory() if torch.cuda.is_available() else t
 
 
 @dataclass
@@ -41,18 +48,35 @@ class FlashInferAttentionBackend(AttentionBackend):
                  **_: object) -> None:
         super().__init__(kv_pool)
         if flashinfer is None:
-            raise RuntimeError("the flashinfer backend needs the `flashinfer` package "
-                               "(see docs/gpu.md); use attention_backend='triton' instead")
+            raise EngineError("the flashinfer backend needs the `flashinfer` package "
+                              "(see docs/gpu.md); use attention_backend='triton' instead")
+        if kv_pool.dtype not in (torch.float16, torch.bfloat16):
+            raise EngineError(f"the flashinfer backend needs a float16/bfloat16 model and KV cache, not "
+                              f"{kv_pool.dtype}; use attention_backend='triton' (or 'torch')")
+        # NOTE: imported here, so the module imports without triton (the CPU tests of the plan)
+        from .triton_ops.store_kv import store_kv
+
+        self._store_kv = store_kv
         self.num_heads = num_heads
         self.sm_scale = sm_scale
         dev = kv_pool.device
         self.workspace = torch.zeros(_WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
-        group = (num_heads or kv_pool.num_kv_heads) // kv_pool.num_kv_heads
-        # NOTE: the tensor-core decode kernel wins once a KV head serves >= 4 query heads.
-        self.decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            self.workspace, "NHD", use_tensor_cores=group >= 4)
+        self._decode_wrapper = None   # made once the query head count is known (see decode_wrapper)
         self.prefill_wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
         self._batch: ForwardBatch | None = None
+
+    @property
+    def decode_wrapper(self):
+        """The decode wrapper, on tensor cores when a KV head serves >= 4 query heads.
+
+        NOTE: built lazily because the choice needs the query head count: the tensor-core kernel wins from a
+        GQA group of 4 up, and FlashInfer's CUDA-core kernel only exists for groups 1, 2, 3, 4 and 8 (Qwen2's
+        groups of 5, 6 and 7 would fail on it at the first decode)."""
+        if self._decode_wrapper is None:
+            group = self.num_heads // self.kv_pool.num_kv_heads
+            self._decode_wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+                self.workspace, "NHD", use_tensor_cores=group >= 4)
+        return self._decode_wrapper
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         batch.attn_meta = FlashInferMeta(batch.mode)
@@ -64,18 +88,17 @@ class FlashInferAttentionBackend(AttentionBackend):
         pool = self.kv_pool
         seq_cpu = [p + e for p, e in zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)]
         bsz = len(seq_cpu)
-        # NOTE: host-side indptrs: plan reads them on the host anyway, so no device->host sync.
-        kv_indptr = torch.zeros(bsz + 1, dtype=torch.int32)
-        kv_indptr[1:] = torch.tensor(seq_cpu, dtype=torch.int32).cumsum(0)
-        last = torch.ones(bsz, dtype=torch.int32)
+        # NOTE: host-side indptrs: plan reads them on the host anyway, so no device->host sync; pinned, because
+        # plan copies them to the GPU with non_blocking=True, which from pageable memory may sync the stream
+        # (and so undo overlap scheduling).
+        kv_indptr, last = _host([0, *itertools.accumulate(seq_cpu)]), _host([1] * bsz)
         indices = batch.kv_indices.to(torch.int32)
         common = {"q_data_type": pool.dtype, "kv_data_type": pool.dtype, "sm_scale": sm_scale}
         if batch.mode is ForwardMode.DECODE:
             self.decode_wrapper.plan(kv_indptr, indices, last, self.num_heads, pool.num_kv_heads,
                                      pool.head_dim, 1, pos_encoding_mode="NONE", **common)
         else:
-            qo_indptr = torch.zeros(bsz + 1, dtype=torch.int32)
-            qo_indptr[1:] = torch.tensor(batch.extend_lens_cpu, dtype=torch.int32).cumsum(0)
+            qo_indptr = _host([0, *itertools.accumulate(batch.extend_lens_cpu)])
             self.prefill_wrapper.plan(qo_indptr, kv_indptr, indices, last, self.num_heads,
                                       pool.num_kv_heads, pool.head_dim, 1, causal=True, **common)
         batch.attn_meta.planned_scale = sm_scale
@@ -85,7 +108,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         pool = self.kv_pool
         lid = layer.layer_id
         if k is not None:
-            store_kv(pool.k_buffer[lid], pool.v_buffer[lid], batch.out_cache_loc, k, v)
+            self._store_kv(pool.k_buffer[lid], pool.v_buffer[lid], batch.out_cache_loc, k, v)
         if batch.attn_meta is None or self._batch is not batch:
             self.init_forward_metadata(batch)
         if self.num_heads is None:

@@ -13,7 +13,7 @@ class TorchNativeBackend(AttentionBackend):
     """Decode: one padded SDPA over the batch, over K/V staged across steps (``DecodeStaging``).
     Extend: one SDPA per request (causal with prefix offset)."""
 
-    def __init__(self, kv_pool) -> None:
+    def __init__(self, kv_pool, **_: object) -> None:
         super().__init__(kv_pool)
         self.staging = DecodeStaging(kv_pool.num_layers, kv_pool.scratch_slot)
 

@@ -1,0 +1,99 @@
+"""The FlashInfer backend's host side, on the CPU, against a recording stand-in for ``flashinfer``: which decode
+kernel it asks for (tensor cores from a GQA group of 4 up: FlashInfer's CUDA-core decode has no kernel for groups
+5, 6, 7), what it plans (page-size-1 CSR offsets from the host lengths), and the errors it gives instead of
+failing inside FlashInfer. The kernels themselves are checked on the GPU (tests/gpu/test_model_parity.py)."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.attention import create_attention_backend
+from runtime.errors import EngineError
+from runtime.forward_batch import ForwardBatch, ForwardMode
+from runtime.mem.kv_pool import KVPool
+
+
+class _Wrapper:
+    def __init__(self, log, kind, workspace, layout, **kw):
+        self.log, self.kind = log, kind
+        log.append((kind, "new", kw))
+
+    def plan(self, *args, **kw):
+        self.log.append((self.kind, "plan", args, kw))
+
+
+@pytest.fixture
+def fake_flashinfer(monkeypatch):
+    import runtime.attention.flashinfer_backend as fib
+
+    log: list = []
+    fake = types.SimpleNamespace(
+        BatchDecodeWithPagedKVCacheWrapper=lambda *a, **kw: _Wrapper(log, "decode", *a, **kw),
+        BatchPrefillWithPagedKVCacheWrapper=lambda *a, **kw: _Wrapper(log, "prefill", *a, **kw))
+    monkeypatch.setattr(fib, "flashinfer", fake)
+    # the backend's KV store is a Triton kernel; CPU CI has no triton
+    monkeypatch.setitem(sys.modules, "runtime.attention.triton_ops.store_kv",
+                        types.SimpleNamespace(store_kv=lambda *a: None))
+    return log
+
+
+def _batch(mode, prefix, extend):
+    n = sum(p + e for p, e in zip(prefix, extend))
+    z = torch.zeros(0, dtype=torch.int64)
+    return ForwardBatch(mode=mode, input_ids=z, positions=z, out_cache_loc=z, qo_indptr=z, kv_indptr=z,
+                        kv_indices=torch.arange(n, dtype=torch.int64), prefix_lens=z, seq_lens=z,
+                        extend_lens_cpu=list(extend), prefix_lens_cpu=list(prefix))
+
+
+@pytest.mark.parametrize("heads,kv_heads,tensor_cores", [(28, 4, True), (32, 8, True), (12, 2, True),
+                                                         (8, 4, False), (4, 4, False)])
+def test_decode_kernel_follows_the_gqa_group(fake_flashinfer, heads, kv_heads, tensor_cores):
+    pool = KVPool(64, 2, kv_heads, 16, torch.bfloat16, "cpu")
+    be = create_attention_backend("flashinfer", pool, num_heads=heads)
+    assert [e[0] for e in fake_flashinfer] == ["prefill"]          # no decode wrapper before the head count
+    be.init_forward_metadata(_batch(ForwardMode.DECODE, [5, 9], [1, 1]))
+    be.init_forward_metadata(_batch(ForwardMode.DECODE, [6, 10], [1, 1]))
+    made = [e for e in fake_flashinfer if e[:2] == ("decode", "new")]
+    assert len(made) == 1 and made[0][2]["use_tensor_cores"] is tensor_cores
+
+
+def test_plans_page_size_one_offsets(fake_flashinfer):
+    pool = KVPool(64, 2, 2, 16, torch.float16, "cpu")
+    be = create_attention_backend("flashinfer", pool, num_heads=8)
+    be.init_forward_metadata(_batch(ForwardMode.EXTEND, [0, 7, 3], [4, 2, 1]))   # a mixed pass's decode row last
+    kind, _, args, kw = fake_flashinfer[-1]
+    qo_indptr, kv_indptr, indices, last, heads, kv_heads, head_dim, page = args
+    assert kind == "prefill" and kw["causal"] is True and kw["q_data_type"] == torch.float16
+    assert qo_indptr.tolist() == [0, 4, 6, 7] and kv_indptr.tolist() == [0, 4, 13, 17]
+    assert indices.dtype == torch.int32 and indices.tolist() == list(range(17))
+    assert last.tolist() == [1, 1, 1] and (heads, kv_heads, head_dim, page) == (8, 2, 16, 1)
+    assert kw["sm_scale"] == pytest.approx(16 ** -0.5)
+    be.init_forward_metadata(_batch(ForwardMode.DECODE, [3, 0], [1, 1]))
+    kind, _, args, kw = fake_flashinfer[-1]
+    assert kind == "decode" and args[0].tolist() == [0, 4, 5] and kw["pos_encoding_mode"] == "NONE"
+
+
+def test_clear_errors(fake_flashinfer, monkeypatch):
+    with pytest.raises(EngineError, match="float16/bfloat16"):
+        create_attention_backend("flashinfer", KVPool(8, 1, 2, 16, torch.float32, "cpu"), num_heads=4)
+    import runtime.attention.flashinfer_backend as fib
+
+    monkeypatch.setattr(fib, "flashinfer", None)
+    with pytest.raises(EngineError, match="needs the `flashinfer` package"):
+        create_attention_backend("flashinfer", KVPool(8, 1, 2, 16, torch.bfloat16, "cpu"), num_heads=4)
+    # every backend takes the head count the ModelRunner passes
+    assert create_attention_backend("torch", KVPool(8, 1, 2, 16, torch.float32, "cpu"), num_heads=4)
+
+
+def test_model_runner_passes_the_head_count(fake_flashinfer, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))
+    from gpu_helpers import make_runner, write_tiny_config
+
+    runner = make_runner(write_tiny_config(tmp_path, num_attention_heads=16, num_key_value_heads=2), "cpu",
+                         "flashinfer", dtype="bfloat16", tokens=256)
+    assert runner.attn_backend.num_heads == 16 and runner.attn_backend.decode_wrapper is not None
+    assert [e[2]["use_tensor_cores"] for e in fake_flashinfer if e[:2] == ("decode", "new")] == [True]
