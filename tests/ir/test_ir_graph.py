@@ -182,3 +182,24 @@ def test_rebuild_helpers_keep_numbering_stable():
     g.reserve_ids(10)
     assert g.new_stream() == "s2"
     assert g.add(ir.Text(stream="s0", text="a")) == 10 and g.next_id == 11
+
+
+def test_order_follows_every_change_to_the_graph():
+    """``Graph.order()`` is memoized; a node or edge added or removed (through Graph or on ``g`` directly),
+    or a replaced ``g``, gives a fresh order."""
+    g = _graph_with(ir.Text(stream="s0", text="a"), ir.Text(stream="s1", text="b"), ir.Text(stream="s2", text="c"))
+    assert g.order() == [0, 1, 2]
+    g.add_edge(2, 0, "data")        # 2 must now come before 0
+    assert g.order() == [1, 2, 0]
+    g.g.remove_edge(2, 0)
+    assert g.order() == [0, 1, 2]
+    g.add(ir.Text(stream="s0", text="d"))
+    assert g.order() == [0, 1, 2, 3]
+    g.g.add_edge(3, 1, kind="data")
+    assert g.order() == [0, 2, 3, 1]
+    h = g.copy()
+    h.g.remove_node(1)
+    assert h.order() == [0, 2, 3] and g.order() == [0, 2, 3, 1]
+    out = g.order()
+    out.append(99)                   # callers get their own list
+    assert g.order() == [0, 2, 3, 1]
