@@ -139,11 +139,16 @@ class ModelRunner:
         for reqs in (plain, mixed, many):
             if reqs:
                 self.forward(self._scratch_batch(reqs))
+        if ctx > 0 and (self.cfg.disable_cuda_graph or not getattr(self.attn_backend, "supports_cuda_graph", False)):
+            # NOTE: eager decode (FlashInfer; graphs off): its kernels load or JIT-compile here, not in the first
+            # request (graph capture runs the decode kernels otherwise)
+            self.forward(self._scratch_batch([(ctx, 1)] * 8, ForwardMode.DECODE))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
 
-    def _scratch_batch(self, reqs: list[tuple[int, int]]) -> ForwardBatch:
-        """An extend batch of ``(prefix_len, extend_len)`` requests whose every KV slot is the scratch slot."""
+    def _scratch_batch(self, reqs: list[tuple[int, int]], mode: ForwardMode = ForwardMode.EXTEND) -> ForwardBatch:
+        """A batch of ``(prefix_len, extend_len)`` requests whose every KV slot is the scratch slot (a decode
+        batch: every ``extend_len`` is 1)."""
         dev = self.device
         ext = [e for _, e in reqs]
         pre = [p for p, _ in reqs]
@@ -152,7 +157,7 @@ class ModelRunner:
         qo = cum(ext)
         scratch = self.kv_pool.scratch_slot
         return ForwardBatch(
-            mode=ForwardMode.EXTEND, input_ids=torch.zeros(t, dtype=torch.long, device=dev),
+            mode=mode, input_ids=torch.zeros(t, dtype=torch.long, device=dev),
             positions=torch.cat([torch.arange(p, p + e, device=dev) for p, e in reqs]),
             out_cache_loc=torch.full((t,), scratch, dtype=torch.long, device=dev), qo_indptr=qo,
             kv_indptr=cum([p + e for p, e in reqs]),
