@@ -225,7 +225,7 @@ def main() -> None:
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()
     print_table(fused, "fused ops vs torch layers")
-    save_json({"info": gpu_info(), "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
+    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
                 r = {**xs[0], **{k: statistics.median_low(x[k] for x in xs) for k in _MEDIAN_COUNTS},
                      "programs_s": statistics.median(x["programs_s"] for x in xs),
                      "load": statistics.median(x["load"] for x in xs)}
-                r["efficiency"] = r["optimal"] / r["prefill"] if r["prefill"] else 1.0
+                r["efficiency"] = statistics.median(x["efficiency"] for x in xs)   # NOTE: per run, then the median
                 rows.append({"workload": wl.name, "radix": label, "level": f"-O{level}", **r})
                 logger.info("%s %s -O%d: %s prog/s, passes %s, prefill %d, load %.1f", wl.name, label, level,
                             [round(x["programs_s"], 2) for x in xs], [x["passes"] for x in xs], r["prefill"], r["load"])
@@ -188,7 +188,7 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
 
 
 # columns reported as the median over the runs (programs/s too); the others are the first run's
-_MEDIAN_COUNTS = ("passes", "prefill", "requested", "optimal", "seconds")
+_MEDIAN_COUNTS = ("passes", "prefill", "requested", "optimal")
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -68,6 +68,7 @@ class Graph:
         self._tails.setdefault(node.stream, None)
         tail = self._tails[node.stream]
         self.g.add_node(nid, node=node)
+        self._order = None
         if tail is not None:
             self.g.add_edge(tail, nid, kind="stream")
         self._tails[node.stream] = nid
@@ -80,6 +81,7 @@ class Graph:
         if kind == "data" and self.g.has_edge(src, dst):
             return  # NOTE: one edge per pair; the stream edge already orders a value before its reader
         self.g.add_edge(src, dst, kind=kind)
+        self._order = None
 
     def tail(self, stream: str) -> int | None:
         """The last node added to ``stream`` (``None`` for an empty stream)."""
@@ -103,8 +105,8 @@ class Graph:
         """All node ids in a stable topological order (ties broken by id)."""
         # NOTE: memoized: a run reads the order of its compiled graph several times (streams(), executors, the
         # batch's heads), ~0.7 ms each on a 60-node program. Every change to the graph changes its node or edge
-        # count (or replaces ``g``), except removing one edge and adding another between two calls, which nothing
-        # does: passes build new graphs (passes/rewrite.py).
+        # count (or replaces ``g``), or goes through add/add_edge (which drop the memo), except direct edits of ``g``
+        # that keep both counts (remove an edge, add another), which nothing does: passes build new graphs.
         key = (id(self.g), self.g.number_of_nodes(), self.g.number_of_edges())
         memo = self._order
         if memo is None or memo[0] != key:

@@ -42,7 +42,7 @@ embedded() {
 while [ $# -gt 0 ]; do
   s=$1; shift
   case $s in
-    part)      d=$1; shift
+    part)      d=${1:?part needs a folder}; shift
                case $d in .emb*) dst=/tmp/emb ;; *) dst=/tmp/pw ;; esac
                mkdir -p "$dst" && cp "$d"/* "$dst"/ && echo "=== part $d -> $dst" ;;
     embedded)  embedded || status=1 ;;
@@ -51,7 +51,8 @@ while [ $# -gt 0 ]; do
                step programs1 env PYTHONPATH=/tmp/embsite python3 bench/bench_programs.py --items 1 --repeat 5 \
                  --no-radix-off --only fork ;;
     vllm-peer) step vllm_peer bash .peer/run_on_device.sh .pw4 bench_peer.py ;;
-    vllm)      args=$1; shift
+    vllm)      args=${1:?vllm needs its arguments in one word}; shift
+               if [ ! -f /tmp/site/.peer_ok ]; then echo "=== vllm: run vllm-peer first (it unpacks vLLM)"; status=1; continue; fi
                # shellcheck disable=SC2086
                step "vllm_$(echo "$args" | tr -c 'a-z0-9' '_' | cut -c1-40)" env PYTHONPATH=/tmp/site \
                  VLLM_USE_FLASHINFER_SAMPLER=0 python3 bench/peer_vllm.py $args ;;

@@ -90,7 +90,8 @@ class FlashInferAttentionBackend(AttentionBackend):
         bsz = len(seq_cpu)
         # NOTE: host-side indptrs: plan reads them on the host anyway, so no device->host sync; pinned, because
         # plan copies them to the GPU with non_blocking=True, which from pageable memory may sync the stream
-        # (and so undo overlap scheduling).
+        # (and so undo overlap scheduling). FlashInfer's plan still makes small pageable copies of its own
+        # (a range buffer, the prefill's kv lengths): check with SGLC_PROFILE_SYNC=1 before relying on overlap.
         kv_indptr, last = _host([0, *itertools.accumulate(seq_cpu)]), _host([1] * bsz)
         indices = batch.kv_indices.to(torch.int32)
         common = {"q_data_type": pool.dtype, "kv_data_type": pool.dtype, "sm_scale": sm_scale}
