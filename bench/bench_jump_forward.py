@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
+from gpu_common import git_commit
 from test_constrained import HP, SCHEMA
 
 CASES = [
@@ -53,8 +53,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     on, off = run(False, args.repeat), run(True, args.repeat)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = git_commit()
     print(f"\n{time.strftime('%Y-%m-%d')} commit {commit}, embedded SmolLM2-135M-Instruct, CPU, best of {args.repeat}\n")
     print("| case | jump-forward | seconds | output tokens | forward passes | speedup |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

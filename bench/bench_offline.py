@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from gpu_common import git_commit
 
 
 def workload(n: int, seed: int, lo_in=16, hi_in=512, lo_out=16, hi_out=256):
@@ -126,8 +127,7 @@ def main() -> None:
         sp = shared_prefix_workload(args.num, args.seed)
         rows.append(("B: shared 1k prefix", "sglc radix on", run_sglc(sp)))
         rows.append(("B: shared 1k prefix", "sglc radix off", run_sglc(sp, disable_radix_cache=True)))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = git_commit()
     print(f"\n{time.strftime('%Y-%m-%d')} commit {commit}, {args.num} requests per workload\n")
     print("| workload | system | seconds | output tok/s | prefill tokens computed |")
     print("| --- | --- | ---: | ---: | ---: |")
