@@ -79,6 +79,19 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
         p.copy_(w.to(p.dtype))
 
 
+def write_tiny_model(path, seed: int = 0, **overrides) -> str:
+    """The tiny Llama of :data:`TINY_LLAMA` with :func:`randomize_`'s peaky weights, saved as safetensors (load it
+    with the default ``load_format``). Dummy weights (uniform +-0.02) give nearly flat logits, against which a
+    greedy check within a tolerance can hardly fail."""
+    import transformers
+
+    cfg = {k: v for k, v in dict(TINY_LLAMA, **overrides).items() if k not in ("architectures", "model_type")}
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg))
+    randomize_(model, seed)
+    model.save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
 class MiniDriver:
     """Builds ForwardBatches for a handful of requests straight on a ModelRunner (no scheduler)."""
 
