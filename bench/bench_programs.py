@@ -175,9 +175,7 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
             for level in (0, 2):
                 xs = runs[level]
                 r = {**xs[0], **{k: statistics.median_low(x[k] for x in xs) for k in _MEDIAN_COUNTS},
-                     "programs_s": statistics.median(x["programs_s"] for x in xs),
-                     "load": statistics.median(x["load"] for x in xs)}
-                r["efficiency"] = statistics.median(x["efficiency"] for x in xs)   # NOTE: per run, then the median
+                     **{k: statistics.median(x[k] for x in xs) for k in _MEDIAN_RATES}}
                 rows.append({"workload": wl.name, "radix": label, "level": f"-O{level}", **r})
                 logger.info("%s %s -O%d: %s prog/s, passes %s, prefill %d, load %.1f", wl.name, label, level,
                             [round(x["programs_s"], 2) for x in xs], [x["passes"] for x in xs], r["prefill"], r["load"])
@@ -187,8 +185,9 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
                                         else "no (-O0 runs differ too)")
 
 
-# columns reported as the median over the runs (programs/s too); the others are the first run's
+# columns reported as the median over the runs (counts: one run's value); the others are the first run's
 _MEDIAN_COUNTS = ("passes", "prefill", "requested", "optimal")
+_MEDIAN_RATES = ("programs_s", "load", "efficiency")   # NOTE: efficiency per run, then the median
 
 
 def table(rows: list[dict[str, Any]]) -> str:

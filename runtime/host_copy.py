@@ -57,5 +57,12 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
+def pinned(values: list[int], dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """``values`` as a host tensor, in pinned memory where CUDA is: for an API that copies it to the GPU itself
+    with ``non_blocking=True`` (FlashInfer's ``plan``). Torch's caching host allocator reuses the blocks."""
+    t = torch.tensor(values, dtype=dtype)
+    return t.pin_memory() if torch.cuda.is_available() else t
+
+
 def _upload(host: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return host.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else host

@@ -117,7 +117,7 @@ class ModelRunner:
             self.warmup(sd["max_prefill_tokens"], sd["chunked_prefill_size"])
             logger.info("warm-up passes (%d prefill tokens) in %.1fs", sd["max_prefill_tokens"],
                         time.perf_counter() - t0)
-        if not cfg.disable_cuda_graph and getattr(self.attn_backend, "supports_cuda_graph", False):
+        if self._decode_graphs():
             from .cuda_graph_runner import CudaGraphRunner
 
             max_bs = sd["max_running_requests"]
@@ -139,12 +139,16 @@ class ModelRunner:
         for reqs in (plain, mixed, many):
             if reqs:
                 self.forward(self._scratch_batch(reqs))
-        if ctx > 0 and (self.cfg.disable_cuda_graph or not getattr(self.attn_backend, "supports_cuda_graph", False)):
+        if ctx > 0 and not self._decode_graphs():
             # NOTE: eager decode (FlashInfer; graphs off): its kernels load or JIT-compile here, not in the first
             # request (graph capture runs the decode kernels otherwise)
             self.forward(self._scratch_batch([(ctx, 1)] * 8, ForwardMode.DECODE))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
+
+    def _decode_graphs(self) -> bool:
+        """Whether decode is captured in CUDA graphs (on CUDA, when the backend supports it and they are on)."""
+        return not self.cfg.disable_cuda_graph and getattr(self.attn_backend, "supports_cuda_graph", False)
 
     def _scratch_batch(self, reqs: list[tuple[int, int]], mode: ForwardMode = ForwardMode.EXTEND) -> ForwardBatch:
         """A batch of ``(prefix_len, extend_len)`` requests whose every KV slot is the scratch slot (a decode

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import EngineError
 from ..forward_batch import ForwardBatch, ForwardMode
+from ..host_copy import pinned
 from .base import AttentionBackend, AttentionLayer
 
 try:  # pragma: no cover - only on GPU machines with flashinfer installed
@@ -25,12 +26,6 @@ _WORKSPACE_BYTES = 256 * 1024 * 1024
 
 def flashinfer_available() -> bool:
     return flashinfer is not None and torch.cuda.is_available()
-
-
-def _host(values: list[int]) -> torch.Tensor:
-    """An int32 host tensor, pinned where CUDA is (torch's caching host allocator reuses the blocks)."""
-    t = torch.tensor(values, dtype=torch.int32)
-    return t.pin_memory() if torch.cuda.is_available() else t
 
 
 @dataclass
@@ -92,14 +87,14 @@ class FlashInferAttentionBackend(AttentionBackend):
         # plan copies them to the GPU with non_blocking=True, which from pageable memory may sync the stream
         # (and so undo overlap scheduling). FlashInfer's plan still makes small pageable copies of its own
         # (a range buffer, the prefill's kv lengths): check with SGLC_PROFILE_SYNC=1 before relying on overlap.
-        kv_indptr, last = _host([0, *itertools.accumulate(seq_cpu)]), _host([1] * bsz)
+        kv_indptr, last = pinned([0, *itertools.accumulate(seq_cpu)]), pinned([1] * bsz)
         indices = batch.kv_indices.to(torch.int32)
         common = {"q_data_type": pool.dtype, "kv_data_type": pool.dtype, "sm_scale": sm_scale}
         if batch.mode is ForwardMode.DECODE:
             self.decode_wrapper.plan(kv_indptr, indices, last, self.num_heads, pool.num_kv_heads,
                                      pool.head_dim, 1, pos_encoding_mode="NONE", **common)
         else:
-            qo_indptr = _host([0, *itertools.accumulate(batch.extend_lens_cpu)])
+            qo_indptr = pinned([0, *itertools.accumulate(batch.extend_lens_cpu)])
             self.prefill_wrapper.plan(qo_indptr, kv_indptr, indices, last, self.num_heads,
                                       pool.num_kv_heads, pool.head_dim, 1, causal=True, **common)
         batch.attn_meta.planned_scale = sm_scale
