@@ -45,23 +45,47 @@ def _rel(a, b) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def sweep_decode(kb, vb, cases) -> list[dict]:
+def _lens(bs: int, ctx) -> list[int]:
+    """A case's context lengths: ``ctx`` tokens each, or ``(lo, hi)``: uniform in [lo, hi] (fixed draw), like
+    the offline workload's running requests (prompts U[256, 1024] plus up to 512 outputs)."""
+    if isinstance(ctx, int):
+        return [ctx] * bs
+    g = torch.Generator().manual_seed(bs)
+    return torch.randint(ctx[0], ctx[1] + 1, (bs,), generator=g).tolist()
+
+
+def _ctx_label(ctx) -> str:
+    return str(ctx) if isinstance(ctx, int) else f"U[{ctx[0]},{ctx[1]}]"
+
+
+# the decode sweep's cases and configs: "all" (every batch size, the session-2 space) or "large" (the batch
+# sizes of offline decode, where one split holds a row: block sizes, warps and pipeline depth only)
+SWEEPS = {
+    "all": ([(1, 384), (1, 4096), (32, 288), (64, 1085), (256, 800), (400, 800)],
+            (1, 2, 4, 8, 16), (32, 64, 128), (4, 8), (1, 2, 3)),
+    "large": ([(256, 800), (400, 800), (470, (256, 1536))], (1,), (32, 64, 128), (2, 4, 8), (2, 3, 4)),
+}
+
+
+def sweep_decode(kb, vb, which: str = "all") -> list[dict]:
     """Triton decode: every (splits, BLOCK_N, num_warps, num_stages) on each case; the best five each."""
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
 
+    cases, split_opts, bns, warps, stages = SWEEPS[which]
     rows = []
     for bs, ctx in cases:
-        total = bs * ctx
+        lens = _lens(bs, ctx)
+        total = sum(lens)
         idx = torch.randperm(POOL, device="cuda")[:total]
-        indptr = _indptr([ctx] * bs)
+        indptr = _indptr(lens)
         q = torch.randn(bs, H, D, dtype=DT, device="cuda")
         o = torch.empty_like(q)
         res = []
-        for splits in [s for s in (1, 2, 4, 8, 16) if s == 1 or bs * HKV * s <= 8 * 132]:
+        for splits in [s for s in split_opts if s == 1 or bs * HKV * s <= 8 * 132]:
             mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
-            for bn in (32, 64, 128):
-                for w in (4, 8):
-                    for st in (1, 2, 3):
+            for bn in bns:
+                for w in warps:
+                    for st in stages:
                         fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,
                                                           block_n=bn, num_warps=w, num_stages=st)
                         try:
@@ -71,7 +95,7 @@ def sweep_decode(kb, vb, cases) -> list[dict]:
         res.sort()
         gb = total * HKV * D * 2 * kb.element_size() / 1e9
         for ms, splits, bn, w, st in res[:5]:
-            rows.append({"bs": bs, "ctx": ctx, "splits": splits, "block_n": bn, "warps": w, "stages": st,
+            rows.append({"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "block_n": bn, "warps": w, "stages": st,
                          "us": ms * 1e3, "GB_s": gb / ms * 1e3})
     return rows
 
@@ -87,7 +111,7 @@ def bench_decode(kb, vb, cases) -> list[dict]:
     rows = []
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for bs, ctx in cases:
-        lens = [ctx] * bs
+        lens = _lens(bs, ctx)
         total = sum(lens)
         idx = torch.randperm(POOL, device="cuda")[:total]
         indptr = _indptr(lens)
@@ -98,7 +122,7 @@ def bench_decode(kb, vb, cases) -> list[dict]:
         run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)
         t_ms = _bench(run_t)
         gbytes = total * HKV * D * 2 * kb.element_size() / 1e9
-        row = {"bs": bs, "ctx": ctx, "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
+        row = {"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
         if fi is not None and kb.dtype == DT:
             ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
             w = fi.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
@@ -193,7 +217,8 @@ def bench_fused() -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--extend-configs", action="store_true", help="sweep Triton extend block configs")
-    ap.add_argument("--decode-sweep", action="store_true", help="sweep Triton decode configs")
+    ap.add_argument("--decode-sweep", nargs="?", const="all", choices=sorted(SWEEPS),
+                    help="sweep Triton decode configs: all (default) or large (offline batch sizes only)")
     ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3"],
                     help="the pool's element type in the decode benchmarks (extend and FlashInfer stay bf16)")
     args = ap.parse_args()
@@ -203,11 +228,12 @@ def main() -> None:
     dkb, dvb = kb, vb
     if args.kv_dtype == "fp8_e4m3":
         dkb, dvb = kb.to(torch.float8_e4m3fn), vb.to(torch.float8_e4m3fn)
-    dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800)])
+    dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800),
+                                  (470, (256, 1536))])
     print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, 32/8 heads, d128, page size 1)")
     sweep = []
     if args.decode_sweep:
-        sweep = sweep_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (256, 800), (400, 800)])
+        sweep = sweep_decode(dkb, dvb, args.decode_sweep)
         print_table(sweep, "decode sweep: best 5 configs per case")
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()

@@ -11,6 +11,7 @@ tokenizer), drawn with the same generator calls as ../shared/tools/peer-vllm/ben
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
                     help="fp8_e4m3: an fp8 KV pool (twice the tokens, half the K/V read per decode step)")
     ap.add_argument("--skip-offline", action="store_true")
+    ap.add_argument("--offline-only", action="store_true",
+                    help="skip the batch-1 and prefill measurements (the offline prompts stay the same draws)")
     args = ap.parse_args()
 
     kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule,
@@ -49,6 +52,7 @@ def main() -> None:
     info = eng.model_info()
     vocab = info["vocab_size"]
     res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype,
+           "decode_config": os.environ.get("SGLC_DECODE_CONFIG", "") or "default",
            "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)
@@ -65,12 +69,14 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         return best
 
-    res["bs1_decode_ms_per_token"] = round((timed(257) - timed(1)) / 256 * 1000, 3)
+    if not args.offline_only:
+        res["bs1_decode_ms_per_token"] = round((timed(257) - timed(1)) / 256 * 1000, 3)
 
     ps = [token_prompt(rng, 1024, vocab) for _ in range(8)]
-    t = time.perf_counter()
-    eng.generate(input_ids=ps, sampling_params=_sp(1, args.temperature))
-    res["prefill_tok_per_s_8x1024"] = round(8 * 1024 / (time.perf_counter() - t))
+    if not args.offline_only:
+        t = time.perf_counter()
+        eng.generate(input_ids=ps, sampling_params=_sp(1, args.temperature))
+        res["prefill_tok_per_s_8x1024"] = round(8 * 1024 / (time.perf_counter() - t))
 
     if not args.skip_offline:
         n = args.num_prompts

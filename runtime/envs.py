@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .errors import EngineError
+
 
 @dataclass(frozen=True)
 class Env:
@@ -16,6 +18,24 @@ class Env:
     overlap_prefill: bool = os.environ.get("SGLC_OVERLAP_PREFILL", "1") not in ("", "0")
     # one-row linear layers (batch-1 decode) use the Triton GEMV on CUDA (0: cuBLAS for every shape)
     triton_gemv: bool = os.environ.get("SGLC_GEMV", "1") not in ("", "0")
+    # the Triton decode kernel's block config, "BLOCK_N,num_warps,num_stages" (empty: the built-in defaults);
+    # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine
+    decode_config: str = os.environ.get("SGLC_DECODE_CONFIG", "")
 
 
 ENV = Env()
+
+
+def decode_config(text: str) -> dict:
+    """``"BLOCK_N,num_warps,num_stages"`` (``SGLC_DECODE_CONFIG``) as keyword arguments of the decode kernel;
+    empty: none (the kernel's defaults)."""
+    if not text.strip():
+        return {}
+    try:
+        bn, warps, stages = (int(x) for x in text.split(","))
+    except ValueError:
+        raise EngineError(f"SGLC_DECODE_CONFIG={text!r}: expected BLOCK_N,num_warps,num_stages, e.g. 64,4,3") from None
+    if bn < 16 or bn & (bn - 1) or warps not in (1, 2, 4, 8, 16) or not 1 <= stages <= 8:
+        raise EngineError(f"SGLC_DECODE_CONFIG={text!r}: BLOCK_N must be a power of two >= 16, num_warps one "
+                          "of 1, 2, 4, 8, 16 and num_stages in 1..8")
+    return {"block_n": bn, "num_warps": warps, "num_stages": stages}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..envs import ENV, decode_config
 from ..forward_batch import ForwardBatch, ForwardMode
 from ..host_copy import aligned
 from .base import AttentionBackend, AttentionLayer
@@ -64,6 +65,7 @@ class TritonAttentionBackend(AttentionBackend):
             dev = kv_pool.device
             num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         self.num_sms = num_sms
+        self.decode_kw = decode_config(ENV.decode_config)
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         if batch.mode is ForwardMode.DECODE:
@@ -101,7 +103,8 @@ class TritonAttentionBackend(AttentionBackend):
         if meta.mode is ForwardMode.DECODE:
             bufs = self._decode_bufs(meta, q.shape[0], layer, q.device)
             decode_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.kv_indptr,
-                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling, cascade=batch.cascade)
+                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling, cascade=batch.cascade,
+                                 **self.decode_kw)
             return o
         d = meta.decode_rows
         b = batch.batch_size - d
@@ -115,7 +118,7 @@ class TritonAttentionBackend(AttentionBackend):
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)
             decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], meta.tail_kv_indptr,
-                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling)
+                                 batch.kv_indices, bufs[0], bufs[1], layer.scaling, **self.decode_kw)
         return o
 
     @staticmethod
