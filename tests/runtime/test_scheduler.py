@@ -398,3 +398,68 @@ def _traffic_step(sched, rng: random.Random, prefixes: list[list[int]], reqs: li
         if not victim.finished:
             return sched.abort(victim.rid)
     return []
+
+
+class _PassLog(FakeExecutor):
+    """FakeExecutor that also records each pass: (kind, decode rows, prefill tokens)."""
+
+    def __init__(self):
+        super().__init__({})
+        self.passes: list[tuple[str, int, int]] = []
+
+    def launch(self, batch: ScheduleBatch, prev: dict | None = None) -> dict:
+        kind = "decode" if batch.decode else "mixed" if batch.mixed else "prefill"
+        self.passes.append((kind, batch.decode_tokens, batch.num_tokens - batch.decode_tokens))
+        return super().launch(batch, prev)
+
+
+def _steady_state(coalesce: int, steps: int = 8, overlap: bool = True):
+    """8 requests decode at the request limit; as they finish one by one, 6 waiting prompts of 5 tokens
+    each take their slots."""
+    alloc = SlotAllocator(400)
+    cache = RadixCache(alloc, disabled=True)
+    cfg = SchedulerConfig(max_running_requests=8, chunked_prefill_size=64, max_prefill_tokens=64, mixed_chunk=True,
+                          decode_reserve_steps=0, prefill_coalesce_tokens=coalesce, prefill_coalesce_steps=steps,
+                          prefill_coalesce_running=4)
+    ex = _PassLog()
+    sched = (OverlapScheduler if overlap else Scheduler)(cfg, alloc, cache, ex, finish_check)
+    reqs = [Req(rid=f"r{i}", input_ids=[(7 * i + j) % V for j in range(4)],
+                sampling_params=SamplingParams(max_new_tokens=4 + 3 * i, ignore_eos=True)) for i in range(8)]
+    for r in reqs:
+        sched.add(r)
+    sched.step()   # the 8 running ones prefill together
+    late = [Req(rid=f"w{i}", input_ids=[(3 * i + j) % V for j in range(5)],
+                sampling_params=SamplingParams(max_new_tokens=6, ignore_eos=True)) for i in range(6)]
+    for r in late:
+        sched.add(r)
+    for _ in range(500):
+        if not sched.has_work:
+            break
+        sched.step_or_unstick()
+    assert not sched.has_work
+    for r in reqs + late:   # coalescing changes when requests run, never what they compute
+        assert r.output_ids == expected_output(r.input_ids, r.sampling_params.max_new_tokens), r.rid
+    assert alloc.available == 400
+    return [p for p in ex.passes[1:] if p[0] != "decode"]
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_prefill_coalescing_admits_prompts_in_fewer_larger_passes(overlap):
+    """Off, prompts are admitted as soon as finishing requests free their slots: four or more small prefill
+    passes (5 or 10 tokens). With a 15-token target they wait for room for three: two passes of 10+."""
+    off = _steady_state(0, overlap=overlap)
+    on = _steady_state(15, overlap=overlap)
+    assert sum(t for _, _, t in off) == sum(t for _, _, t in on) == 30
+    assert len(off) >= 4 and min(t for _, _, t in off) == 5, off
+    assert len(on) == 2 and min(t for _, _, t in on) >= 10, on
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_prefill_coalescing_holds_at_most_the_step_limit(overlap):
+    """A target the waiting prompts cannot reach while the running requests hold their slots (30 tokens)
+    holds them at most ``prefill_coalesce_steps`` steps in a row: with 2, prompts go in as slots free (4+
+    passes, as without coalescing); with 8, in two larger passes."""
+    short = _steady_state(30, steps=2, overlap=overlap)
+    long = _steady_state(30, steps=8, overlap=overlap)
+    assert len(short) >= 4 and min(t for _, _, t in short) == 5, short
+    assert len(long) == 2, long
