@@ -36,8 +36,6 @@ def main() -> None:
                     help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
     ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
                     help="fp8_e4m3: an fp8 KV pool (twice the tokens, half the K/V read per decode step)")
-    ap.add_argument("--prefill-coalesce-tokens", type=int, default=None,
-                    help="hold new prompts until the pool has room for N tokens while >= 64 decode (0: off)")
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--offline-only", action="store_true",
                     help="skip the batch-1 and prefill measurements (the offline prompts stay the same draws)")
@@ -45,8 +43,6 @@ def main() -> None:
 
     kw = {"mem_fraction_static": args.mem_fraction_static, "overlap_schedule": args.overlap_schedule,
           "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype}
-    if args.prefill_coalesce_tokens is not None:
-        kw["prefill_coalesce_tokens"] = args.prefill_coalesce_tokens
     if args.max_running_requests:
         kw["max_running_requests"] = args.max_running_requests
     if args.model_path:
@@ -57,7 +53,6 @@ def main() -> None:
     vocab = info["vocab_size"]
     res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype,
            "decode_config": os.environ.get("SGLC_DECODE_CONFIG", "") or "default",
-           "prefill_coalesce_tokens": args.prefill_coalesce_tokens,
            "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)

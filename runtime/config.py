@@ -28,9 +28,6 @@ class RuntimeConfig:
     disable_radix_cache: bool = False
     overlap_schedule: str = "auto"         # "auto" (on for CUDA) | "on" | "off": queue step N+1 before N ends
     mixed_chunk: str = "auto"              # "auto" (on for CUDA) | "on" | "off": decode rows ride in prefill passes
-    # while >= 64 requests decode, waiting prompts are held (<= 8 steps) until the KV pool has room for this
-    # many of their tokens: fewer, larger prefill passes (SchedulerConfig.prefill_coalesce_tokens); 0: off
-    prefill_coalesce_tokens: int | None = None
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
@@ -86,8 +83,6 @@ class RuntimeConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise EngineError(f"{name} must be positive, got {v}")
-        if self.prefill_coalesce_tokens is not None and self.prefill_coalesce_tokens < 0:
-            raise EngineError(f"prefill_coalesce_tokens must be >= 0 (0: off), got {self.prefill_coalesce_tokens}")
 
 
 def resolve_device(device: str) -> str:
@@ -127,6 +122,4 @@ def scheduler_defaults(cfg: RuntimeConfig, device: str) -> dict[str, int]:
         "max_running_requests": cfg.max_running_requests or (512 if gpu else 128),
         "chunked_prefill_size": cfg.chunked_prefill_size or (8192 if gpu else 1024),
         "max_prefill_tokens": cfg.max_prefill_tokens or (16384 if gpu else 2048),
-        "prefill_coalesce_tokens": (cfg.prefill_coalesce_tokens if cfg.prefill_coalesce_tokens is not None
-                                    else 0),
     }

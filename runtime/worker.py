@@ -55,8 +55,7 @@ class Worker:
         sd = scheduler_defaults(cfg, self.runner.device)
         sched_cls = OverlapScheduler if use_overlap(cfg, self.runner.device) else Scheduler
         self.scheduler = sched_cls(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
-                                                   sd["max_prefill_tokens"], cfg.schedule_policy,
-                                                   prefill_coalesce_tokens=sd["prefill_coalesce_tokens"]),
+                                                   sd["max_prefill_tokens"], cfg.schedule_policy),
                                    pool.allocator, self.cache, executor, self._check_finish)
         self.counters = {"num_requests_total": 0, "prompt_tokens_total": 0, "generation_tokens_total": 0,
                          "cached_tokens_total": 0, "num_aborted_total": 0}

@@ -46,15 +46,6 @@ class SchedulerConfig:
     # a prefill that filled the pool would stall the next decode step (overlap scheduling waits, applies,
     # maybe retracts) and retract requests that only needed a few more tokens.
     decode_reserve_steps: int = 16
-    # Prefill coalescing (0: off): while at least ``prefill_coalesce_running`` requests decode, waiting prompts
-    # are held (at most ``prefill_coalesce_steps`` steps in a row) until the KV pool has room for
-    # ``prefill_coalesce_tokens`` of their tokens (or for all of them, if fewer wait): fewer, larger prefill
-    # passes. On the GPU a decode step replays a CUDA graph while a prefill (mixed) pass launches every kernel
-    # eagerly (~0.4k launches of host time); a request finishing every step or two otherwise makes every
-    # other pass an eager one with a small prefill (docs/runtime.md, "Prefill coalescing").
-    prefill_coalesce_tokens: int = 0
-    prefill_coalesce_steps: int = 8
-    prefill_coalesce_running: int = 64
 
 
 class Scheduler:
@@ -76,7 +67,6 @@ class Scheduler:
         self._solo = False                 # this prefill step admits only the first waiting request
         self._arrivals = 0                 # Req.arrival: order of add()
         self._early: list[Req] = []        # finished while a batch was formed, without a pass (cached warms)
-        self._held = 0                     # steps in a row that prefill coalescing held the waiting prompts
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -218,8 +208,6 @@ class Scheduler:
         # NOTE: decode rows of the running requests for a few steps (the mixed rows of this pass included), at
         # most an eighth of the pool (a tiny pool would otherwise admit nothing while anything runs)
         reserve = min((len(self.running) + joining) * self.cfg.decode_reserve_steps, self.allocator.size // 8)
-        if self._hold_prefill(room, reserve):
-            return None
         ahead = pf.computing if pf is not None else frozenset()
         computing: set[tuple] = set()   # uncached prefixes this batch already computes
         warming = list(pf.warming) if pf is not None else []   # (prompt, arrival) of warms being computed
@@ -268,32 +256,6 @@ class Scheduler:
         computing.discard(None)
         return ScheduleBatch(decode=False, entries=entries + rows, mixed=len(rows), computing=frozenset(computing),
                              warming=tuple(warming[own:]))
-
-    def _hold_prefill(self, room: int, reserve: int) -> bool:
-        """Prefill coalescing (``SchedulerConfig.prefill_coalesce_tokens``): whether this step decodes only,
-        letting finishing requests free request slots and KV until one larger prefill pass can be admitted."""
-        cfg = self.cfg
-        target = cfg.prefill_coalesce_tokens
-        if (not target or self._solo or len(self.running) < cfg.prefill_coalesce_running
-                or self._held >= cfg.prefill_coalesce_steps):
-            self._held = 0
-            return False
-        # what a prefill could take now (the waiting prompts within the request slots left, within the free KV)
-        # and what it could take with room enough, both up to the target
-        now = waiting = 0
-        for i, req in enumerate(self.waiting):
-            need = req.seq_len - len(req.kv_slots)
-            waiting += need
-            if i < room:
-                now += need
-            if waiting >= target:
-                break
-        now = min(now, self.allocator.available + self.cache.evictable_size - reserve, target)
-        if now >= min(waiting, target):
-            self._held = 0
-            return False
-        self._held += 1
-        return True
 
     def _share_now(self, req: Req, e: BatchEntry, fill: list[int]) -> bool:
         """Put a fresh request's tokens of this pass into the radix tree now, as the pass is scheduled, not when

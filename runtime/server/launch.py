@@ -57,7 +57,6 @@ class ServerArgs:
     random_seed: int | None = None
     overlap_schedule: str | None = None
     mixed_chunk: str | None = None
-    prefill_coalesce_tokens: int | None = None
     skip_tokenizer_init: bool = False
     disable_cuda_graph: bool = False
     disable_cascade_attention: bool = False
@@ -76,7 +75,7 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "max_total_tokens": args.max_total_tokens, "context_length": args.context_length,
         "load_format": args.load_format, "random_seed": args.random_seed,
         "overlap_schedule": args.overlap_schedule, "mixed_chunk": args.mixed_chunk,
-        "prefill_coalesce_tokens": args.prefill_coalesce_tokens, "log_level": args.log_level.lower(),
+        "log_level": args.log_level.lower(),
         "skip_tokenizer_init": args.skip_tokenizer_init, "disable_cuda_graph": args.disable_cuda_graph,
         "disable_cascade_attention": args.disable_cascade_attention, "disable_warmup": args.disable_warmup,
         "kv_cache_dtype": args.kv_cache_dtype,
@@ -255,10 +254,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="queue step N+1 on the GPU before step N's tokens are read back (auto: on for CUDA)")
     e.add_argument("--mixed-chunk", choices=["auto", "on", "off"],
                    help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
-    e.add_argument("--prefill-coalesce-tokens", type=int, metavar="N",
-                   help="while 64 or more requests decode, hold new prompts (at most 8 steps) until the KV "
-                   "pool has room for N of their tokens: fewer, larger prefill passes between CUDA-graph "
-                   "decode steps (0: off, the default)")
 
 
 def args_from_namespace(ns: argparse.Namespace) -> ServerArgs:
