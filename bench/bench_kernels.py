@@ -138,7 +138,12 @@ def bench_decode(kb, vb, cases) -> list[dict]:
 
 
 def bench_extend(kb, vb, cases, configs) -> list[dict]:
-    from runtime.attention.triton_ops.extend_attention import extend_attention_fwd, extend_block_config
+    from runtime.attention.extend_plan import lpt_tiles
+    from runtime.attention.triton_ops.extend_attention import (
+        extend_attention_fwd,
+        extend_block_config,
+        extend_block_tokens,
+    )
 
     fi = _fi()
     rows = []
@@ -173,6 +178,12 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         pool_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
                                                       D ** -0.5, config=best[1]))
         row.update(via_pool_TFLOP_s=flops / pool_ms / 1e9)
+        # the same config with the query tiles taken longest-first from the host's list (SGLC_EXTEND_TILES=lpt)
+        tb, tm = lpt_tiles(ext, prefix, extend_block_tokens(best[1], H // HKV))
+        tiles = (torch.tensor(tb, dtype=torch.int32, device="cuda"), torch.tensor(tm, dtype=torch.int32, device="cuda"))
+        lpt_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5,
+                                                     config=best[1], tiles=tiles, **ext_kv))
+        row.update(lpt_TFLOP_s=flops / lpt_ms / 1e9)
         if fi is not None:
             ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
             w = fi.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
@@ -180,11 +191,14 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
                    D, 1, causal=True, q_data_type=DT, kv_data_type=DT, sm_scale=D ** -0.5)
             cache = (kb.unsqueeze(1), vb.unsqueeze(1))
             ref = w.run(q, cache)
+            f_ms = _bench(lambda: w.run(q, cache))
+            extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5, config=best[1],
+                                 tiles=tiles, **ext_kv)
+            lpt_err = _rel(o, ref)
             extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5, config=best[1],
                                  **ext_kv)
-            f_ms = _bench(lambda: w.run(q, cache))
             row.update(fi_us=f_ms * 1e3, fi_TFLOP_s=flops / f_ms / 1e9, triton_vs_fi=f_ms / best[0],
-                       rel_err_vs_fi=_rel(o, ref))
+                       lpt_vs_fi=f_ms / lpt_ms, rel_err_vs_fi=_rel(o, ref), lpt_rel_err_vs_fi=lpt_err)
         rows.append(row)
     return rows
 

@@ -21,6 +21,9 @@ class Env:
     # the Triton decode kernel's block config, "BLOCK_N,num_warps,num_stages" (empty: the built-in defaults);
     # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine
     decode_config: str = os.environ.get("SGLC_DECODE_CONFIG", "")
+    # extend passes take their query tiles longest-first from a host list (runtime/attention/extend_plan.py)
+    # instead of the (requests, blocks) grid: "grid" (default) | "lpt" (to be measured: bench_kernels.py)
+    extend_tiles: str = os.environ.get("SGLC_EXTEND_TILES", "grid")
 
 
 ENV = Env()

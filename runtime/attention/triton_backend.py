@@ -21,16 +21,18 @@ from dataclasses import dataclass, field
 import torch
 
 from ..envs import ENV, decode_config
+from ..errors import EngineError
 from ..forward_batch import ForwardBatch, ForwardMode
-from ..host_copy import aligned
+from ..host_copy import aligned, h2d
 from .base import AttentionBackend, AttentionLayer
+from .extend_plan import lpt_tiles
 from .triton_ops.decode_attention import (
     alloc_decode_buffers,
     cascade_num_splits,
     decode_attention_fwd,
     decode_num_splits,
 )
-from .triton_ops.extend_attention import extend_attention_fwd
+from .triton_ops.extend_attention import extend_attention_fwd, extend_block_config, extend_block_tokens
 from .triton_ops.store_kv import store_kv
 
 
@@ -46,6 +48,9 @@ class TritonAttnMeta:
     decode_rows: int = 0     # EXTEND: trailing one-token entries that go through the decode kernel
     decode_bufs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     tail_kv_indptr: torch.Tensor | None = None   # EXTEND: the decode rows' kv_indptr (16-byte aligned)
+    # EXTEND with SGLC_EXTEND_TILES=lpt: the block config and its longest-first tile list (made by the first layer)
+    extend_config: tuple | None = None
+    tiles: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -66,6 +71,9 @@ class TritonAttentionBackend(AttentionBackend):
             num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         self.num_sms = num_sms
         self.decode_kw = decode_config(ENV.decode_config)
+        if ENV.extend_tiles not in ("grid", "lpt"):
+            raise EngineError(f"SGLC_EXTEND_TILES={ENV.extend_tiles!r}: expected grid or lpt")
+        self.lpt = ENV.extend_tiles == "lpt"
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         if batch.mode is ForwardMode.DECODE:
@@ -109,17 +117,31 @@ class TritonAttentionBackend(AttentionBackend):
         d = meta.decode_rows
         b = batch.batch_size - d
         if b:
+            if self.lpt and meta.tiles is None:
+                self._plan_tiles(meta, batch, b, layer, q.device)
             # NOTE: the grid covers entries [0, b) only; their q/o rows are addressed through qo_indptr.
             extend_attention_fwd(q, pool.k_buffer[lid], pool.v_buffer[lid], o, batch.qo_indptr[:b + 1],
                                  batch.kv_indptr[:b + 1], batch.kv_indices, meta.max_extend_len, layer.scaling,
                                  prefix_heavy=meta.prefix_heavy, k_ext=k, v_ext=v,
-                                 typical_extend_len=meta.typical_extend_len)
+                                 typical_extend_len=meta.typical_extend_len, config=meta.extend_config,
+                                 tiles=meta.tiles)
         if d:
             t = q.shape[0] - d
             bufs = self._decode_bufs(meta, d, layer, q.device)
             decode_attention_fwd(q[t:], pool.k_buffer[lid], pool.v_buffer[lid], o[t:], meta.tail_kv_indptr,
                                  batch.kv_indices, bufs[0], bufs[1], layer.scaling, **self.decode_kw)
         return o
+
+    @staticmethod
+    def _plan_tiles(meta: TritonAttnMeta, batch: ForwardBatch, b: int, layer: AttentionLayer, device) -> None:
+        """The block config of this pass and its query tiles, heaviest first (once per batch: every layer
+        shares them)."""
+        group = layer.num_heads // layer.num_kv_heads
+        cfg = extend_block_config(layer.head_dim, device, meta.prefix_heavy, group,
+                                  meta.typical_extend_len or meta.max_extend_len, b, layer.num_kv_heads)
+        tb, tm = lpt_tiles(batch.extend_lens_cpu[:b], batch.prefix_lens_cpu[:b], extend_block_tokens(cfg, group))
+        meta.extend_config = cfg
+        meta.tiles = (h2d(tb, torch.int32, device), h2d(tm, torch.int32, device))
 
     @staticmethod
     def _decode_bufs(meta: TritonAttnMeta, rows: int, layer: AttentionLayer, device) -> tuple:

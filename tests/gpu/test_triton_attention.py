@@ -78,7 +78,20 @@ EXTEND_CONFIGS = ["plain", "heavy", (64, 32, 4, 2, 4), (128, 64, 4, 2, 2), (64, 
 @pytest.mark.parametrize("cfg", EXTEND_CONFIGS, ids=str)
 @pytest.mark.parametrize("contig", [False, True])  # new tokens' K/V from the pool / from this pass's tensors
 def test_extend_kernel(device, prefix, ext, h, hkv, d, cfg, contig):
-    from runtime.attention.triton_ops.extend_attention import extend_attention_fwd
+    _check_extend(device, prefix, ext, h, hkv, d, cfg, contig)
+
+
+@pytest.mark.parametrize("prefix,ext,h,hkv,d", EXTEND_CASES)
+@pytest.mark.parametrize("cfg", [c for c in EXTEND_CONFIGS if not isinstance(c, str)], ids=str)
+@pytest.mark.parametrize("contig", [False, True])
+def test_extend_kernel_lpt_tiles(device, prefix, ext, h, hkv, d, cfg, contig):
+    """The programs take (request, query block) tiles from the host's longest-first list (extend_plan)."""
+    _check_extend(device, prefix, ext, h, hkv, d, cfg, contig, tiled=True)
+
+
+def _check_extend(device, prefix, ext, h, hkv, d, cfg, contig, tiled=False):
+    from runtime.attention.extend_plan import lpt_tiles
+    from runtime.attention.triton_ops.extend_attention import extend_attention_fwd, extend_block_tokens
 
     dtype = kv_dtype(device)
     seq = [p + e for p, e in zip(prefix, ext)]
@@ -101,6 +114,10 @@ def test_extend_kernel(device, prefix, ext, h, hkv, d, cfg, contig):
         kw["prefix_heavy"] = cfg == "heavy"
     else:
         kw["config"] = cfg
+    if tiled:
+        tb, tm = lpt_tiles(ext, prefix, extend_block_tokens(cfg, h // hkv))
+        kw["tiles"] = (torch.tensor(tb, dtype=torch.int32, device=device),
+                       torch.tensor(tm, dtype=torch.int32, device=device))
     extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, slots, max(ext), scale, **kw)
     if contig:
         kb[new], vb[new] = kw["k_ext"], kw["v_ext"]
@@ -275,7 +292,8 @@ if INTERPRET:
 
 
 @pytest.mark.parametrize("prefix,ext,h,hkv,d", MIXED_CASES)
-def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d):
+@pytest.mark.parametrize("lpt", [False, True])   # SGLC_EXTEND_TILES=lpt: query tiles from the host's list
+def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d, lpt):
     """An EXTEND batch with trailing decode rows (a mixed batch) vs the fp32 reference, every output row and
     the decode scratch poisoned with NaN before the pass."""
     from runtime.attention import triton_backend as tb
@@ -285,6 +303,7 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d)
     pool, slots = _random_pool(prefix, ext, hkv, d, dtype, device)
     batch = _batch(ForwardMode.EXTEND, prefix, ext, slots, device)
     backend = tb.TritonAttentionBackend(pool)
+    backend.lpt = lpt
     backend.init_forward_metadata(batch)
     tail = 0
     while tail < len(ext) and ext[len(ext) - 1 - tail] == 1:
@@ -302,6 +321,7 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d)
     out2 = backend.forward(q, k, v, layer, batch)   # the second layer call reuses the batch's decode scratch
     monkeypatch.undo()
     assert len(batch.attn_meta.decode_bufs) == (1 if tail else 0)
+    assert (batch.attn_meta.tiles is not None) == (lpt and tail < len(ext))
     qo = batch.qo_indptr
     for i in range(len(ext)):
         idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]

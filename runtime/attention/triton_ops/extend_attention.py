@@ -24,7 +24,7 @@ _LOG2E = 1.4426950408889634
 
 @triton.jit
 def _extend_fwd(
-    Q, K_Buf, V_Buf, K_Ext, V_Ext, O, QO_Indptr, KV_Indptr, KV_Indices,
+    Q, K_Buf, V_Buf, K_Ext, V_Ext, O, QO_Indptr, KV_Indptr, KV_Indices, Tile_B, Tile_M,
     sm_scale_log2,
     stride_qt, stride_qh,
     stride_kt, stride_kh,
@@ -34,16 +34,21 @@ def _extend_fwd(
     stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, EXT_CONTIG: tl.constexpr,
-    PACK: tl.constexpr,
+    PACK: tl.constexpr, TILED: tl.constexpr,
 ):
     # A program's BLOCK_M query rows are BLOCK_T = BLOCK_M // PACK tokens x PACK heads of one GQA group
     # (row r: token r // PACK, head r % PACK); PACK > 1 reads each K/V block once for PACK heads.
     BLOCK_T: tl.constexpr = BLOCK_M // PACK
     head0 = tl.program_id(0) * PACK
-    b = tl.program_id(1)
-    # NOTE: the last query blocks of a request see the most keys; the grid's slowest axis runs them first
-    # (blocks launch in grid order), so the cheap diagonal-only blocks fill the tail of the launch.
-    mblk = tl.num_programs(2) - 1 - tl.program_id(2)
+    if TILED:
+        # the host's list of live (request, query block) tiles, heaviest first (runtime/attention/extend_plan.py)
+        b = tl.load(Tile_B + tl.program_id(1))
+        mblk = tl.load(Tile_M + tl.program_id(1))
+    else:
+        b = tl.program_id(1)
+        # NOTE: the last query blocks of a request see the most keys; the grid's slowest axis runs them first
+        # (blocks launch in grid order), so the cheap diagonal-only blocks fill the tail of the launch.
+        mblk = tl.num_programs(2) - 1 - tl.program_id(2)
     kvh = head0 // GROUP
 
     q_start = tl.load(QO_Indptr + b)
@@ -161,13 +166,16 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
                          max_extend_len: int, sm_scale: float,
                          config: tuple[int, ...] | None = None,
                          prefix_heavy: bool = False, k_ext: torch.Tensor | None = None,
-                         v_ext: torch.Tensor | None = None, typical_extend_len: int = 0) -> torch.Tensor:
+                         v_ext: torch.Tensor | None = None, typical_extend_len: int = 0,
+                         tiles: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Causal extend attention. ``q``/``o``: ``[T, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``
     (this pass's K/V already stored); ``max_extend_len`` sizes the grid (a host int). ``k_ext``/``v_ext``
     ``[T, Hkv, D]`` (rows aligned with ``q``, strided views allowed): this pass's K/V, read contiguously
     instead of through the pool's slots. ``typical_extend_len`` (default: ``max_extend_len``) sizes the query
     tile of a prefix-heavy batch: a fork's branches (16 new tokens each) next to the one request computing
-    their prefix (1,000) want the small tile."""
+    their prefix (1,000) want the small tile. ``tiles`` (int32 request and block indices from
+    ``extend_plan.lpt_tiles`` for this config's ``BLOCK_M // PACK`` tokens per block, on the device): the
+    programs take their tiles from that list instead of the ``(requests, blocks)`` grid."""
     num_tokens, num_heads, head_dim = q.shape
     batch = qo_indptr.shape[0] - 1
     if num_tokens == 0 or batch == 0:
@@ -186,9 +194,14 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     block_m, block_n, num_warps, num_stages, *rest = config or extend_block_config(
         head_dim, q.device, prefix_heavy, group, typical_extend_len or max_extend_len, batch, k_buffer.shape[1])
     pack = _pack(rest[0] if rest else 1, group, block_m)
-    grid = (num_heads // pack, batch, triton.cdiv(max_extend_len, block_m // pack))
+    if tiles is not None:
+        grid = (num_heads // pack, tiles[0].shape[0], 1)
+        tile_b, tile_m = tiles
+    else:
+        grid = (num_heads // pack, batch, triton.cdiv(max_extend_len, block_m // pack))
+        tile_b = tile_m = qo_indptr   # (not read)
     _extend_fwd[grid](
-        q, k_buffer, v_buffer, k_ext, v_ext, o, qo_indptr, kv_indptr, kv_indices,
+        q, k_buffer, v_buffer, k_ext, v_ext, o, qo_indptr, kv_indptr, kv_indices, tile_b, tile_m,
         sm_scale * _LOG2E,
         q.stride(0), q.stride(1),
         k_buffer.stride(0), k_buffer.stride(1),
@@ -198,6 +211,12 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         o.stride(0), o.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(q.dtype), EXT_CONTIG=contig,
-        PACK=pack, num_warps=num_warps, num_stages=num_stages,
+        PACK=pack, TILED=tiles is not None, num_warps=num_warps, num_stages=num_stages,
     )
     return o
+
+
+def extend_block_tokens(config: tuple[int, ...], group: int) -> int:
+    """Query tokens per program of ``config`` (``BLOCK_M // PACK``): the block size of ``lpt_tiles``."""
+    block_m, want = config[0], config[4] if len(config) > 4 else 1
+    return block_m // _pack(want, group, block_m)
