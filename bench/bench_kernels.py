@@ -67,7 +67,7 @@ SWEEPS = {
 }
 
 
-def sweep_decode(kb, vb, which: str = "all") -> list[dict]:
+def sweep_decode(kb, vb, which: str = "all", fp16_dots: bool = False) -> list[dict]:
     """Triton decode: every (splits, BLOCK_N, num_warps, num_stages) on each case; the best five each."""
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
 
@@ -87,7 +87,8 @@ def sweep_decode(kb, vb, which: str = "all") -> list[dict]:
                 for w in warps:
                     for st in stages:
                         fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,
-                                                          block_n=bn, num_warps=w, num_stages=st)
+                                                          block_n=bn, num_warps=w, num_stages=st,
+                                                          fp16_dots=fp16_dots)
                         try:
                             res.append((_bench(fn, quick=True), splits, bn, w, st))
                         except Exception as e:  # noqa: BLE001
@@ -100,7 +101,7 @@ def sweep_decode(kb, vb, which: str = "all") -> list[dict]:
     return rows
 
 
-def bench_decode(kb, vb, cases) -> list[dict]:
+def bench_decode(kb, vb, cases, fp16_dots: bool = False) -> list[dict]:
     from runtime.attention.triton_ops.decode_attention import (
         alloc_decode_buffers,
         decode_attention_fwd,
@@ -119,7 +120,7 @@ def bench_decode(kb, vb, cases) -> list[dict]:
         o = torch.empty_like(q)
         splits = decode_num_splits(bs, HKV, sms)
         mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
-        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5)
+        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5, fp16_dots=fp16_dots)
         t_ms = _bench(run_t)
         gbytes = total * HKV * D * 2 * kb.element_size() / 1e9
         row = {"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
@@ -235,6 +236,8 @@ def main() -> None:
                     help="sweep Triton decode configs: all (default) or large (offline batch sizes only)")
     ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3"],
                     help="the pool's element type in the decode benchmarks (extend and FlashInfer stay bf16)")
+    ap.add_argument("--fp16-dots", action="store_true",
+                    help="fp8 pool: decode dots in fp16 (SGLC_FP8_DOT_DTYPE=f16) instead of widening to bf16")
     args = ap.parse_args()
     torch.manual_seed(0)
     kb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
@@ -243,11 +246,12 @@ def main() -> None:
     if args.kv_dtype == "fp8_e4m3":
         dkb, dvb = kb.to(torch.float8_e4m3fn), vb.to(torch.float8_e4m3fn)
     dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800),
-                                  (470, (256, 1536))])
-    print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, 32/8 heads, d128, page size 1)")
+                                  (470, (256, 1536))], args.fp16_dots)
+    dots = "fp16 dots" if args.fp16_dots and args.kv_dtype != "bf16" else "dots in q's type"
+    print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, {dots}, 32/8 heads, d128, page size 1)")
     sweep = []
     if args.decode_sweep:
-        sweep = sweep_decode(dkb, dvb, args.decode_sweep)
+        sweep = sweep_decode(dkb, dvb, args.decode_sweep, args.fp16_dots)
         print_table(sweep, "decode sweep: best 5 configs per case")
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
@@ -265,7 +269,7 @@ def main() -> None:
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()
     print_table(fused, "fused ops vs torch layers")
-    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
+    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": args.fp16_dots, "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
 
 
 if __name__ == "__main__":

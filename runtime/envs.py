@@ -21,6 +21,9 @@ class Env:
     # the Triton decode kernel's block config, "BLOCK_N,num_warps,num_stages" (empty: the built-in defaults);
     # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine
     decode_config: str = os.environ.get("SGLC_DECODE_CONFIG", "")
+    # decode over an fp8 KV pool: "f16" runs the dots in fp16 (one packed conversion per two e4m3 values) instead
+    # of widening K/V to the query's type ("bf16", default until measured: bench_kernels.py --fp16-dots)
+    fp8_dot_dtype: str = os.environ.get("SGLC_FP8_DOT_DTYPE", "bf16")
     # extend passes take their query tiles longest-first from a host list (runtime/attention/extend_plan.py)
     # instead of the (requests, blocks) grid: "grid" (default) | "lpt" (to be measured: bench_kernels.py)
     extend_tiles: str = os.environ.get("SGLC_EXTEND_TILES", "grid")

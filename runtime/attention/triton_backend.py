@@ -71,6 +71,10 @@ class TritonAttentionBackend(AttentionBackend):
             num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         self.num_sms = num_sms
         self.decode_kw = decode_config(ENV.decode_config)
+        if ENV.fp8_dot_dtype not in ("bf16", "f16"):
+            raise EngineError(f"SGLC_FP8_DOT_DTYPE={ENV.fp8_dot_dtype!r}: expected bf16 or f16")
+        if ENV.fp8_dot_dtype == "f16":
+            self.decode_kw["fp16_dots"] = True   # (only an fp8 pool with 16-bit queries takes it)
         if ENV.extend_tiles not in ("grid", "lpt"):
             raise EngineError(f"SGLC_EXTEND_TILES={ENV.extend_tiles!r}: expected grid or lpt")
         self.lpt = ENV.extend_tiles == "lpt"

@@ -52,15 +52,17 @@ def test_store_kv_into_fp8_saturates(device):
 
 
 @pytest.mark.parametrize("lens,h,hkv,d", [([1, 17, 65, 300], 8, 2, 64), ([129, 3], 4, 1, 128)])
-def test_decode_over_an_fp8_pool(device, lens, h, hkv, d):
+@pytest.mark.parametrize("fp16_dots", [False, True])   # dots in fp16 (16-bit queries; fp16 in the interpreter)
+def test_decode_over_an_fp8_pool(device, lens, h, hkv, d, fp16_dots):
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
 
     kb, vb, slots = _fp8_pool(sum(lens), hkv, d, device)
     kv_indptr = _indptr(lens, device)
-    q = torch.randn(len(lens), h, d, dtype=kv_dtype(device), device=device)
+    qdtype = kv_dtype(device) if not fp16_dots or device == "cuda" else torch.float16
+    q = torch.randn(len(lens), h, d, dtype=qdtype, device=device) * (30 if fp16_dots else 1)
     o = torch.full_like(q, float("nan"))
     mid_o, mid_lse = alloc_decode_buffers(len(lens), h, d, 4, device)
-    decode_attention_fwd(q, kb, vb, o, kv_indptr, slots, mid_o, mid_lse, d ** -0.5)
+    decode_attention_fwd(q, kb, vb, o, kv_indptr, slots, mid_o, mid_lse, d ** -0.5, fp16_dots=fp16_dots)
     for i, n in enumerate(lens):
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         ref = ref_attention(q[i:i + 1], kb[idx].float(), vb[idx].float(), n - 1, d ** -0.5)

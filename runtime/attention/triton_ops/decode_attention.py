@@ -58,9 +58,20 @@ def softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, mask, MASKED: tl.constex
 @triton.jit
 def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
             stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
-            BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+            BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+            F16: tl.constexpr):
     """Online softmax of ``q`` ([BLOCK_ROWS, D], one KV head) over ``kv_indices[kv_start + s_start :
-    kv_start + s_end]``: the normalised partial output and its log2-domain log-sum-exp (-inf if empty)."""
+    kv_start + s_end]``: the normalised partial output and its log2-domain log-sum-exp (-inf if empty).
+
+    ``F16`` (an fp8 pool, 16-bit queries): the dots run in fp16. e4m3 widens to fp16 in one packed conversion,
+    while bf16 takes three (e4m3 -> f16 -> f32 -> bf16), which bounds the fp8 kernel by conversions rather than
+    bytes. The query is scaled by the softmax scale first and clamped to fp16's range (only absurd values,
+    |q| > 5e5 at d=128, would be clipped)."""
+    if F16:
+        q = tl.minimum(tl.maximum(q.to(tl.float32) * sm_scale_log2, -65504.0), 65504.0).to(tl.float16)
+        scale = 1.0
+    else:
+        scale = sm_scale_log2
     m_i = tl.full([BLOCK_ROWS], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_ROWS], dtype=tl.float32)
     acc = tl.zeros([BLOCK_ROWS, BLOCK_D], dtype=tl.float32)
@@ -74,7 +85,7 @@ def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale
                     mask=mask_n[None, :] & mask_d[:, None], other=0.0).to(q.dtype)
         v = tl.load(V_Buf + loc[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                     mask=mask_n[:, None] & mask_d[None, :], other=0.0).to(q.dtype)
-        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, sm_scale_log2, mask_n[None, :], True, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, m_i, l_i, acc, scale, mask_n[None, :], True, DOT_PREC)
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
@@ -120,7 +131,7 @@ def _decode_stage1(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
     SHARED_SPLITS: tl.constexpr, BLOCK_S2: tl.constexpr,
-    DOT_PREC: tl.constexpr, FUSED: tl.constexpr,
+    DOT_PREC: tl.constexpr, FUSED: tl.constexpr, F16: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -156,7 +167,7 @@ def _decode_stage1(
 
     out, lse = _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
                        stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
-                       BLOCK_H, BLOCK_D, BLOCK_N, DOT_PREC)
+                       BLOCK_H, BLOCK_D, BLOCK_N, DOT_PREC, F16)
     if FUSED:
         # One split: this program holds the row's whole own part, so it writes the final output; a row in a
         # cascade chunk first merges the shared stage's partials (that kernel ran before this one).
@@ -184,7 +195,7 @@ def _decode_shared_stage(
     GROUP: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SHARED_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, F16: tl.constexpr,
 ):
     """One chunk of a group, one KV head, one split of the shared prefix: ``CHUNK * GROUP`` query rows."""
     c = tl.program_id(0)
@@ -211,7 +222,7 @@ def _decode_shared_stage(
                     mask=mask_m[:, None] & mask_d[None, :], other=0.0)
         out, lse = _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale_log2,
                            stride_kt, stride_kh, stride_vt, stride_vh, offs_d, mask_d,
-                           BLOCK_M, BLOCK_D, BLOCK_N, DOT_PREC)
+                           BLOCK_M, BLOCK_D, BLOCK_N, DOT_PREC, F16)
         slot = NUM_SPLITS + split
         tl.store(Mid_O + rows64[:, None] * stride_mob + heads[:, None] * stride_moh + slot * stride_mos
                  + offs_d[None, :], out, mask=mask_m[:, None] & mask_d[None, :])
@@ -276,12 +287,13 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
                          mid_lse: torch.Tensor, sm_scale: float, block_n: int = 64,
                          min_split: int = 64, num_warps: int | None = None, num_stages: int = 3,
-                         cascade=None) -> torch.Tensor:
+                         cascade=None, fp16_dots: bool = False) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
     ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension is ``S + S2``.
     ``cascade`` (a ``runtime.forward_batch.CascadeMeta``, or None: ``S2 = 0``) adds the shared-prefix stage
-    with ``S2 = cascade.splits`` splits.
+    with ``S2 = cascade.splits`` splits. ``fp16_dots``: over an fp8 pool with 16-bit queries, run the dots in
+    fp16 (see ``_attend``; off: K/V widen to the query's type).
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
@@ -294,6 +306,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     block_d = triton.next_power_of_2(head_dim)
     sm_scale_log2 = sm_scale * _LOG2E
     dot_prec = dot_precision(q.dtype)
+    f16 = bool(fp16_dots) and k_buffer.element_size() == 1 and q.dtype in (torch.bfloat16, torch.float16)
     q_strides = (q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0),
                  v_buffer.stride(1), mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0),
                  mid_lse.stride(1))
@@ -313,7 +326,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
             mid_o, mid_lse, sm_scale_log2, *q_strides,
             GROUP=group, CHUNK=chunk, BLOCK_M=max(16, triton.next_power_of_2(chunk * group)),
             HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n, NUM_SPLITS=num_splits,
-            SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec,
+            SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec, F16=f16,
             num_warps=4, num_stages=num_stages,
         )
     # NOTE: one split of the own part (large batches: fork, offline decode) needs no merge pass: stage 1
@@ -325,7 +338,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         GROUP=group, BLOCK_H=block_h, HEAD_DIM=head_dim, BLOCK_D=block_d,
         BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=min_split,
         SHARED_SPLITS=shared_splits, BLOCK_S2=triton.next_power_of_2(max(1, shared_splits)),
-        DOT_PREC=dot_prec, FUSED=fused, num_warps=num_warps, num_stages=num_stages,
+        DOT_PREC=dot_prec, FUSED=fused, F16=f16, num_warps=num_warps, num_stages=num_stages,
     )
     if fused:
         return o
