@@ -2,7 +2,7 @@
 """Attention kernel microbenchmarks on the GPU: Triton vs FlashInfer (when it imports) at page size 1,
 Llama-3-8B head shapes (32 q heads, 8 KV heads, head dim 128, bf16), plus the fused norm/act/rotary ops.
 
-    python bench/bench_kernels.py [--extend-configs] [--decode-sweep] [--kv-dtype fp8_e4m3]
+    python bench/bench_kernels.py [--extend-configs] [--decode-sweep [all|large]] [--kv-dtype fp8_e4m3 [--fp16-dots]]
 
 Decode reports µs and GB/s of KV read (the bytes floor, at the pool's element size); extend reports TFLOP/s
 (causal FLOPs). ``--kv-dtype fp8_e4m3`` runs the decode benchmarks (and sweep) over an e4m3 pool, as
@@ -124,6 +124,17 @@ def bench_decode(kb, vb, cases, fp16_dots: bool = False) -> list[dict]:
         t_ms = _bench(run_t)
         gbytes = total * HKV * D * 2 * kb.element_size() / 1e9
         row = {"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
+        if kb.dtype != DT:
+            # fp8 pool: the first rows against an fp32 softmax over the same (widened) e4m3 values
+            run_t()
+            errs = []
+            for i in range(min(bs, 4)):
+                sl = idx[indptr[i]:indptr[i + 1]]
+                k, v = kb[sl].float(), vb[sl].float()                        # [n, Hkv, D]
+                qi = q[i].float().view(HKV, H // HKV, D)                      # heads of a group share a KV head
+                w = torch.softmax(torch.einsum("ghd,ngd->ghn", qi, k) * D ** -0.5, dim=-1)
+                errs.append(_rel(o[i], torch.einsum("ghn,ngd->ghd", w, v).reshape(H, D)))
+            row["rel_err_vs_fp32"] = max(errs)
         if fi is not None and kb.dtype == DT:
             ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
             w = fi.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
@@ -269,7 +280,7 @@ def main() -> None:
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()
     print_table(fused, "fused ops vs torch layers")
-    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": args.fp16_dots, "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
+    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": args.fp16_dots and args.kv_dtype != "bf16", "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ def main() -> None:
     vocab = info["vocab_size"]
     res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype,
            "decode_config": os.environ.get("SGLC_DECODE_CONFIG", "") or "default",
+           "fp8_dot_dtype": os.environ.get("SGLC_FP8_DOT_DTYPE", "bf16"),
+           "extend_tiles": os.environ.get("SGLC_EXTEND_TILES", "grid"),
            "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)

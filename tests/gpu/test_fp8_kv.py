@@ -94,3 +94,19 @@ def test_extend_over_an_fp8_prefix(device, contig):
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         ref = ref_attention(q[qo_indptr[i]:qo_indptr[i + 1]], kf[idx], vf[idx], prefix[i], d ** -0.5)
         assert rel_err(o[qo_indptr[i]:qo_indptr[i + 1]], ref) < TOL, i
+
+
+def test_fp16_dots_keep_a_nan_query_nan(device):
+    """The fp16-dots path clamps the scaled query to fp16's range; a NaN must stay NaN (a finite clamp of it
+    would turn a broken input into a plausible output), and the other heads are unaffected."""
+    from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
+
+    h, hkv, d, n = 4, 1, 64, 20
+    kb, vb, slots = _fp8_pool(n, hkv, d, device)
+    q = torch.randn(1, h, d, dtype=torch.bfloat16 if device == "cuda" else torch.float16, device=device)
+    q[0, 0, 3] = float("nan")
+    o = torch.zeros_like(q)
+    mid_o, mid_lse = alloc_decode_buffers(1, h, d, 1, device)
+    decode_attention_fwd(q, kb, vb, o, _indptr([n], device), slots, mid_o, mid_lse, d ** -0.5, fp16_dots=True)
+    assert torch.isnan(o[0, 0]).all()
+    assert torch.isfinite(o[0, 1:]).all()

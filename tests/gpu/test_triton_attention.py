@@ -329,3 +329,43 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d,
                             layer.scaling)
         assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i], ext[i])
     assert torch.equal(out, out2)
+
+
+# (prefix, new tokens, H, Hkv, D): the block configs the backend picks on Hopper, for GQA groups 3, 6, 4 and 8
+HOPPER_CONFIG_CASES = [
+    ([0, 40, 7, 100], [21, 3, 70, 1], 12, 4, 32),     # group 3, plain: (128, 32, 4, 3, 1)
+    ([300, 500, 0], [9, 20, 1], 12, 2, 32),           # group 6, prefix-heavy: (64, 64, 4, 3, 1)
+    ([300, 500, 0, 9], [9, 20, 2, 1], 8, 2, 32),      # group 4, prefix-heavy, small: (64, 64, 4, 3, 4)
+    ([0, 10], [130, 5], 8, 1, 32),                    # group 8, plain: (128, 32, 4, 3, 4), 4 heads a tile
+]
+
+
+@pytest.mark.parametrize("prefix,ext,h,hkv,d", HOPPER_CONFIG_CASES)
+def test_triton_backend_lpt_tiles_with_hopper_configs(device, monkeypatch, prefix, ext, h, hkv, d):
+    """SGLC_EXTEND_TILES=lpt through the backend with the block configs it uses on an H100 (in the interpreter
+    the device is made to look like one, so the packed tiles and their token blocks are the real ones)."""
+    from runtime.attention import triton_backend as tb
+    from runtime.attention.triton_ops.extend_attention import extend_block_tokens
+    from runtime.forward_batch import ForwardMode
+
+    if device != "cuda":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    dtype = kv_dtype(device)
+    pool, slots = _random_pool(prefix, ext, hkv, d, dtype, device)
+    batch = _batch(ForwardMode.EXTEND, prefix, ext, slots, device)
+    backend = tb.TritonAttentionBackend(pool, num_sms=132)
+    backend.lpt = True
+    backend.init_forward_metadata(batch)
+    layer, q, k, v = _layer_qkv(sum(ext), h, hkv, d, dtype, device)
+    out = backend.forward(q, k, v, layer, batch)
+    meta = batch.attn_meta
+    head = len(ext) - meta.decode_rows
+    bt = extend_block_tokens(meta.extend_config, h // hkv)
+    assert meta.tiles[0].shape[0] == sum(-(-e // bt) for e in ext[:head])   # every live block, no empty one
+    qo = batch.qo_indptr
+    for i in range(len(ext)):
+        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
+        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
+                            layer.scaling)
+        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i], ext[i])

@@ -68,7 +68,8 @@ def _attend(q, K_Buf, V_Buf, KV_Indices, kv_start, s_start, s_end, kvh, sm_scale
     bytes. The query is scaled by the softmax scale first and clamped to fp16's range (only absurd values,
     |q| > 5e5 at d=128, would be clipped)."""
     if F16:
-        q = tl.minimum(tl.maximum(q.to(tl.float32) * sm_scale_log2, -65504.0), 65504.0).to(tl.float16)
+        q = tl.minimum(tl.maximum(q.to(tl.float32) * sm_scale_log2, -65504.0, propagate_nan=tl.PropagateNan.ALL),
+                       65504.0, propagate_nan=tl.PropagateNan.ALL).to(tl.float16)   # (a NaN stays NaN)
         scale = 1.0
     else:
         scale = sm_scale_log2

@@ -154,7 +154,7 @@ def extend_block_config(head_dim: int, device: torch.device | str | None = None,
 
 
 def _pack(want: int, group: int, block_m: int) -> int:
-    """The largest power of two <= ``want`` that divides the GQA group and leaves >= 16 rows per token block."""
+    """The largest power of two <= ``want`` that divides the GQA group and leaves at least one token per block."""
     p = 1
     while p * 2 <= want and group % (p * 2) == 0 and block_m // (p * 2) >= 1:
         p *= 2
@@ -195,6 +195,10 @@ def extend_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
         head_dim, q.device, prefix_heavy, group, typical_extend_len or max_extend_len, batch, k_buffer.shape[1])
     pack = _pack(rest[0] if rest else 1, group, block_m)
     if tiles is not None:
+        # NOTE: the tiles must be made for this config's block (extend_block_tokens): the caller passes both.
+        # They stay on grid axis 1 (heads on axis 0 launch together, so the list's order holds across heads);
+        # its 65,535 cap is over a million tokens in one pass.
+        assert config is not None and tiles[0].shape[0] <= 65535, "tiles need their config, and fit grid axis 1"
         grid = (num_heads // pack, tiles[0].shape[0], 1)
         tile_b, tile_m = tiles
     else:
