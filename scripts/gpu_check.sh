@@ -5,7 +5,8 @@
 # STAGE_TIMEOUT=SECONDS bounds each stage (its log so far stays in $OUT): a device call that hits its own limit
 # returns only the last lines printed.
 # FlashInfer is optional: wheels in /tmp/fiw (or .fi/ and .fi2/), installed to /tmp/fisite; a compiled
-# kernel cache in .fi2/fi_cache.tar is unpacked to skip its first-use JIT (see docs/gpu.md).
+# kernel cache in .fi*/fi_cache.tgz.* (a gzip'd tar in 15 MB parts: a device call returns files of 16 MiB at most;
+# parts may come over several calls) is unpacked to skip its first-use JIT (see docs/gpu.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -22,7 +23,14 @@ if [ ! -f /tmp/fisite/.ok ] && [ "$(ls /tmp/fiw/*.whl 2>/dev/null | wc -l)" -ge 
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fisite /tmp/fiw/*.whl && touch /tmp/fisite/.ok
 fi
 [ -f /tmp/fisite/.ok ] && export PYTHONPATH=/tmp/fisite${PYTHONPATH:+:$PYTHONPATH}
-if [ -f .fi2/fi_cache.tar ] && [ ! -d ~/.cache/flashinfer ]; then mkdir -p ~/.cache && tar -xf .fi2/fi_cache.tar -C ~/.cache; fi
+# the kernel cache's parts may come over several calls (any .fi* folder): unpacked once they are all here
+mkdir -p /tmp/fic
+for f in .fi*/fi_cache.tgz.*; do [ -f "$f" ] && cp -n "$f" /tmp/fic/; done
+if [ ! -d ~/.cache/flashinfer ] && [ -n "$(ls /tmp/fic/fi_cache.tgz.* 2>/dev/null)" ] &&
+   cat /tmp/fic/fi_cache.tgz.* | gzip -t 2>/dev/null; then
+  mkdir -p ~/.cache && cat /tmp/fic/fi_cache.tgz.* | tar -xzf - -C ~/.cache && touch /tmp/fic/.saved &&
+    echo "# flashinfer kernel cache unpacked"
+fi
 $PY - <<'EOF'
 import torch, triton
 print(f"# {torch.cuda.get_device_name(0)}  torch {torch.__version__}  triton {triton.__version__}")
@@ -66,8 +74,10 @@ for s in "${stages[@]}"; do
   esac
 done
 # the compiled FlashInfer kernels come back in $OUT (to put into .fi2/) when new ones were compiled here
-if [ -d ~/.cache/flashinfer ] && { [ ! -f .fi2/fi_cache.tar ] ||
-     [ -n "$(find ~/.cache/flashinfer -newer .fi2/fi_cache.tar -type f -print -quit)" ]; }; then
-  tar -cf "$OUT/fi_cache.tar" -C ~/.cache flashinfer
+if [ -d ~/.cache/flashinfer ] && { [ ! -f /tmp/fic/.saved ] ||
+     [ -n "$(find ~/.cache/flashinfer -newer /tmp/fic/.saved -type f -print -quit)" ]; }; then
+  tar -czf - -C ~/.cache flashinfer | split -b 15M - "$OUT/fi_cache.tgz."
+  echo "# flashinfer kernel cache: $(du -ch "$OUT"/fi_cache.tgz.* | tail -1 | cut -f1) in $(ls "$OUT"/fi_cache.tgz.* | wc -l) parts (put them into .fi2/ or another .fi* folder)"
+  touch /tmp/fic/.saved   # (the state saved: later calls of this sitting re-pack only new kernels)
 fi
 exit $status
