@@ -19,7 +19,8 @@ class Env:
     # one-row linear layers (batch-1 decode) use the Triton GEMV on CUDA (0: cuBLAS for every shape)
     triton_gemv: bool = os.environ.get("SGLC_GEMV", "1") not in ("", "0")
     # the Triton decode kernel's block config, "BLOCK_N,num_warps,num_stages" (empty: the built-in defaults);
-    # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine
+    # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine. It applies to every
+    # batch size and to the shared-prefix (cascade) stage's blocks too, and is not checked to compile until used
     decode_config: str = os.environ.get("SGLC_DECODE_CONFIG", "")
     # decode over an fp8 KV pool: "f16" runs the dots in fp16 (one packed conversion per two e4m3 values) instead
     # of widening K/V to the query's type ("bf16", default until measured: bench_kernels.py --fp16-dots)
