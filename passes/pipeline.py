@@ -42,10 +42,17 @@ def create(name: str, **options: Any) -> Pass:
     cls = REGISTRY.get(name)
     if cls is None:
         raise PassError(f"unknown pass {name!r}; known passes: {', '.join(sorted(REGISTRY))}")
-    known = {f.name for f in fields(cls)}
-    bad = sorted(set(options) - known)
+    known = {f.name: f for f in fields(cls)}
+    bad = sorted(set(options) - set(known))
     if bad:
         raise PassError(f"pass {name!r} has no option(s) {bad}; its options: {sorted(known) or 'none'}")
+    for key, value in options.items():
+        # NOTE: a text option of the wrong type must fail here: `{entry=flase}` as the string "flase" would be true
+        want = type(known[key].default)
+        if want in (bool, int, float) and not (isinstance(value, want) and (want is bool) == isinstance(value, bool)
+                                               or want is float and type(value) is int):
+            raise PassError(f"option {key}={value!r} of pass {name!r} must be {want.__name__} "
+                            f"(e.g. {key}={known[key].default!r})")
     return cls(**options)
 
 
@@ -73,10 +80,14 @@ def _options(name: str, block: str | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise PassError(f"option {item!r} of pass {name!r} needs a value (`{item}=...`)")
+        value = value.strip()
+        if value.lower() in ("true", "false"):   # the CLI's spelling as well as Python's
+            out[key.strip()] = value.lower() == "true"
+            continue
         try:
-            out[key.strip()] = ast.literal_eval(value.strip())
+            out[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
+            out[key.strip()] = value
     return out
 
 

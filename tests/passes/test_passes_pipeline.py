@@ -19,6 +19,25 @@ def test_parse_pipeline_with_options() -> None:
     assert passes.PassManager(ps).spec() == "fold-text,hoist-prefix{min_fanout=3,selects=False},batch-forks"
 
 
+def test_boolean_options_in_either_spelling() -> None:
+    """``entry=false`` (lowercase, as on a command line) is False, not the truthy string "false"."""
+    for text in ("false", "False", "FALSE"):
+        assert passes.parse_pipeline(f"hoist-prefix{{entry={text}}}")[0].entry is False
+    assert passes.parse_pipeline("hoist-prefix{entry=true,selects=False}")[0] == passes.HoistPrefix(entry=True,
+                                                                                                     selects=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hoist-prefix{entry=flase}", "option entry='flase' of pass 'hoist-prefix' must be bool"),
+    ("hoist-prefix{min_fanout=two}", "option min_fanout='two' of pass 'hoist-prefix' must be int"),
+    ("hoist-prefix{min_fanout=True}", "must be int"),
+    ("fold-text{drop_empty=1}", "must be bool"),
+])
+def test_options_of_the_wrong_type_raise_pass_error(text: str, message: str) -> None:
+    with pytest.raises(passes.PassError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        passes.parse_pipeline(text)
+
+
 @pytest.mark.parametrize("text, message", [
     ("fold-text,nope", "unknown pass 'nope'"),
     ("hoist-prefix{bogus=1}", "has no option(s) ['bogus']"),
