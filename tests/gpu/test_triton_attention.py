@@ -182,12 +182,7 @@ def test_triton_backend_store_and_attend(device, decode):
     out = backend.forward(q, k, v, layer, batch)
     assert torch.equal(pool.k_buffer[1][batch.out_cache_loc], k)
     assert torch.equal(pool.v_buffer[1][batch.out_cache_loc], v)
-    qo = batch.qo_indptr
-    for i in range(len(ext)):
-        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
-        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
-                            layer.scaling)
-        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL
+    _check_rows(out, q, pool, slots, batch, prefix, layer.scaling)
 
 
 class _Node:
@@ -322,13 +317,17 @@ def test_triton_backend_mixed_batch(device, monkeypatch, prefix, ext, h, hkv, d,
     monkeypatch.undo()
     assert len(batch.attn_meta.decode_bufs) == (1 if tail else 0)
     assert (batch.attn_meta.tiles is not None) == (lpt and tail < len(ext))
-    qo = batch.qo_indptr
-    for i in range(len(ext)):
-        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
-        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
-                            layer.scaling)
-        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i], ext[i])
+    _check_rows(out, q, pool, slots, batch, prefix, layer.scaling)
     assert torch.equal(out, out2)
+
+
+def _check_rows(out, q, pool, slots, batch, prefix, scale) -> None:
+    """Every request's output rows of a backend pass (layer 1 of the pool) against the fp32 reference."""
+    qo = batch.qo_indptr
+    for i in range(len(prefix)):
+        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
+        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i], scale)
+        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i])
 
 
 # (prefix, new tokens, H, Hkv, D): the block configs the backend picks on Hopper, for GQA groups 3, 6, 4 and 8
@@ -363,9 +362,4 @@ def test_triton_backend_lpt_tiles_with_hopper_configs(device, monkeypatch, prefi
     head = len(ext) - meta.decode_rows
     bt = extend_block_tokens(meta.extend_config, h // hkv)
     assert meta.tiles[0].shape[0] == sum(-(-e // bt) for e in ext[:head])   # every live block, no empty one
-    qo = batch.qo_indptr
-    for i in range(len(ext)):
-        idx = slots[batch.kv_indptr[i]:batch.kv_indptr[i + 1]]
-        ref = ref_attention(q[qo[i]:qo[i + 1]], pool.k_buffer[1][idx], pool.v_buffer[1][idx], prefix[i],
-                            layer.scaling)
-        assert rel_err(out[qo[i]:qo[i + 1]], ref) < TOL, (i, prefix[i], ext[i])
+    _check_rows(out, q, pool, slots, batch, prefix, layer.scaling)
