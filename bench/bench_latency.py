@@ -115,7 +115,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
                 del graph
     info = gpu_info()
-    print_table(rows, f"bench_latency ({info['gpu']}, {info['date']}, commit {info['commit']})")
+    print_table(rows, f"bench_latency ({info['gpu']}, {info['date']}, commit {info['commit']}, {info['knobs']})")
     save_json({"info": info, "rows": rows}, args.json)
 
 

@@ -11,7 +11,6 @@ tokenizer), drawn with the same generator calls as ../shared/tools/peer-vllm/ben
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -52,9 +51,6 @@ def main() -> None:
     info = eng.model_info()
     vocab = info["vocab_size"]
     res = {"backend": args.backend, "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype,
-           "decode_config": os.environ.get("SGLC_DECODE_CONFIG", "") or "default",
-           "fp8_dot_dtype": os.environ.get("SGLC_FP8_DOT_DTYPE", "bf16"),
-           "extend_tiles": os.environ.get("SGLC_EXTEND_TILES", "grid"),
            "init_s": round(time.perf_counter() - t0, 1),
            "kv_tokens": info.get("max_total_tokens")}
     rng = np.random.default_rng(0)
@@ -109,7 +105,7 @@ def main() -> None:
     eng.shutdown()
     ginfo = gpu_info()
     print("RESULT", res, flush=True)
-    print_table([res], f"bench_offline_gpu ({ginfo['gpu']}, {ginfo['date']}, commit {ginfo['commit']})")
+    print_table([res], f"bench_offline_gpu ({ginfo['gpu']}, {ginfo['date']}, commit {ginfo['commit']}, {ginfo['knobs']})")
     save_json({"info": ginfo, "result": res}, f"bench_offline_{args.backend}.json")
 
 

@@ -74,7 +74,7 @@ def main() -> None:
     if args.no_cache_too:
         rows.append(run(False, args.backend, kw, *sizes))
     info = gpu_info()
-    print_table(rows, f"bench_prefix ({info['gpu']}, {info['date']}, commit {info['commit']})")
+    print_table(rows, f"bench_prefix ({info['gpu']}, {info['date']}, commit {info['commit']}, {info['knobs']})")
     save_json({"info": info, "rows": rows}, f"bench_prefix_{args.backend}.json")
 
 

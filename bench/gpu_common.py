@@ -59,7 +59,14 @@ def gpu_info() -> dict:
         tv = "-"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"gpu": gpu, "torch": torch.__version__, "triton": tv,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit()}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit(), "knobs": knobs()}
+
+
+def knobs() -> str:
+    """The ``SGLC_*`` settings of this run (runtime/envs.py; ``SGLC_COMMIT`` aside), e.g. the kernel variants an
+    A/B compares: ``SGLC_EXTEND_TILES=lpt SGLC_FP8_DOT_DTYPE=f16``, or "defaults"."""
+    set_ = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("SGLC_") and k != "SGLC_COMMIT")
+    return " ".join(set_) or "defaults"
 
 
 def git_commit() -> str:

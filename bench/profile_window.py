@@ -279,7 +279,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown workload {name!r}")
     info = gpu_info()
-    print_table(rows, f"profile_window ({info['gpu']}, {info['date']}, commit {info['commit']})")
+    print_table(rows, f"profile_window ({info['gpu']}, {info['date']}, commit {info['commit']}, {info['knobs']})")
     save_json({"info": info, "rows": rows}, "profile_window.json")
 
 
