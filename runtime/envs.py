@@ -46,3 +46,23 @@ def decode_config(text: str) -> dict:
         raise EngineError(f"SGLC_DECODE_CONFIG={text!r}: BLOCK_N must be a power of two >= 16, num_warps one "
                           "of 1, 2, 4, 8, 16 and num_stages in 1..8")
     return {"block_n": bn, "num_warps": warps, "num_stages": stages}
+
+
+def triton_decode_kwargs(env: Env = ENV) -> dict:
+    """The Triton decode kernel's keyword arguments the environment sets: ``SGLC_DECODE_CONFIG`` and
+    ``SGLC_FP8_DOT_DTYPE`` (checked here, where every ``SGLC_*`` value is read)."""
+    kw = decode_config(env.decode_config)
+    if _choice("SGLC_FP8_DOT_DTYPE", env.fp8_dot_dtype, ("bf16", "f16")) == "f16":
+        kw["fp16_dots"] = True   # (only an fp8 pool with 16-bit queries takes it)
+    return kw
+
+
+def extend_lpt_tiles(env: Env = ENV) -> bool:
+    """``SGLC_EXTEND_TILES=lpt``: extend passes take their query tiles longest-first from a host list."""
+    return _choice("SGLC_EXTEND_TILES", env.extend_tiles, ("grid", "lpt")) == "lpt"
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise EngineError(f"{name}={value!r}: expected {' or '.join(options)}")
+    return value

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..envs import ENV, decode_config
-from ..errors import EngineError
+from ..envs import extend_lpt_tiles, triton_decode_kwargs
 from ..forward_batch import ForwardBatch, ForwardMode
 from ..host_copy import aligned, h2d
 from .base import AttentionBackend, AttentionLayer
@@ -70,14 +69,8 @@ class TritonAttentionBackend(AttentionBackend):
             dev = kv_pool.device
             num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         self.num_sms = num_sms
-        self.decode_kw = decode_config(ENV.decode_config)
-        if ENV.fp8_dot_dtype not in ("bf16", "f16"):
-            raise EngineError(f"SGLC_FP8_DOT_DTYPE={ENV.fp8_dot_dtype!r}: expected bf16 or f16")
-        if ENV.fp8_dot_dtype == "f16":
-            self.decode_kw["fp16_dots"] = True   # (only an fp8 pool with 16-bit queries takes it)
-        if ENV.extend_tiles not in ("grid", "lpt"):
-            raise EngineError(f"SGLC_EXTEND_TILES={ENV.extend_tiles!r}: expected grid or lpt")
-        self.lpt = ENV.extend_tiles == "lpt"
+        self.decode_kw = triton_decode_kwargs()
+        self.lpt = extend_lpt_tiles()
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         if batch.mode is ForwardMode.DECODE:
