@@ -49,11 +49,17 @@ def create(name: str, **options: Any) -> Pass:
     for key, value in options.items():
         # NOTE: a text option of the wrong type must fail here: `{entry=flase}` as the string "flase" would be true
         want = type(known[key].default)
-        if want in (bool, int, float) and not (isinstance(value, want) and (want is bool) == isinstance(value, bool)
-                                               or want is float and type(value) is int):
+        if want in (bool, int, float) and not _fits(value, want):
             raise PassError(f"option {key}={value!r} of pass {name!r} must be {want.__name__} "
                             f"(e.g. {key}={known[key].default!r})")
     return cls(**options)
+
+
+def _fits(value: Any, want: type) -> bool:
+    """Whether ``value`` is a ``want`` (bool, int or float): a bool is no number here, an int is a float."""
+    if want is bool or isinstance(value, bool):
+        return want is bool and isinstance(value, bool)
+    return isinstance(value, want) or (want is float and isinstance(value, int))
 
 
 def parse_pipeline(text: str, overrides: dict[str, dict[str, Any]] | None = None) -> list[Pass]:
