@@ -67,6 +67,16 @@ SWEEPS = {
 }
 
 
+def _decode_case(kb, bs: int, ctx):
+    """One decode case's inputs over the pool ``kb``: random slots, ``kv_indptr``, queries, an output buffer, and
+    the K/V bytes a pass reads (in GB, at the pool's element size)."""
+    lens = _lens(bs, ctx)
+    total = sum(lens)
+    idx = torch.randperm(POOL, device="cuda")[:total]
+    q = torch.randn(bs, H, D, dtype=DT, device="cuda")
+    return idx, _indptr(lens), q, torch.empty_like(q), total * HKV * D * 2 * kb.element_size() / 1e9
+
+
 def sweep_decode(kb, vb, which: str = "all", fp16_dots: bool = False) -> list[dict]:
     """Triton decode: every (splits, BLOCK_N, num_warps, num_stages) on each case; the best five each."""
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
@@ -74,12 +84,7 @@ def sweep_decode(kb, vb, which: str = "all", fp16_dots: bool = False) -> list[di
     cases, split_opts, bns, warps, stages = SWEEPS[which]
     rows = []
     for bs, ctx in cases:
-        lens = _lens(bs, ctx)
-        total = sum(lens)
-        idx = torch.randperm(POOL, device="cuda")[:total]
-        indptr = _indptr(lens)
-        q = torch.randn(bs, H, D, dtype=DT, device="cuda")
-        o = torch.empty_like(q)
+        idx, indptr, q, o, gb = _decode_case(kb, bs, ctx)
         res = []
         for splits in [s for s in split_opts if s == 1 or bs * HKV * s <= 8 * 132]:
             mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
@@ -94,7 +99,6 @@ def sweep_decode(kb, vb, which: str = "all", fp16_dots: bool = False) -> list[di
                         except Exception as e:  # noqa: BLE001
                             print(f"decode cfg {(splits, bn, w, st)} failed: {type(e).__name__}")
         res.sort()
-        gb = total * HKV * D * 2 * kb.element_size() / 1e9
         for ms, splits, bn, w, st in res[:5]:
             rows.append({"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "block_n": bn, "warps": w, "stages": st,
                          "us": ms * 1e3, "GB_s": gb / ms * 1e3})
@@ -112,17 +116,11 @@ def bench_decode(kb, vb, cases, fp16_dots: bool = False) -> list[dict]:
     rows = []
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for bs, ctx in cases:
-        lens = _lens(bs, ctx)
-        total = sum(lens)
-        idx = torch.randperm(POOL, device="cuda")[:total]
-        indptr = _indptr(lens)
-        q = torch.randn(bs, H, D, dtype=DT, device="cuda")
-        o = torch.empty_like(q)
+        idx, indptr, q, o, gbytes = _decode_case(kb, bs, ctx)
         splits = decode_num_splits(bs, HKV, sms)
         mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
         run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5, fp16_dots=fp16_dots)
         t_ms = _bench(run_t)
-        gbytes = total * HKV * D * 2 * kb.element_size() / 1e9
         row = {"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
         if kb.dtype != DT:
             # fp8 pool: the first rows against an fp32 softmax over the same (widened) e4m3 values
