@@ -2,12 +2,13 @@
 """Attention kernel microbenchmarks on the GPU: Triton vs FlashInfer (when it imports) at page size 1,
 Llama-3-8B head shapes (32 q heads, 8 KV heads, head dim 128, bf16), plus the fused norm/act/rotary ops.
 
-    python bench/bench_kernels.py [--extend-configs] [--decode-sweep [all|large]] [--kv-dtype fp8_e4m3 [--fp16-dots]]
+    python bench/bench_kernels.py [--extend-configs] [--decode-sweep [all|large]] [--kv-dtype fp8_e4m3 [--widen-fp8]]
 
 Decode reports µs and GB/s of KV read (the bytes floor, at the pool's element size); extend reports TFLOP/s
 (causal FLOPs). ``--kv-dtype fp8_e4m3`` runs the decode benchmarks (and sweep) over an e4m3 pool, as
 ``--kv-cache-dtype fp8_e4m3`` gives the engine: half the bytes of bf16, so at the memory bound half the time
-(FlashInfer is compared at bf16 only).
+(FlashInfer is compared at bf16 only). Over an fp8 pool decode runs its dots in fp16 (the default);
+``--widen-fp8`` times the other path, K/V widened to bf16 (``SGLC_FP8_DOT_DTYPE=bf16``).
 """
 from __future__ import annotations
 
@@ -245,9 +246,10 @@ def main() -> None:
                     help="sweep Triton decode configs: all (default) or large (offline batch sizes only)")
     ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3"],
                     help="the pool's element type in the decode benchmarks (extend and FlashInfer stay bf16)")
-    ap.add_argument("--fp16-dots", action="store_true",
-                    help="fp8 pool: decode dots in fp16 (SGLC_FP8_DOT_DTYPE=f16) instead of widening to bf16")
+    ap.add_argument("--widen-fp8", action="store_true",
+                    help="fp8 pool: decode widens K/V to bf16 (SGLC_FP8_DOT_DTYPE=bf16) instead of its default fp16 dots")
     args = ap.parse_args()
+    fp16_dots = args.kv_dtype != "bf16" and not args.widen_fp8
     torch.manual_seed(0)
     kb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
     vb = torch.randn(POOL + 1, HKV, D, dtype=DT, device="cuda")
@@ -255,12 +257,12 @@ def main() -> None:
     if args.kv_dtype == "fp8_e4m3":
         dkb, dvb = kb.to(torch.float8_e4m3fn), vb.to(torch.float8_e4m3fn)
     dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800),
-                                  (470, (256, 1536))], args.fp16_dots)
-    dots = "fp16 dots" if args.fp16_dots and args.kv_dtype != "bf16" else "dots in q's type"
+                                  (470, (256, 1536))], fp16_dots)
+    dots = "fp16 dots" if fp16_dots else "dots in q's type"
     print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, {dots}, 32/8 heads, d128, page size 1)")
     sweep = []
     if args.decode_sweep:
-        sweep = sweep_decode(dkb, dvb, args.decode_sweep, args.fp16_dots)
+        sweep = sweep_decode(dkb, dvb, args.decode_sweep, fp16_dots)
         print_table(sweep, "decode sweep: best 5 configs per case")
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
@@ -278,7 +280,7 @@ def main() -> None:
     print_table(ext, "extend attention (causal, cached prefix)")
     fused = bench_fused()
     print_table(fused, "fused ops vs torch layers")
-    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": args.fp16_dots and args.kv_dtype != "bf16", "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
+    save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": fp16_dots, "decode": dec, "sweep": sweep, "extend": ext, "fused": fused}, "bench_kernels.json")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def gpu_info() -> dict:
 
 def knobs() -> str:
     """The ``SGLC_*`` settings of this run (runtime/envs.py; ``SGLC_COMMIT`` aside), e.g. the kernel variants an
-    A/B compares: ``SGLC_EXTEND_TILES=lpt SGLC_FP8_DOT_DTYPE=f16``, or "defaults"."""
+    A/B compares: ``SGLC_EXTEND_TILES=grid SGLC_FP8_DOT_DTYPE=bf16``, or "defaults"."""
     set_ = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("SGLC_") and k != "SGLC_COMMIT")
     return " ".join(set_) or "defaults"
 

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from .errors import EngineError
 
 
+def _get(name: str, default: str) -> str:
+    """A variable's value; set but empty (``NAME=``) counts as unset."""
+    return os.environ.get(name) or default
+
+
 @dataclass(frozen=True)
 class Env:
     cache_dir: str = os.environ.get("SGLC_CACHE_DIR", "~/.cache/sglc")
@@ -22,12 +27,14 @@ class Env:
     # for measuring a config from ``bench_kernels.py --decode-sweep`` through the engine. It applies to every
     # batch size and to the shared-prefix (cascade) stage's blocks too, and is not checked to compile until used
     decode_config: str = os.environ.get("SGLC_DECODE_CONFIG", "")
-    # decode over an fp8 KV pool: "f16" runs the dots in fp16 (one packed conversion per two e4m3 values) instead
-    # of widening K/V to the query's type ("bf16", default until measured: bench_kernels.py --fp16-dots)
-    fp8_dot_dtype: str = os.environ.get("SGLC_FP8_DOT_DTYPE", "bf16")
-    # extend passes take their query tiles longest-first from a host list (runtime/attention/extend_plan.py)
-    # instead of the (requests, blocks) grid: "grid" (default) | "lpt" (to be measured: bench_kernels.py)
-    extend_tiles: str = os.environ.get("SGLC_EXTEND_TILES", "grid")
+    # decode over an fp8 KV pool: "f16" (default) runs the dots in fp16 (one packed conversion per two e4m3
+    # values); "bf16" widens K/V to the query's type (session 10, H100: 470 x U[256, 1536] 488 -> 358 us, offline
+    # 8,220 -> 8,804 output tok/s; docs/PERFORMANCE.md)
+    fp8_dot_dtype: str = _get("SGLC_FP8_DOT_DTYPE", "f16")
+    # extend passes take their query tiles longest-first from a host list (runtime/attention/extend_plan.py):
+    # "lpt" (default) | "grid" (the (requests, blocks) grid; session 10, H100: the mix of 16 cached prefixes
+    # 0.77x -> 0.93x of FlashInfer, every other extend case equal or faster)
+    extend_tiles: str = _get("SGLC_EXTEND_TILES", "lpt")
 
 
 ENV = Env()
@@ -52,13 +59,14 @@ def triton_decode_kwargs(env: Env = ENV) -> dict:
     """The Triton decode kernel's keyword arguments the environment sets: ``SGLC_DECODE_CONFIG`` and
     ``SGLC_FP8_DOT_DTYPE`` (checked here, where every ``SGLC_*`` value is read)."""
     kw = decode_config(env.decode_config)
-    if _choice("SGLC_FP8_DOT_DTYPE", env.fp8_dot_dtype, ("bf16", "f16")) == "f16":
-        kw["fp16_dots"] = True   # (only an fp8 pool with 16-bit queries takes it)
+    # (only an fp8 pool with 16-bit queries takes fp16 dots)
+    kw["fp16_dots"] = _choice("SGLC_FP8_DOT_DTYPE", env.fp8_dot_dtype, ("bf16", "f16")) == "f16"
     return kw
 
 
 def extend_lpt_tiles(env: Env = ENV) -> bool:
-    """``SGLC_EXTEND_TILES=lpt``: extend passes take their query tiles longest-first from a host list."""
+    """``SGLC_EXTEND_TILES=lpt`` (default): extend passes take their query tiles longest-first from a host
+    list; ``grid``: from the (requests, blocks) grid."""
     return _choice("SGLC_EXTEND_TILES", env.extend_tiles, ("grid", "lpt")) == "lpt"
 
 

@@ -9,10 +9,10 @@
 #   programs      bench_programs.py on the embedded model: every workload with 3 programs, fork with 1
 #   vllm-peer     the peer's bench_peer.py (batch-1, prefill, offline; unpacks the payload on first use)
 #   vllm ARGS     bench/peer_vllm.py ARGS (quoted as one argument), e.g. vllm "--workloads fewshot,fork"
-#   fp8-dots      bench_kernels.py over an fp8 pool, decode sweep at offline batch sizes, without and with
-#                 --fp16-dots (SGLC_FP8_DOT_DTYPE=f16's kernel)
+#   fp8-dots      bench_kernels.py over an fp8 pool, decode sweep at offline batch sizes, with K/V widened
+#                 (--widen-fp8, SGLC_FP8_DOT_DTYPE=bf16's kernel) and with the default fp16 dots
 #   offline ENV   bench_offline_gpu.py --offline-only with ENV's assignments (quoted as one argument), e.g.
-#                 offline "SGLC_FP8_DOT_DTYPE=f16 OFFLINE_ARGS=--kv-cache-dtype=fp8_e4m3"
+#                 offline "SGLC_EXTEND_TILES=grid OFFLINE_ARGS=--kv-cache-dtype=fp8_e4m3"
 #   STAGE         any scripts/gpu_check.sh stage (tests kernels gemv latency prefill offline prefix fp8)
 # Logs go to $OUT; STAGE_TIMEOUT (default 420 s) bounds each step so a call never dies silently.
 set -uo pipefail
@@ -60,8 +60,8 @@ while [ $# -gt 0 ]; do
                # shellcheck disable=SC2086
                step "vllm_$(echo "$args" | tr -c 'a-z0-9' '_' | cut -c1-40)" env PYTHONPATH=/tmp/site \
                  VLLM_USE_FLASHINFER_SAMPLER=0 python3 bench/peer_vllm.py $args ;;
-    fp8-dots)  step fp8_dots_off python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large
-               step fp8_dots_on python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large --fp16-dots ;;
+    fp8-dots)  step fp8_dots_off python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large --widen-fp8
+               step fp8_dots_on python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large ;;
     offline)   envs=${1:?offline needs its environment in one word}; shift
                # shellcheck disable=SC2086
                step "offline_$(echo "$envs" | tr -c 'a-zA-Z0-9' '_' | cut -c1-48)" \

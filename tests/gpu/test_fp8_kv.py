@@ -1,6 +1,7 @@
 """An fp8 (e4m3) KV pool (``kv_cache_dtype='fp8_e4m3'``) under the Triton kernels: the store saturates like
 ``runtime.mem.kv_pool.to_kv``, and decode / extend attention over the fp8 pool match the fp32 reference computed
-on the same fp8 values (the kernels widen K/V to the query's type). Runs under the Triton interpreter too."""
+on the same fp8 values (decode runs its dots in fp16 by default, or widens K/V to the query's type; extend
+widens). Runs under the Triton interpreter too."""
 from __future__ import annotations
 
 import pytest
@@ -51,7 +52,9 @@ def test_store_kv_into_fp8_saturates(device):
             assert ((got - want).abs()[want.abs() < 2 ** -6] <= 2 ** -9).all()
 
 
-@pytest.mark.parametrize("lens,h,hkv,d", [([1, 17, 65, 300], 8, 2, 64), ([129, 3], 4, 1, 128)])
+# (the third: enough programs for the large-batch default config, 128-token blocks on 2 warps, over 4 splits)
+@pytest.mark.parametrize("lens,h,hkv,d", [([1, 17, 65, 300], 8, 2, 64), ([129, 3], 4, 1, 128),
+                                          ([1, 5, 64, 127, 128, 129, 200, 257, 3, 90, 33, 300], 8, 2, 64)])
 @pytest.mark.parametrize("fp16_dots", [False, True])   # dots in fp16 (16-bit queries; fp16 in the interpreter)
 def test_decode_over_an_fp8_pool(device, lens, h, hkv, d, fp16_dots):
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd

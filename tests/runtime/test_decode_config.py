@@ -26,7 +26,9 @@ def test_bad_values_name_the_variable_and_the_form(bad):
 def test_the_kernel_knobs_together():
     from runtime.envs import Env, extend_lpt_tiles, triton_decode_kwargs
 
-    assert triton_decode_kwargs(Env(decode_config="", fp8_dot_dtype="bf16")) == {}
+    assert triton_decode_kwargs(Env(decode_config="", fp8_dot_dtype="bf16")) == {"fp16_dots": False}
+    # the defaults: fp16 dots over an fp8 pool, longest-first extend tiles
+    assert triton_decode_kwargs(Env()) == {"fp16_dots": True} and extend_lpt_tiles(Env())
     assert triton_decode_kwargs(Env(decode_config="128,4,3", fp8_dot_dtype="f16")) == {
         "block_n": 128, "num_warps": 4, "num_stages": 3, "fp16_dots": True}
     assert extend_lpt_tiles(Env(extend_tiles="lpt")) and not extend_lpt_tiles(Env(extend_tiles="grid"))
@@ -34,3 +36,25 @@ def test_the_kernel_knobs_together():
         triton_decode_kwargs(Env(fp8_dot_dtype="fp16"))
     with pytest.raises(EngineError, match="SGLC_EXTEND_TILES='LPT': expected grid or lpt"):
         extend_lpt_tiles(Env(extend_tiles="LPT"))
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch):
+    from runtime.envs import _get
+
+    monkeypatch.setenv("SGLC_EXTEND_TILES", "")
+    assert _get("SGLC_EXTEND_TILES", "lpt") == "lpt"
+    monkeypatch.setenv("SGLC_EXTEND_TILES", "grid")
+    assert _get("SGLC_EXTEND_TILES", "lpt") == "grid"
+
+
+def test_gpu_running_cap_follows_the_kv_pool():
+    """The GPU's default ``max_running_requests`` doubles where the pool holds 768 tokens a request for 1,024 of
+    them (an fp8 pool of Llama-3-8B on an H100: 888k tokens); an explicit value always wins; the CPU keeps 128."""
+    from runtime.config import RuntimeConfig, scheduler_defaults
+
+    cfg = RuntimeConfig(model_path="x")
+    cap = lambda pool, device="cuda:0", c=cfg: scheduler_defaults(c, device, pool)["max_running_requests"]
+    assert cap(None) == 512 and cap(444_053) == 512 and cap(1024 * 768 - 1) == 512
+    assert cap(1024 * 768) == 1024 and cap(888_107) == 1024 and cap(10_000_000) == 1024
+    assert cap(888_107, "cpu") == 128
+    assert cap(888_107, c=RuntimeConfig(model_path="x", max_running_requests=300)) == 300

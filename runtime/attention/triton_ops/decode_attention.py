@@ -286,15 +286,16 @@ def alloc_decode_buffers(batch_size: int, num_heads: int, head_dim: int, num_spl
 
 def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, o: torch.Tensor,
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
-                         mid_lse: torch.Tensor, sm_scale: float, block_n: int = 64,
+                         mid_lse: torch.Tensor, sm_scale: float, block_n: int | None = None,
                          min_split: int = 64, num_warps: int | None = None, num_stages: int = 3,
-                         cascade=None, fp16_dots: bool = False) -> torch.Tensor:
+                         cascade=None, fp16_dots: bool = True) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
     ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension is ``S + S2``.
     ``cascade`` (a ``runtime.forward_batch.CascadeMeta``, or None: ``S2 = 0``) adds the shared-prefix stage
     with ``S2 = cascade.splits`` splits. ``fp16_dots``: over an fp8 pool with 16-bit queries, run the dots in
-    fp16 (see ``_attend``; off: K/V widen to the query's type).
+    fp16 (see ``_attend``; off: K/V widen to the query's type). ``block_n``/``num_warps`` None: the defaults
+    below.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buffer.shape[1]
@@ -311,11 +312,17 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     q_strides = (q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0),
                  v_buffer.stride(1), mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0),
                  mid_lse.stride(1))
-    # NOTE: defaults from the H100 sweep (bench_kernels.py --decode-sweep, docs/gpu.md): 3 pipeline stages
+    # NOTE: defaults from the H100 sweeps (bench_kernels.py --decode-sweep, docs/gpu.md): 3 pipeline stages
     # over 64-token blocks won at every batch size (bs 32: 41 -> 30 us; bs 256 x 800: 374 -> 315 us);
-    # 8 warps only when there are few programs (batch-1 shapes).
+    # 8 warps only when there are few programs (batch-1 shapes). The fp16-dots path over an fp8 pool is
+    # bound by its conversions, not its loads: 128-token blocks on 2 warps (470 x U[256, 1536]: 451 -> 358 us
+    # against 64 on 4; session 10).
+    few = batch * num_kv_heads * num_splits <= 64
     if num_warps is None:
-        num_warps = 8 if batch * num_kv_heads * num_splits <= 64 else 4
+        num_warps = 8 if few else (2 if f16 else 4)
+    shared_block_n = block_n or 64   # (the shared-prefix stage: 64 unless set; its fp8 configs are unswept)
+    if block_n is None:
+        block_n = 128 if f16 and not few else 64
     # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
     block_h = max(16, triton.next_power_of_2(group))
     skip = cascade.skip if cascade is not None else kv_indptr   # (not read without the cascade stage)
@@ -326,7 +333,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
             q, k_buffer, v_buffer, kv_indices, cascade.chunk_rows, cascade.chunk_start, cascade.chunk_len,
             mid_o, mid_lse, sm_scale_log2, *q_strides,
             GROUP=group, CHUNK=chunk, BLOCK_M=max(16, triton.next_power_of_2(chunk * group)),
-            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=block_n, NUM_SPLITS=num_splits,
+            HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=shared_block_n, NUM_SPLITS=num_splits,
             SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec, F16=f16,
             num_warps=4, num_stages=num_stages,
         )
