@@ -111,7 +111,7 @@ class ModelRunner:
         from .layers.triton_fused import enable_fused_ops
 
         enable_fused_ops(self.model)
-        sd = scheduler_defaults(cfg, self.device)
+        sd = scheduler_defaults(cfg, self.device, self.kv_pool.size)
         if not cfg.disable_warmup:
             t0 = time.perf_counter()
             self.warmup(sd["max_prefill_tokens"], sd["chunked_prefill_size"])

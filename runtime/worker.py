@@ -52,7 +52,7 @@ class Worker:
 
         self.grammar = GrammarManager(self.tokenizer, self.runner.vocab_size, cfg)
         executor = ModelExecutor(self.runner, sampler, self.grammar.masks)
-        sd = scheduler_defaults(cfg, self.runner.device)
+        sd = scheduler_defaults(cfg, self.runner.device, pool.size)
         sched_cls = OverlapScheduler if use_overlap(cfg, self.runner.device) else Scheduler
         self.scheduler = sched_cls(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
                                                    sd["max_prefill_tokens"], cfg.schedule_policy),

@@ -230,7 +230,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--quantization", help="weight quantization (not implemented yet: fails if given)")
     e.add_argument("--disable-radix-cache", action="store_true", help="no prefix caching")
     e.add_argument("--attention-backend", choices=["auto", "torch", "triton", "flashinfer"])
-    e.add_argument("--max-running-requests", type=int, help="cap on the running batch")
+    e.add_argument("--max-running-requests", type=int,
+                   help="cap on the running batch (default: CPU 128; GPU 1024 where the KV pool holds 768 tokens "
+                        "a request for that many, else 512)")
     e.add_argument("--chunked-prefill-size", type=int, help="max prompt tokens prefilled per step")
     e.add_argument("--max-prefill-tokens", type=int, help="max prompt tokens of all requests prefilled per step")
     e.add_argument("--max-total-tokens", type=int, help="KV pool size in tokens (CPU budget)")
