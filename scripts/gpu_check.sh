@@ -58,7 +58,7 @@ run() {  # run NAME CMD...: tee the log into $OUT, remember failures
 
 for s in "${stages[@]}"; do
   case $s in
-    tests)   run tests $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider ;;
+    tests)   run tests env PY="$PY" OUT="$OUT" bash scripts/gpu_tests.sh ;;
     kernels) run kernels $PY bench/bench_kernels.py ${KERNEL_ARGS:-} ;;
     gemv)    run gemv $PY bench/bench_gemv.py ${GEMV_ARGS:-} ;;
     latency) run latency $PY bench/bench_latency.py --batch 1,32 --input-len 256 --output-len 32 \
