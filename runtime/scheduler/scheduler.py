@@ -29,6 +29,35 @@ WARM_SKIP_TOKENS = 8
 LPM_MAX_QUEUE = 128  # NOTE: past this many waiting requests, LPM's sort costs more than it saves: FCFS
 
 
+class RunningSet:
+    """The running requests: insertion order (decode rows in arrival order, retraction from the end) with O(1)
+    membership and removal. Every decode row's ``_apply`` asks whether its request is running: on a list that
+    was a scan per row, O(n^2) a step (~10 ms of host time at 640 running requests, CPU-measured)."""
+
+    __slots__ = ("_reqs",)
+
+    def __init__(self) -> None:
+        self._reqs: dict[Req, None] = {}   # (Req hashes by identity: eq=False)
+
+    def append(self, req: Req) -> None:
+        self._reqs[req] = None
+
+    def remove(self, req: Req) -> None:
+        del self._reqs[req]
+
+    def last(self) -> Req:
+        return next(reversed(self._reqs))
+
+    def __contains__(self, req: object) -> bool:
+        return req in self._reqs
+
+    def __iter__(self):
+        return iter(self._reqs)
+
+    def __len__(self) -> int:
+        return len(self._reqs)
+
+
 class Executor(Protocol):
     def run(self, batch: ScheduleBatch) -> list[EntryResult]: ...
 
@@ -58,7 +87,7 @@ class Scheduler:
         self.executor = executor
         self.check_finish = check_finish   # sets req.finish for stop strings / EOS / length
         self.waiting: deque[Req] = deque()
-        self.running: list[Req] = []
+        self.running = RunningSet()
         self.stats = {"forward_passes": 0, "prefill_passes": 0, "prefill_tokens": 0, "decode_tokens": 0,
                       "retractions": 0, "cascade_rows": 0, "mixed_passes": 0, "kv_stalls": 0, "cached_warms": 0}
         self.clock = clock   # pin deadlines (SamplingParams.pin_ttl_s)
@@ -391,7 +420,7 @@ class Scheduler:
             if slots is not None:
                 break
             if not self.cache.unpin():   # NOTE: drop hint pins before retracting a running request
-                self._retract(self.running[-1])
+                self._retract(self.running.last())
         else:
             return None
         entries = [BatchEntry(r, [r.last_token], len(r.kv_slots), [s], True)

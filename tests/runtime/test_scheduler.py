@@ -12,7 +12,7 @@ from runtime.sampling_params import SamplingParams
 from runtime.scheduler.batch import FUTURE_TOKEN, EntryResult, ScheduleBatch
 from runtime.scheduler.overlap import OverlapScheduler
 from runtime.scheduler.request import FinishReason, Req
-from runtime.scheduler.scheduler import Scheduler, SchedulerConfig
+from runtime.scheduler.scheduler import RunningSet, Scheduler, SchedulerConfig
 
 V = 50
 
@@ -398,3 +398,19 @@ def _traffic_step(sched, rng: random.Random, prefixes: list[list[int]], reqs: li
         if not victim.finished:
             return sched.abort(victim.rid)
     return []
+
+
+def test_running_set_keeps_order_and_identity():
+    """The running requests: insertion order after removals, membership by identity (two requests with equal
+    fields are two requests), the last one for retraction."""
+    reqs = [Req(f"r{i % 2}", [1, 2], SamplingParams()) for i in range(5)]
+    rs = RunningSet()
+    for r in reqs:
+        rs.append(r)
+    rs.remove(reqs[1])
+    rs.append(reqs[1])
+    assert list(rs) == [reqs[0], reqs[2], reqs[3], reqs[4], reqs[1]] and len(rs) == 5
+    assert rs.last() is reqs[1] and reqs[3] in rs
+    rs.remove(reqs[3])
+    assert reqs[3] not in rs and reqs[3] == reqs[3] and reqs[2] != Req("r0", [1, 2], SamplingParams())
+    assert not RunningSet() and rs
