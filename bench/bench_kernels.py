@@ -8,7 +8,9 @@ Decode reports µs and GB/s of KV read (the bytes floor, at the pool's element s
 (causal FLOPs). ``--kv-dtype fp8_e4m3`` runs the decode benchmarks (and sweep) over an e4m3 pool, as
 ``--kv-cache-dtype fp8_e4m3`` gives the engine: half the bytes of bf16, so at the memory bound half the time
 (FlashInfer is compared at bf16 only). Over an fp8 pool decode runs its dots in fp16 (the default);
-``--widen-fp8`` times the other path, K/V widened to bf16 (``SGLC_FP8_DOT_DTYPE=bf16``).
+``--widen-fp8`` times the other path, K/V widened to bf16 (``SGLC_FP8_DOT_DTYPE=bf16``). In the extend table,
+``triton_*`` is the kernel over the ``(request, block)`` grid (``SGLC_EXTEND_TILES=grid``) and ``lpt_*`` the same
+config with its tiles longest-first, the engine's default.
 """
 from __future__ import annotations
 
@@ -189,7 +191,7 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         pool_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext),
                                                       D ** -0.5, config=best[1]))
         row.update(via_pool_TFLOP_s=flops / pool_ms / 1e9)
-        # the same config with the query tiles taken longest-first from the host's list (SGLC_EXTEND_TILES=lpt)
+        # the same config with the query tiles taken longest-first from the host's list (the engine's default)
         tb, tm = lpt_tiles(ext, prefix, extend_block_tokens(best[1], H // HKV))
         tiles = (torch.tensor(tb, dtype=torch.int32, device="cuda"), torch.tensor(tm, dtype=torch.int32, device="cuda"))
         lpt_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5,

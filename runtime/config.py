@@ -125,7 +125,7 @@ def scheduler_defaults(cfg: RuntimeConfig, device: str, pool_tokens: int | None 
     }
 
 
-# NOTE: one running request per ~768 pool tokens (a prompt and its output), as a power of two in [512, 1024].
+# NOTE: 1,024 running requests where the pool holds ~768 tokens (a prompt and its output) for each, else 512.
 # Session 10, H100, Llama-3-8B offline: the fp8 pool (888k tokens) ran 8,804 -> 9,244 output tok/s at 1,024
 # (decode batch 403 -> 665); the bf16 pool (444k) fell 8,718 -> 8,431 at 1,024 (81 retractions): 512 stays.
 RUNNING_TOKENS_PER_REQUEST = 768
