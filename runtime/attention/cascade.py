@@ -53,7 +53,6 @@ class CascadePlan:
 def find_groups(nodes: list, min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]]:
     """``(shared length, rows)`` of each set of at least two rows sharing a prefix of ``>= min_shared``
     tokens; ``nodes[b]`` is row b's locked radix node (``req.last_node``; None or the root: no prefix)."""
-    depth: dict[int, int] = {}
     count: dict[int, int] = {}
     chains: list[list] = []
     for n in nodes:
@@ -63,16 +62,20 @@ def find_groups(nodes: list, min_shared: int = MIN_SHARED) -> list[tuple[int, li
             n = n.parent
         for x in chain:
             count[id(x)] = count.get(id(x), 0) + 1
-        d = 0
-        for x in reversed(chain):   # root side first: depth = tokens from the root to the node's end
-            d = depth.get(id(x)) or d + len(x.key)
-            depth[id(x)] = d
         chains.append(chain)
+    # NOTE: a row's deepest node that another row also has is its group; its ancestors are shallower, so if it
+    # is under ``min_shared`` tokens deep, none qualifies. Depths only for those nodes: most rows of a batch
+    # that shares nothing (offline) have none, and this runs whenever a request finishes (CascadePlanner).
+    depth: dict[int, int] = {}
     groups: dict[int, tuple[int, list[int]]] = {}
     for b, chain in enumerate(chains):
-        for x in chain:   # deepest first
-            if count[id(x)] >= 2 and depth[id(x)] >= min_shared:
-                groups.setdefault(id(x), (depth[id(x)], []))[1].append(b)
+        for i, x in enumerate(chain):   # deepest first
+            if count[id(x)] >= 2:
+                d = depth.get(id(x))
+                if d is None:   # tokens from the root to the node's end
+                    d = depth[id(x)] = sum(len(y.key) for y in chain[i:])
+                if d >= min_shared:
+                    groups.setdefault(id(x), (d, []))[1].append(b)
                 break
     return [g for g in groups.values() if len(g[1]) >= 2]
 

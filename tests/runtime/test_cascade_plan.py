@@ -1,6 +1,10 @@
 """The shared-prefix (cascade) planner: groups from radix-tree paths, chunking, capacity (pure Python)."""
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from runtime.attention.cascade import chunk_capacity, chunk_members, find_groups, plan_cascade
 from runtime.mem.allocator import SlotAllocator
 from runtime.mem.radix_cache import RadixCache
@@ -39,6 +43,40 @@ def test_min_shared_and_root():
     assert find_groups(nodes, min_shared=32) == []
     assert find_groups(nodes, min_shared=8) == [(10, [0, 1])]
     assert find_groups([None, cache.root, None]) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_groups_match_the_definition_on_random_trees(seed):
+    """Against the definition, row by row: a row's group is the deepest node of its path that another row's
+    path also holds, if it is ``min_shared`` tokens deep (else the row has none); rows of one group share it."""
+    rng = random.Random(seed)
+    stems = [[rng.randrange(50) for _ in range(rng.randrange(1, 60))] for _ in range(5)]
+    prompts = []
+    for _ in range(rng.randrange(2, 30)):
+        head = rng.choice(stems)[:rng.randrange(0, 60)]
+        prompts.append(head + [rng.randrange(1000, 2000) for _ in range(rng.randrange(1, 20))])
+    _, nodes = _tree_nodes(prompts)
+    if rng.random() < 0.3:
+        nodes[0] = None   # a row with no locked node
+    min_shared = rng.choice([1, 8, 32])
+
+    def path(n):
+        out = []
+        while n is not None and n.parent is not None:
+            out.append(n)
+            n = n.parent
+        return out   # deepest first
+
+    def depth(n):
+        return sum(len(x.key) for x in path(n))
+
+    paths = [path(n) for n in nodes]
+    want: dict[int, tuple[int, list[int]]] = {}
+    for b, p in enumerate(paths):
+        shared = [x for x in p if sum(any(x is y for y in q) for q in paths) >= 2]
+        if shared and depth(shared[0]) >= min_shared:
+            want.setdefault(id(shared[0]), (depth(shared[0]), []))[1].append(b)
+    assert sorted(find_groups(nodes, min_shared)) == sorted(g for g in want.values() if len(g[1]) >= 2)
 
 
 def test_plan_chunks_and_capacity():
