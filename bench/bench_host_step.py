@@ -11,7 +11,8 @@ time is taken out (on a GPU it is a few launches). ``N`` requests of 64 prompt t
 
 Columns: ``host_ms`` the best round's host time per step (the median round's in ``median_ms``), ``us_row`` per
 decode row, then the phases of the best round (ms per step): ``ahead`` the look-ahead batch (rows, slots, entries),
-``build`` the executor's ForwardBatch (index arrays, request-to-token table, cascade plan), ``drain`` collecting
+``build`` the executor's ForwardBatch (index arrays, request-to-token table, cascade plan; its table updates and
+``kv_indices`` gather are torch ops, which the CPU computes here and a GPU only launches), ``drain`` collecting
 and applying the previous step (``apply`` of it: the per-row bookkeeping), ``events`` the Worker's output events.
 """
 from __future__ import annotations
