@@ -35,6 +35,8 @@ def main() -> None:
                     help="running requests' decode rows ride along in prefill passes (auto: on for CUDA)")
     ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
                     help="fp8_e4m3: an fp8 KV pool (twice the tokens, half the K/V read per decode step)")
+    ap.add_argument("--cuda-graph-max-bs", type=int, default=None,
+                    help="largest decode batch captured in a CUDA graph (default: the engine's, at most 512)")
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--offline-only", action="store_true",
                     help="skip the batch-1 and prefill measurements (the offline prompts stay the same draws)")
@@ -44,6 +46,8 @@ def main() -> None:
           "mixed_chunk": args.mixed_chunk, "kv_cache_dtype": args.kv_cache_dtype}
     if args.max_running_requests:
         kw["max_running_requests"] = args.max_running_requests
+    if args.cuda_graph_max_bs:
+        kw["cuda_graph_max_bs"] = args.cuda_graph_max_bs
     if args.model_path:
         kw["model_path"] = args.model_path
     t0 = time.perf_counter()

@@ -31,6 +31,7 @@ class RuntimeConfig:
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
+    cuda_graph_max_bs: int | None = None   # largest decode batch captured (None: max_running_requests, at most 512)
     disable_cascade_attention: bool = False  # decode rows sharing a cached prefix read it once per chunk
     disable_warmup: bool = False           # GPU: no start-up passes of the largest prefill (ModelRunner.warmup)
     # Features.
@@ -79,7 +80,8 @@ class RuntimeConfig:
             raise EngineError(f"worker_mode must be 'process' or 'thread', got {self.worker_mode!r}")
         if not 0 < self.mem_fraction_static < 1:
             raise EngineError(f"mem_fraction_static must be in (0, 1), got {self.mem_fraction_static}")
-        for name in ("max_total_tokens", "max_running_requests", "chunked_prefill_size", "context_length"):
+        for name in ("max_total_tokens", "max_running_requests", "chunked_prefill_size", "context_length",
+                     "cuda_graph_max_bs"):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise EngineError(f"{name} must be positive, got {v}")
@@ -137,3 +139,9 @@ def gpu_max_running(pool_tokens: int | None) -> int:
         return 512
     fit = pool_tokens // RUNNING_TOKENS_PER_REQUEST
     return 1024 if fit >= 1024 else 512
+
+
+def cuda_graph_max_bs(cfg: RuntimeConfig, max_running: int) -> int:
+    """The largest decode batch captured in a CUDA graph; larger batches run eagerly. Default: the running cap,
+    at most 512 (graphs of up to 1,024 rows, the cap of large KV pools, are to be measured: docs/gpu.md)."""
+    return min(cfg.cuda_graph_max_bs or min(max_running, 512), max_running)

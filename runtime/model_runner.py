@@ -8,7 +8,7 @@ import time
 import torch
 
 from .attention import create_attention_backend, resolve_backend_name
-from .config import RuntimeConfig, resolve_device, resolve_dtype, scheduler_defaults
+from .config import RuntimeConfig, cuda_graph_max_bs, resolve_device, resolve_dtype, scheduler_defaults
 from .errors import EngineError
 from .forward_batch import ForwardBatch, ForwardMode
 from .mem.kv_pool import FP8_DTYPES, KVPool
@@ -120,8 +120,7 @@ class ModelRunner:
         if self._decode_graphs():
             from .cuda_graph_runner import CudaGraphRunner
 
-            max_bs = sd["max_running_requests"]
-            self.cuda_graph = CudaGraphRunner(self, max_bs=min(max_bs, 512))
+            self.cuda_graph = CudaGraphRunner(self, max_bs=cuda_graph_max_bs(cfg, sd["max_running_requests"]))
 
     @torch.inference_mode()
     def warmup(self, num_tokens: int, chunk: int) -> None:

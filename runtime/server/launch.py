@@ -59,6 +59,7 @@ class ServerArgs:
     mixed_chunk: str | None = None
     skip_tokenizer_init: bool = False
     disable_cuda_graph: bool = False
+    cuda_graph_max_bs: int | None = None
     disable_cascade_attention: bool = False
     disable_warmup: bool = False
     kv_cache_dtype: str | None = None
@@ -78,7 +79,7 @@ def engine_options(args: ServerArgs) -> dict[str, Any]:
         "log_level": args.log_level.lower(),
         "skip_tokenizer_init": args.skip_tokenizer_init, "disable_cuda_graph": args.disable_cuda_graph,
         "disable_cascade_attention": args.disable_cascade_attention, "disable_warmup": args.disable_warmup,
-        "kv_cache_dtype": args.kv_cache_dtype,
+        "kv_cache_dtype": args.kv_cache_dtype, "cuda_graph_max_bs": args.cuda_graph_max_bs,
     }
     flags = ("disable_radix_cache", "skip_tokenizer_init", "disable_cuda_graph", "disable_cascade_attention",
              "disable_warmup")
@@ -242,6 +243,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--skip-tokenizer-init", action="store_true",
                    help="no tokenizer (e.g. dummy weights for benchmarks): requests must pass token ids")
     e.add_argument("--disable-cuda-graph", action="store_true", help="run decode eagerly (no CUDA graphs)")
+    e.add_argument("--cuda-graph-max-bs", type=int,
+                   help="largest decode batch captured in a CUDA graph; larger ones run eagerly (default: the "
+                        "running cap, at most 512)")
     e.add_argument("--kv-cache-dtype", choices=["auto", "fp8_e4m3"],
                    help="KV cache element type: auto (the model's dtype) or fp8_e4m3 (half the bytes per token: "
                    "a pool twice as large and half the K/V read per decode step; scale 1, values saturate at "

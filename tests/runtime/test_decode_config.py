@@ -58,3 +58,16 @@ def test_gpu_running_cap_follows_the_kv_pool():
     assert cap(1024 * 768) == 1024 and cap(888_107) == 1024 and cap(10_000_000) == 1024
     assert cap(888_107, "cpu") == 128
     assert cap(888_107, c=RuntimeConfig(model_path="x", max_running_requests=300)) == 300
+
+
+def test_cuda_graph_cap():
+    """Decode graphs cover batches up to the running cap, at most 512 unless set; never past the running cap."""
+    from runtime.config import RuntimeConfig, cuda_graph_max_bs
+    from runtime.errors import EngineError
+
+    cfg = RuntimeConfig(model_path="x")
+    assert cuda_graph_max_bs(cfg, 1024) == 512 and cuda_graph_max_bs(cfg, 128) == 128
+    set_ = RuntimeConfig(model_path="x", cuda_graph_max_bs=1024)
+    assert cuda_graph_max_bs(set_, 1024) == 1024 and cuda_graph_max_bs(set_, 512) == 512
+    with pytest.raises(EngineError, match="cuda_graph_max_bs must be positive"):
+        RuntimeConfig.from_kwargs(model_path="x", cuda_graph_max_bs=0)

@@ -126,18 +126,19 @@ def test_serve_engine_flags_reach_the_engine_options() -> None:
     add_arguments(p)
     ns = p.parse_args(["--overlap-schedule", "off", "--mixed-chunk", "on", "--max-running-requests", "8", "--skip-tokenizer-init",
                        "--disable-cascade-attention", "--disable-cuda-graph", "--disable-warmup",
-                       "--kv-cache-dtype", "fp8_e4m3"])
+                       "--kv-cache-dtype", "fp8_e4m3", "--cuda-graph-max-bs", "1024"])
     opts = engine_options(args_from_namespace(ns))
     assert opts["overlap_schedule"] == "off" and opts["max_running_requests"] == 8
     assert opts["mixed_chunk"] == "on"
     assert opts["skip_tokenizer_init"] is True
     assert opts["disable_cascade_attention"] is True and opts["disable_cuda_graph"] is True
     assert opts["disable_warmup"] is True and opts["kv_cache_dtype"] == "fp8_e4m3"
+    assert opts["cuda_graph_max_bs"] == 1024
     RuntimeConfig.from_kwargs(**opts)   # every option is a real RuntimeConfig field
     defaults = engine_options(args_from_namespace(p.parse_args([])))
     assert "overlap_schedule" not in defaults and "skip_tokenizer_init" not in defaults
     assert "mixed_chunk" not in defaults
-    assert "disable_cascade_attention" not in defaults
+    assert "disable_cascade_attention" not in defaults and "cuda_graph_max_bs" not in defaults
     with pytest.raises(SystemExit):
         p.parse_args(["--overlap-schedule", "sometimes"])
     with pytest.raises(SystemExit):
