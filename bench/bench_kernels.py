@@ -157,6 +157,7 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         extend_block_config,
         extend_block_tokens,
     )
+    from runtime.host_copy import h2d
 
     fi = _fi()
     rows = []
@@ -193,7 +194,7 @@ def bench_extend(kb, vb, cases, configs) -> list[dict]:
         row.update(via_pool_TFLOP_s=flops / pool_ms / 1e9)
         # the same config with the query tiles taken longest-first from the host's list (the engine's default)
         tb, tm = lpt_tiles(ext, prefix, extend_block_tokens(best[1], H // HKV))
-        tiles = (torch.tensor(tb, dtype=torch.int32, device="cuda"), torch.tensor(tm, dtype=torch.int32, device="cuda"))
+        tiles = (h2d(tb, torch.int32, "cuda"), h2d(tm, torch.int32, "cuda"))
         lpt_ms = _bench(lambda: extend_attention_fwd(q, kb, vb, o, qo_indptr, kv_indptr, idx, max(ext), D ** -0.5,
                                                      config=best[1], tiles=tiles, **ext_kv))
         row.update(lpt_TFLOP_s=flops / lpt_ms / 1e9)

@@ -144,4 +144,4 @@ def gpu_max_running(pool_tokens: int | None) -> int:
 def cuda_graph_max_bs(cfg: RuntimeConfig, max_running: int) -> int:
     """The largest decode batch captured in a CUDA graph; larger batches run eagerly. Default: the running cap,
     at most 512 (graphs of up to 1,024 rows, the cap of large KV pools, are to be measured: docs/gpu.md)."""
-    return min(cfg.cuda_graph_max_bs or min(max_running, 512), max_running)
+    return min(cfg.cuda_graph_max_bs or 512, max_running)

@@ -40,10 +40,14 @@ class RunningSet:
         self._reqs: dict[Req, None] = {}   # (Req hashes by identity: eq=False)
 
     def append(self, req: Req) -> None:
+        """Add ``req`` at the end; one already running keeps its place."""
         self._reqs[req] = None
 
     def remove(self, req: Req) -> None:
         del self._reqs[req]
+
+    def discard(self, req: Req) -> None:
+        self._reqs.pop(req, None)
 
     def last(self) -> Req:
         return next(reversed(self._reqs))
@@ -172,14 +176,12 @@ class Scheduler:
             req.finish = FinishReason.LENGTH   # max_new_tokens=0 (scoring / warming): prompt done
         if req.finished:
             self._release(req)
-            if req in self.running:
-                self.running.remove(req)
+            self.running.discard(req)
         elif self._prompt_pending(req) or len(req.kv_slots) < req.seq_len - 1:
-            if req in self.running:          # more tokens to extend (next chunk / jump-forward)
-                self.running.remove(req)
+            self.running.discard(req)        # more tokens to extend (next chunk / jump-forward)
             self.waiting.appendleft(req)
-        elif req not in self.running:
-            self.running.append(req)
+        else:
+            self.running.append(req)         # (already running: stays in its place)
 
     @staticmethod
     def _prompt_pending(req: Req) -> bool:

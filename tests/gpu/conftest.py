@@ -33,7 +33,6 @@ def cuda_only() -> str:
     return "cuda"
 
 
-
 def shard_of(spec: str) -> tuple[int, int]:
     """``"I/N"`` as ``(I, N)``, checked."""
     try:
