@@ -12,6 +12,11 @@ GEMM / attention / other. Workloads are the peer benchmarks' (bench_peer.py, ben
 * ``prefill``: 8 x 1,024 -> 1 token (bench_peer.py's prefill), after one warm-up run; window = the whole run
 
     python bench/profile_window.py [--workloads offline,fork,fewshot,bs1] [--top 14]
+
+``--trace DIR`` writes each window's Chrome trace (``DIR/<workload>.trace.json``; ``--trace-passes`` shortens the
+window so the file stays small) with the host phases marked (``sglc.*`` ranges: building the next batch, the
+forward launch, sampling, collecting and applying the previous one); ``bench/trace_gaps.py`` reads it and says
+what the host was doing while the GPU waited.
 """
 from __future__ import annotations
 
@@ -82,6 +87,27 @@ class _time_phases:
             setattr(obj, name, fn)
 
 
+def _annotate(w) -> list:
+    """Mark the host phases of a step as ``sglc.*`` ranges in a torch.profiler trace; returns what to restore."""
+    from torch.profiler import record_function
+
+    sch, ex = w.scheduler, w.scheduler.executor
+    saved = []
+    for obj, name in ((sch, "_prefill_batch"), (sch, "_decode_ahead"), (sch, "_decode_batch"), (sch, "_drain"),
+                      (ex, "launch"), (ex, "_build"), (ex.runner, "forward"), (ex.sampler, "sample"),
+                      (ex, "collect"), (w, "step")):
+        if not hasattr(obj, name):   # e.g. _decode_ahead: the overlap scheduler's
+            continue
+        fn, tag = getattr(obj, name), "sglc." + name.lstrip("_")
+        saved.append((obj, name, fn))
+
+        def marked(*a, _fn=fn, _tag=tag, **k):
+            with record_function(_tag):
+                return _fn(*a, **k)
+        setattr(obj, name, marked)
+    return saved
+
+
 def _category(name: str) -> str:
     n = name.lower()
     if any(k in n for k in ("gemm", "nvjet", "cutlass", "sm90_", "cublas", "gemv", "splitk")):
@@ -123,7 +149,7 @@ def host_profile(w, items: list[dict], label: str, window: tuple[int, int], top:
     return {"workload": label, "host_profile_steps": steps, "wall_ms": round(wall * 1e3)}
 
 
-def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int) -> dict:
+def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int, trace: str | None = None) -> dict:
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
@@ -137,6 +163,7 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int)
 
     sched = w.scheduler
     phases = _time_phases(w) if os.environ.get("SGLC_PROFILE_PHASES") else None
+    marks = _annotate(w) if trace else []
     w.add_requests(items)
     s0 = dict(sched.stats)
     m0 = _mem_stats()
@@ -168,6 +195,13 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int)
     sync()
     wall = time.perf_counter() - t0
     prof.__exit__(None, None, None)
+    for obj, name, fn in marks:
+        setattr(obj, name, fn)
+    if trace:
+        os.makedirs(trace, exist_ok=True)
+        path = os.path.join(trace, label.split()[0] + ".trace.json")
+        prof.export_chrome_trace(path)
+        print(f"{label}: trace written to {path} (bench/trace_gaps.py {path})", flush=True)
     w1 = dict(sched.stats)
     while w.busy:   # the rest of the workload, unprofiled
         before = dict(sched.stats)
@@ -226,6 +260,11 @@ def main() -> None:
     ap.add_argument("--disable-radix-cache", action="store_true", help="as bench_offline_gpu.py runs offline")
     ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
                     help="fp8_e4m3: an fp8 KV pool, as bench_offline_gpu.py --kv-cache-dtype")
+    ap.add_argument("--trace", metavar="DIR", help="write each window's Chrome trace here, host phases marked")
+    ap.add_argument("--trace-passes", type=int, default=0,
+                    help="with --trace: profile only this many passes from the window's start (0: the whole window)")
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="leave the start-up objects to the garbage collector (the worker process freezes them)")
     ap.add_argument("--cprofile", action="store_true",
                     help="profile the host (cProfile) over each window instead of the GPU kernels")
     args = ap.parse_args()
@@ -242,30 +281,39 @@ def main() -> None:
     w.add_requests([_req(f"w{i}", token_prompt(rng, 300 + 50 * i, vocab), 40) for i in range(16)])
     while w.busy:
         w.step()
+    if not args.no_gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()   # as worker_main does in the Engine's worker process (SGLC_GC_FREEZE)
     rows = []
-    global profile
-    if args.cprofile:
-        profile = host_profile
+
+    def run(items, label, window):
+        if args.trace_passes and args.trace:
+            window = (window[0], min(window[1], window[0] + args.trace_passes))
+        if args.cprofile:
+            return host_profile(w, items, label, window, args.top)
+        return profile(w, items, label, window, args.top, args.trace)
     for name in args.workloads.split(","):
         w.flush_cache()
         if name == "offline":
             n = args.offline_prompts
             ins, outs = rng.integers(256, 1025, n), rng.integers(128, 513, n)
             items = [_req(f"o{i}", token_prompt(rng, int(a), vocab), int(b)) for i, (a, b) in enumerate(zip(ins, outs))]
-            rows.append(profile(w, items, f"offline {n}", (300, 400), args.top))
+            rows.append(run(items, f"offline {n}", (300, 400)))
         elif name == "fork":
             items = []
             for p in range(8):
                 pre = token_prompt(rng, 1000, vocab)
                 items += [_req(f"f{p}.{b}", pre + token_prompt(rng, 16, vocab), 128) for b in range(32)]
-            rows.append(profile(w, items, "fork 8x32", (20, 60), args.top))
+            rows.append(run(items, "fork 8x32", (20, 60)))
         elif name == "fewshot":
             shared = token_prompt(rng, 1500, vocab)
             one = [_req(f"s{i}", shared + token_prompt(rng, 64, vocab), 1) for i in range(64 + 1000)]
             w.add_requests(one[:64])
             while w.busy:
                 w.step()
-            rows.append(profile(w, one[64:], "fewshot 1000", (0, 10**9), args.top))
+            rows.append(run(one[64:], "fewshot 1000", (0, 10**9)))
         elif name == "prefill":
             for tag in ("w", "p"):   # a warm-up run of the same shape, then the profiled one
                 items = [_req(f"{tag}{i}", token_prompt(rng, 1024, vocab), 1) for i in range(8)]
@@ -273,9 +321,9 @@ def main() -> None:
                     w.add_requests(items)
                     while w.busy:
                         w.step()
-            rows.append(profile(w, items, "prefill 8x1024", (0, 10**9), args.top))
+            rows.append(run(items, "prefill 8x1024", (0, 10**9)))
         elif name == "bs1":
-            rows.append(profile(w, [_req("b", token_prompt(rng, 128, vocab), 256)], "bs1", (100, 200), args.top))
+            rows.append(run([_req("b", token_prompt(rng, 128, vocab), 256)], "bs1", (100, 200)))
         else:
             raise SystemExit(f"unknown workload {name!r}")
     info = gpu_info()
