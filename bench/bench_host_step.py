@@ -39,14 +39,14 @@ def measure(model: str, rows: int, steps: int, rounds: int) -> dict:
 
     from runtime.attention.cascade import CascadePlanner, chunk_members
     from runtime.config import RuntimeConfig
-    from runtime.worker import Worker
+    from runtime.worker import Worker, tune_gc
 
     cfg = RuntimeConfig(model_path=model, device="cpu", dtype="float32", skip_tokenizer_init=True,
                         overlap_schedule="on", mixed_chunk="on", max_running_requests=max(rows, 1),
                         max_total_tokens=rows * 600 + 4096, context_length=1024, num_threads=1)
     w = Worker(cfg)
-    gc.collect()
-    gc.freeze()   # as the Engine's worker process does with its start-up objects (SGLC_GC_FREEZE)
+    thresholds = gc.get_threshold()
+    tune_gc()   # as the Engine's worker process does (SGLC_GC_FREEZE, SGLC_GC_FULL_EVERY)
     sch, ex = w.scheduler, w.scheduler.executor
     ex.cascade = CascadePlanner(chunk_members(4))   # as on a GPU (Triton backend): planned every decode step
     acc: dict[str, float] = defaultdict(float)
@@ -81,6 +81,7 @@ def measure(model: str, rows: int, steps: int, rounds: int) -> dict:
         results.append(((wall - acc["sample"]) / steps * 1e3, {k: v / steps * 1e3 for k, v in acc.items()}))
     assert len(sch.running) + len(sch.waiting) == rows, "requests finished inside the timed steps"
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
     best, phases = min(results, key=lambda r: r[0])
     return {"rows": rows, "host_ms": best, "median_ms": statistics.median(r[0] for r in results),
             "us_row": best / rows * 1e3, "ahead": phases.get("ahead", 0.0), "build": phases.get("build", 0.0),

@@ -108,6 +108,38 @@ def _annotate(w) -> list:
     return saved
 
 
+class _GcClock:
+    """Time the garbage collector spends per generation while it runs (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.ms = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self.worst = 0.0
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            dt = (time.perf_counter() - self._t) * 1e3
+            g = info["generation"]
+            self.ms[g] += dt
+            self.count[g] += 1
+            self.worst = max(self.worst, dt)
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._cb)
+
+    def __str__(self) -> str:
+        return ", ".join(f"gen{g} {c} x, {t:.1f} ms" for g, (c, t) in enumerate(zip(self.count, self.ms))) + \
+            f"; longest {self.worst:.1f} ms"
+
+
 def _category(name: str) -> str:
     n = name.lower()
     if any(k in n for k in ("gemm", "nvjet", "cutlass", "sm90_", "cublas", "gemv", "splitk")):
@@ -151,12 +183,14 @@ def host_profile(w, items: list[dict], label: str, window: tuple[int, int], top:
 
 def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int, trace: str | None = None) -> dict:
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
     # NOTE: on CPU (SGLC_BENCH_DEVICE=cpu, a smoke run of the script) the "kernels" are CPU ops
     cuda = torch.cuda.is_available()
     act = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+    acts = [act] if not trace or not cuda else [ProfilerActivity.CPU, act]   # the trace needs the host ranges
 
     def dev_time(e) -> float:   # microseconds
         return e.device_time_total if cuda else e.self_cpu_time_total
@@ -175,9 +209,10 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
     while w.busy:
         if n == lo:
             sync()
-            prof = tprofile(activities=[act])
+            prof = tprofile(activities=acts)
             prof.__enter__()
             t0, w0 = time.perf_counter(), dict(sched.stats)
+            gcs = _GcClock()
         before = dict(sched.stats)
         w.step()
         d = {k: sched.stats[k] - before[k] for k in before}
@@ -195,6 +230,8 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
     sync()
     wall = time.perf_counter() - t0
     prof.__exit__(None, None, None)
+    gcs.stop()
+    print(f"{label}: garbage collections in the window: {gcs}", flush=True)
     for obj, name, fn in marks:
         setattr(obj, name, fn)
     if trace:
@@ -218,7 +255,8 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
     print(f"{label}: steps launched (ms since added, kind, decode rows, prefill tokens): first {timeline[:8]}, "
           f"last {timeline[-3:]}")
     st = sched.stats
-    rows = [e for e in prof.key_averages() if dev_time(e) > 0]
+    # NOTE: device events only: with the host recorded too (--trace), a host op's device time counts its kernels
+    rows = [e for e in prof.key_averages() if dev_time(e) > 0 and (not cuda or e.device_type != DeviceType.CPU)]
     busy = sum(dev_time(e) for e in rows) / 1e6
     cats: dict[str, float] = defaultdict(float)
     for e in rows:
@@ -248,7 +286,7 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
 
 def main() -> None:
     from runtime.config import RuntimeConfig
-    from runtime.worker import Worker
+    from runtime.worker import Worker, tune_gc
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", nargs="?", default=LLAMA3_8B)
@@ -263,8 +301,9 @@ def main() -> None:
     ap.add_argument("--trace", metavar="DIR", help="write each window's Chrome trace here, host phases marked")
     ap.add_argument("--trace-passes", type=int, default=0,
                     help="with --trace: profile only this many passes from the window's start (0: the whole window)")
+    ap.add_argument("--cuda-graph-max-bs", type=int, default=None, help="the engine's cuda_graph_max_bs")
     ap.add_argument("--no-gc-freeze", action="store_true",
-                    help="leave the start-up objects to the garbage collector (the worker process freezes them)")
+                    help="leave the garbage collector as Python sets it (the worker process tunes it: tune_gc)")
     ap.add_argument("--cprofile", action="store_true",
                     help="profile the host (cProfile) over each window instead of the GPU kernels")
     args = ap.parse_args()
@@ -273,7 +312,7 @@ def main() -> None:
                         dtype="bfloat16" if device == "cuda" else "float32", device=device,
                         skip_tokenizer_init=True, context_length=4096, mem_fraction_static=args.mem_fraction_static,
                         mixed_chunk=args.mixed_chunk, disable_radix_cache=args.disable_radix_cache,
-                        kv_cache_dtype=args.kv_cache_dtype)
+                        kv_cache_dtype=args.kv_cache_dtype, cuda_graph_max_bs=args.cuda_graph_max_bs)
     w = Worker(cfg)
     vocab = w.runner.vocab_size
     rng = np.random.default_rng(0)
@@ -282,10 +321,7 @@ def main() -> None:
     while w.busy:
         w.step()
     if not args.no_gc_freeze:
-        import gc
-
-        gc.collect()
-        gc.freeze()   # as worker_main does in the Engine's worker process (SGLC_GC_FREEZE)
+        tune_gc()   # as worker_main does in the Engine's worker process (SGLC_GC_FREEZE)
     rows = []
 
     def run(items, label, window):

@@ -245,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--disable-cuda-graph", action="store_true", help="run decode eagerly (no CUDA graphs)")
     e.add_argument("--cuda-graph-max-bs", type=int,
                    help="largest decode batch captured in a CUDA graph; larger ones run eagerly (default: the "
-                        "running cap, at most 512)")
+                        "running cap, at most 1024)")
     e.add_argument("--kv-cache-dtype", choices=["auto", "fp8_e4m3"],
                    help="KV cache element type: auto (the model's dtype) or fp8_e4m3 (half the bytes per token: "
                    "a pool twice as large and half the K/V read per decode step; scale 1, values saturate at "

@@ -61,13 +61,14 @@ def test_gpu_running_cap_follows_the_kv_pool():
 
 
 def test_cuda_graph_cap():
-    """Decode graphs cover batches up to the running cap, at most 512 unless set; never past the running cap."""
+    """Decode graphs cover batches up to the running cap, at most 1,024 unless set; never past the running cap."""
     from runtime.config import RuntimeConfig, cuda_graph_max_bs
     from runtime.errors import EngineError
 
     cfg = RuntimeConfig(model_path="x")
-    assert cuda_graph_max_bs(cfg, 1024) == 512 and cuda_graph_max_bs(cfg, 128) == 128
-    set_ = RuntimeConfig(model_path="x", cuda_graph_max_bs=1024)
-    assert cuda_graph_max_bs(set_, 1024) == 1024 and cuda_graph_max_bs(set_, 512) == 512
+    assert cuda_graph_max_bs(cfg, 1024) == 1024 and cuda_graph_max_bs(cfg, 128) == 128
+    assert cuda_graph_max_bs(cfg, 4096) == 1024
+    set_ = RuntimeConfig(model_path="x", cuda_graph_max_bs=256)
+    assert cuda_graph_max_bs(set_, 1024) == 256 and cuda_graph_max_bs(set_, 128) == 128
     with pytest.raises(EngineError, match="cuda_graph_max_bs must be positive"):
         RuntimeConfig.from_kwargs(model_path="x", cuda_graph_max_bs=0)
