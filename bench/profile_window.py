@@ -255,8 +255,10 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
     print(f"{label}: steps launched (ms since added, kind, decode rows, prefill tokens): first {timeline[:8]}, "
           f"last {timeline[-3:]}")
     st = sched.stats
-    # NOTE: device events only: with the host recorded too (--trace), a host op's device time counts its kernels
-    rows = [e for e in prof.key_averages() if dev_time(e) > 0 and (not cuda or e.device_type != DeviceType.CPU)]
+    # NOTE: kernels only: with the host recorded too (--trace), a host op's device time counts its kernels again,
+    # and so does the GPU-side copy of each sglc.* range
+    rows = [e for e in prof.key_averages() if dev_time(e) > 0 and not e.key.startswith("sglc.")
+            and (not cuda or e.device_type != DeviceType.CPU)]
     busy = sum(dev_time(e) for e in rows) / 1e6
     cats: dict[str, float] = defaultdict(float)
     for e in rows:

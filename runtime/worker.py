@@ -79,6 +79,7 @@ class Worker:
             "context_length": r.context_length, "vocab_size": r.vocab_size, "dtype": str(r.dtype).removeprefix("torch."),
             "kv_cache_dtype": str(r.kv_dtype).removeprefix("torch."),
             "device": r.device, "attention_backend": r.backend_name, "max_total_tokens": r.kv_pool.size,
+            "cuda_graph_max_bs": r.cuda_graph.max_bs if r.cuda_graph is not None else 0,
             "num_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
             "num_attention_heads": c.num_attention_heads, "num_kv_heads": r.num_kv_heads,
             "eos_token_ids": sorted(self.eos_ids), "disable_radix_cache": self.cfg.disable_radix_cache,

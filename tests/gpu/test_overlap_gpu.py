@@ -29,3 +29,23 @@ def test_overlap_tokens_are_greedy_and_kv_is_freed(cuda_only, tmp_path):
     assert [len(o["output_ids"]) for o in outs] == [p["max_new_tokens"] for p in params]
     with Engine(**kw, overlap_schedule="off") as ref:
         assert_greedy(ref, prompts, outs, params)
+
+
+def test_decode_batches_past_512_rows_replay_graphs(cuda_only, tmp_path):
+    """The decode graphs follow the running cap (here 640: past the old 512 limit); a batch of 600 rows replays
+    the 608-row graph, padded, and every token is still the greedy one."""
+    from runtime.engine import Engine
+
+    model_dir = write_tiny_model(tmp_path)
+    kw = {"model_path": model_dir, "device": "cuda", "dtype": "float32", "skip_tokenizer_init": True,
+          "max_total_tokens": 60000, "attention_backend": "triton", "max_running_requests": 640}
+    rng = random.Random(1)
+    prompts = [[rng.randrange(512) for _ in range(rng.randint(3, 40))] for _ in range(600)]
+    params = {"temperature": 0, "max_new_tokens": 6, "ignore_eos": True}
+    with Engine(**kw) as eng:
+        assert eng.model_info()["cuda_graph_max_bs"] == 640
+        outs = eng.generate(input_ids=prompts, sampling_params=params)
+    assert all(len(o["output_ids"]) == 6 for o in outs)
+    with Engine(**kw, overlap_schedule="off", disable_cuda_graph=True) as ref:
+        assert ref.model_info()["cuda_graph_max_bs"] == 0
+        assert_greedy(ref, prompts, outs)
