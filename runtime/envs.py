@@ -23,7 +23,7 @@ class Env:
     # threshold is 10), plus one whenever it runs out of work: a full collection walks every element of every
     # live list (the requests' token and slot lists), 35-70 ms with 1,000 requests in flight (session 11, H100:
     # 132 ms of 1,004 in 30 decode steps). 0: Python's threshold
-    gc_full_every: int = int(_get("SGLC_GC_FULL_EVERY", "1000"))
+    gc_full_every: str = _get("SGLC_GC_FULL_EVERY", "1000")
     # overlap scheduling also launches the next batch before an in-flight *prefill* is applied (0: it waits)
     overlap_prefill: bool = os.environ.get("SGLC_OVERLAP_PREFILL", "1") not in ("", "0")
     # one-row linear layers (batch-1 decode) use the Triton GEMV on CUDA (0: cuBLAS for every shape)
@@ -73,6 +73,18 @@ def extend_lpt_tiles(env: Env = ENV) -> bool:
     """``SGLC_EXTEND_TILES=lpt`` (default): extend passes take their query tiles longest-first from a host
     list; ``grid``: from the (requests, blocks) grid."""
     return _choice("SGLC_EXTEND_TILES", env.extend_tiles, ("grid", "lpt")) == "lpt"
+
+
+def gc_full_every(env: Env = ENV) -> int:
+    """``SGLC_GC_FULL_EVERY`` as a count (0: Python's own threshold)."""
+    try:
+        n = int(env.gc_full_every)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise EngineError(f"SGLC_GC_FULL_EVERY={env.gc_full_every!r}: expected a whole number >= 0 (0: Python's "
+                          "threshold)")
+    return n
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> str:

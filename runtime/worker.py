@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from .config import RuntimeConfig, scheduler_defaults, use_overlap
-from .envs import ENV
+from .envs import ENV, gc_full_every
 from .mem.radix_cache import RadixCache
 from .output import OutputProcessor
 from .sampling_params import SamplingParams
@@ -374,11 +374,12 @@ def tune_gc() -> int:
       middle-generation collections instead of 10 (~100x rarer), and whenever the worker runs out of work
       (``worker_main``). The young generations, where short-lived garbage dies, are collected as before.
     """
+    every = gc_full_every()   # NOTE: first: a bad value fails before anything changes
     gc.collect()
     gc.freeze()
-    if ENV.gc_full_every:
+    if every:
         young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, ENV.gc_full_every)
+        gc.set_threshold(young, middle, every)
     # NOTE: counted once: gc.get_freeze_count() walks the frozen list (~20 ms for ~200k objects), which
     # stalled the scheduler on every metrics() call (a Prometheus scrape)
     return gc.get_freeze_count()

@@ -32,6 +32,15 @@ def test_tune_gc_freezes_and_puts_off_full_collections(value, expect):
     assert frozen > 1000 and still_frozen == frozen
 
 
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
+def test_bad_full_every_is_refused(value):
+    from runtime.envs import Env, gc_full_every
+    from runtime.errors import EngineError
+
+    with pytest.raises(EngineError, match="SGLC_GC_FULL_EVERY=.*whole number"):
+        gc_full_every(Env(gc_full_every=value))
+
+
 def test_idle_collector_collects_when_work_runs_out(monkeypatch):
     from runtime.worker import IdleCollector
 
