@@ -15,12 +15,15 @@ config with its tiles longest-first, the engine's default.
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from gpu_common import gpu_info, print_table, save_json
 
 H, HKV, D = 32, 8, 128
 DT = torch.bfloat16
+# the decode kernel's grid as the engine takes it: (KV heads, requests, splits) unless SGLC_DECODE_GRID=rows
+HEADS_FIRST = os.environ.get("SGLC_DECODE_GRID", "heads") != "rows"
 POOL = 450_000
 
 
@@ -96,7 +99,7 @@ def sweep_decode(kb, vb, which: str = "all", fp16_dots: bool = False) -> list[di
                     for st in stages:
                         fn = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5,
                                                           block_n=bn, num_warps=w, num_stages=st,
-                                                          fp16_dots=fp16_dots)
+                                                          fp16_dots=fp16_dots, heads_first=HEADS_FIRST)
                         try:
                             res.append((_bench(fn, quick=True), splits, bn, w, st))
                         except Exception as e:  # noqa: BLE001
@@ -122,7 +125,8 @@ def bench_decode(kb, vb, cases, fp16_dots: bool = False) -> list[dict]:
         idx, indptr, q, o, gbytes = _decode_case(kb, bs, ctx)
         splits = decode_num_splits(bs, HKV, sms)
         mo, ml = alloc_decode_buffers(bs, H, D, splits, "cuda")
-        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5, fp16_dots=fp16_dots)
+        run_t = lambda: decode_attention_fwd(q, kb, vb, o, indptr, idx, mo, ml, D ** -0.5, fp16_dots=fp16_dots,
+                                             heads_first=HEADS_FIRST)
         t_ms = _bench(run_t)
         row = {"bs": bs, "ctx": _ctx_label(ctx), "splits": splits, "triton_us": t_ms * 1e3, "triton_GB_s": gbytes / t_ms * 1e3}
         if kb.dtype != DT:

@@ -50,7 +50,8 @@ def _indptr(lens, device):
 
 @pytest.mark.parametrize("lens,h,hkv,d", DECODE_CASES)
 @pytest.mark.parametrize("splits", [1, 4, 16])
-def test_decode_kernel(device, lens, h, hkv, d, splits):
+@pytest.mark.parametrize("heads_first", [False, True])
+def test_decode_kernel(device, lens, h, hkv, d, splits, heads_first):
     from runtime.attention.triton_ops.decode_attention import alloc_decode_buffers, decode_attention_fwd
 
     dtype = kv_dtype(device)
@@ -62,7 +63,7 @@ def test_decode_kernel(device, lens, h, hkv, d, splits):
     mid_o.fill_(float("nan"))
     mid_lse.fill_(float("nan"))
     scale = d ** -0.5
-    decode_attention_fwd(q, kb, vb, o, kv_indptr, slots, mid_o, mid_lse, scale)
+    decode_attention_fwd(q, kb, vb, o, kv_indptr, slots, mid_o, mid_lse, scale, heads_first=heads_first)
     for i, n in enumerate(lens):
         idx = slots[kv_indptr[i]:kv_indptr[i + 1]]
         ref = ref_attention(q[i:i + 1], kb[idx], vb[idx], n - 1, scale)

@@ -26,16 +26,21 @@ def test_bad_values_name_the_variable_and_the_form(bad):
 def test_the_kernel_knobs_together():
     from runtime.envs import Env, extend_lpt_tiles, triton_decode_kwargs
 
-    assert triton_decode_kwargs(Env(decode_config="", fp8_dot_dtype="bf16")) == {"fp16_dots": False}
-    # the defaults: fp16 dots over an fp8 pool, longest-first extend tiles
-    assert triton_decode_kwargs(Env()) == {"fp16_dots": True} and extend_lpt_tiles(Env())
+    assert triton_decode_kwargs(Env(decode_config="", fp8_dot_dtype="bf16")) == {"fp16_dots": False,
+                                                                                 "heads_first": True}
+    # the defaults: fp16 dots over an fp8 pool, a row's KV heads side by side, longest-first extend tiles
+    assert triton_decode_kwargs(Env()) == {"fp16_dots": True, "heads_first": True} and extend_lpt_tiles(Env())
     assert triton_decode_kwargs(Env(decode_config="128,4,3", fp8_dot_dtype="f16")) == {
-        "block_n": 128, "num_warps": 4, "num_stages": 3, "fp16_dots": True}
+        "block_n": 128, "num_warps": 4, "num_stages": 3, "fp16_dots": True, "heads_first": True}
     assert extend_lpt_tiles(Env(extend_tiles="lpt")) and not extend_lpt_tiles(Env(extend_tiles="grid"))
     with pytest.raises(EngineError, match="SGLC_FP8_DOT_DTYPE='fp16': expected bf16 or f16"):
         triton_decode_kwargs(Env(fp8_dot_dtype="fp16"))
     with pytest.raises(EngineError, match="SGLC_EXTEND_TILES='LPT': expected grid or lpt"):
         extend_lpt_tiles(Env(extend_tiles="LPT"))
+    assert triton_decode_kwargs(Env(decode_grid="heads")) == {"fp16_dots": True, "heads_first": True}
+    assert triton_decode_kwargs(Env(decode_grid="rows")) == {"fp16_dots": True, "heads_first": False}
+    with pytest.raises(EngineError, match="SGLC_DECODE_GRID='head': expected rows or heads"):
+        triton_decode_kwargs(Env(decode_grid="head"))
 
 
 def test_an_empty_variable_counts_as_unset(monkeypatch):
