@@ -386,17 +386,23 @@ def tune_gc() -> int:
 
 
 class IdleCollector:
-    """A full collection each time the worker runs out of work (``tick(busy)`` at the top of its loop): the
-    collections ``tune_gc`` puts off then cost nobody a step."""
+    """A full collection when the worker runs out of work (``tick(busy)`` at the top of its loop): the collections
+    ``tune_gc`` puts off then cost nobody a step. At most one per ``min_interval`` seconds: under light, bursty
+    load the worker goes idle after nearly every request, and a full collection walks the radix cache's token
+    lists (a few ms for a large cache) while a new request may be arriving."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval: float = 1.0, clock=time.monotonic) -> None:
         self.was_busy = False
         self.collections = 0
+        self.min_interval = min_interval
+        self.clock = clock
+        self.last = -float("inf")
 
     def tick(self, busy: bool) -> None:
-        if self.was_busy and not busy:
+        if self.was_busy and not busy and self.clock() - self.last >= self.min_interval:
             gc.collect()
             self.collections += 1
+            self.last = self.clock()
         self.was_busy = busy
 
 

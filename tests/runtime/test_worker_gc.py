@@ -44,9 +44,14 @@ def test_bad_full_every_is_refused(value):
 def test_idle_collector_collects_when_work_runs_out(monkeypatch):
     from runtime.worker import IdleCollector
 
-    calls = []
+    calls, now = [], [0.0]
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
-    c = IdleCollector()
-    for busy in (False, True, True, False, False, True, False):
+    c = IdleCollector(min_interval=1.0, clock=lambda: now[0])
+    for t, busy in ((0.0, False), (0.1, True), (0.2, True), (0.3, False), (0.4, False), (0.5, True), (2.0, False)):
+        now[0] = t
         c.tick(busy)
-    assert c.collections == 2 and len(calls) == 2
+    assert c.collections == 2 and len(calls) == 2   # busy -> idle at 0.3 and at 2.0
+    for t, busy in ((2.1, True), (2.5, False), (3.2, True), (3.4, False)):   # idle again 0.5 s later: skipped
+        now[0] = t
+        c.tick(busy)
+    assert c.collections == 3 and c.last == 3.4
