@@ -31,7 +31,7 @@ class RuntimeConfig:
     # Kernels.
     attention_backend: str = "auto"        # "auto" | "torch" | "triton" | "flashinfer"
     disable_cuda_graph: bool = False
-    cuda_graph_max_bs: int | None = None   # largest decode batch captured (None: max_running_requests, at most 512)
+    cuda_graph_max_bs: int | None = None   # largest decode batch captured (None: max_running_requests, at most 1,024)
     disable_cascade_attention: bool = False  # decode rows sharing a cached prefix read it once per chunk
     disable_warmup: bool = False           # GPU: no start-up passes of the largest prefill (ModelRunner.warmup)
     # Features.
