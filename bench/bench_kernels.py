@@ -253,6 +253,7 @@ def main() -> None:
                     help="sweep Triton decode configs: all (default) or large (offline batch sizes only)")
     ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8_e4m3"],
                     help="the pool's element type in the decode benchmarks (extend and FlashInfer stay bf16)")
+    ap.add_argument("--decode-only", action="store_true", help="only the decode table (and sweep): no extend or fused ops")
     ap.add_argument("--widen-fp8", action="store_true",
                     help="fp8 pool: decode widens K/V to bf16 (SGLC_FP8_DOT_DTYPE=bf16) instead of its default fp16 dots")
     args = ap.parse_args()
@@ -266,11 +267,16 @@ def main() -> None:
     dec = bench_decode(dkb, dvb, [(1, 384), (1, 4096), (32, 288), (64, 1085), (128, 800), (256, 800), (400, 800),
                                   (470, (256, 1536))], fp16_dots)
     dots = "fp16 dots" if fp16_dots else "dots in q's type"
-    print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, {dots}, 32/8 heads, d128, page size 1)")
+    grid = "(KV heads, rows, splits)" if HEADS_FIRST else "(rows, KV heads, splits)"
+    print_table(dec, f"decode attention ({args.kv_dtype} KV, bf16 q, {dots}, grid {grid}, 32/8 heads, d128, page size 1)")
     sweep = []
     if args.decode_sweep:
         sweep = sweep_decode(dkb, dvb, args.decode_sweep, fp16_dots)
         print_table(sweep, "decode sweep: best 5 configs per case")
+    if args.decode_only:
+        save_json({"info": gpu_info(), "kv_dtype": args.kv_dtype, "fp16_dots": fp16_dots, "heads_first": HEADS_FIRST,
+                   "decode": dec, "sweep": sweep}, f"bench_kernels_decode_{args.kv_dtype}.json")
+        return
     g = torch.Generator().manual_seed(1)
     rnd_p = torch.randint(0, 1024, (16,), generator=g).tolist()
     rnd_e = torch.randint(1, 512, (16,), generator=g).tolist()

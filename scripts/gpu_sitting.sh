@@ -11,6 +11,8 @@
 #   vllm ARGS     bench/peer_vllm.py ARGS (quoted as one argument), e.g. vllm "--workloads fewshot,fork"
 #   fp8-dots      bench_kernels.py over an fp8 pool, decode sweep at offline batch sizes, with K/V widened
 #                 (--widen-fp8, SGLC_FP8_DOT_DTYPE=bf16's kernel) and with the default fp16 dots
+#   decode-grid   bench_kernels.py --decode-only over bf16 and fp8 pools, each with the decode kernel's two grids
+#                 (SGLC_DECODE_GRID=rows, then the default heads), alternating, twice
 #   offline ENV   bench_offline_gpu.py --offline-only with ENV's assignments (quoted as one argument), e.g.
 #                 offline "SGLC_EXTEND_TILES=grid OFFLINE_ARGS=--kv-cache-dtype=fp8_e4m3"
 #   STAGE         any scripts/gpu_check.sh stage (tests kernels gemv latency prefill offline prefix fp8)
@@ -62,6 +64,15 @@ while [ $# -gt 0 ]; do
                  VLLM_USE_FLASHINFER_SAMPLER=0 python3 bench/peer_vllm.py $args ;;
     fp8-dots)  step fp8_dots_off python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large --widen-fp8
                step fp8_dots_on python3 bench/bench_kernels.py --kv-dtype fp8_e4m3 --decode-sweep large ;;
+    decode-grid)
+               for rep in 1 2; do
+                 for kv in bf16 fp8_e4m3; do
+                   for grid in rows heads; do
+                     step "decode_grid_${kv}_${grid}_$rep" env SGLC_DECODE_GRID=$grid \
+                       python3 bench/bench_kernels.py --decode-only --kv-dtype $kv
+                   done
+                 done
+               done ;;
     offline)   envs=${1:?offline needs its environment in one word}; shift
                # shellcheck disable=SC2086
                step "offline_$(echo "$envs" | tr -c 'a-zA-Z0-9' '_' | cut -c1-48)" \
