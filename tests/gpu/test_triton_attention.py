@@ -70,6 +70,27 @@ def test_decode_kernel(device, lens, h, hkv, d, splits, heads_first):
         assert rel_err(o[i:i + 1], ref) < TOL, (i, n)
 
 
+def test_decode_heads_first_past_the_grid_limit(device, monkeypatch):
+    """More rows than a CUDA grid's second dimension holds (65,535): the heads-first grid falls back to rows first.
+    Each row attends to one token, so its output is that token's V for every head of the group."""
+    import runtime.attention.triton_ops.decode_attention as da
+
+    rows = 65_536
+    if INTERPRET:   # (the interpreter has no grid limit: lower the bound so the fallback still runs)
+        rows = 9
+        monkeypatch.setattr(da, "MAX_GRID_Y", 8)
+    h, hkv, d = 4, 2, 16
+    dtype = kv_dtype(device)
+    kb, vb, slots = _pool(rows, hkv, d, dtype, device)
+    q = torch.randn(rows, h, d, dtype=dtype, device=device)
+    o = torch.full_like(q, float("nan"))
+    mid_o, mid_lse = da.alloc_decode_buffers(rows, h, d, 1, device)
+    da.decode_attention_fwd(q, kb, vb, o, _indptr([1] * rows, device), slots, mid_o, mid_lse, d ** -0.5,
+                            heads_first=True)
+    want = vb[slots].repeat_interleave(h // hkv, dim=1)
+    assert torch.equal(o, want)
+
+
 # the default block configs (plain prefill / prefix-heavy), and GQA-packed tiles (BLOCK_M rows = tokens x heads
 # of a group): PACK 2 and 4 (reduced to what divides the group), token blocks not multiples of the key block
 EXTEND_CONFIGS = ["plain", "heavy", (64, 32, 4, 2, 4), (128, 64, 4, 2, 2), (64, 64, 4, 2, 4), (256, 64, 8, 3, 4)]

@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 _LOG2E = 1.4426950408889634
+MAX_GRID_Y = 65535   # CUDA's limit on a grid's second dimension
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -347,6 +348,8 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     # NOTE: one split of the own part (large batches: fork, offline decode) needs no merge pass: stage 1
     # writes the output (and merges the cascade partials) — one launch and one scratch round trip less.
     fused = num_splits == 1
+    # NOTE: a grid's second dimension holds at most 65,535 programs (CUDA): larger batches keep rows first
+    heads_first = heads_first and batch <= MAX_GRID_Y
     grid = (num_kv_heads, batch, num_splits) if heads_first else (batch, num_kv_heads, num_splits)
     _decode_stage1[grid](
         q, k_buffer, v_buffer, kv_indptr, kv_indices, skip, mid_o, mid_lse, o, sm_scale_log2, *q_strides,
