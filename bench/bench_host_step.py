@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench_engine_overhead import install_fake_forward, tiny_model
-from gpu_common import print_table, save_json
+from gpu_common import print_table, save_json, wrap_methods
 
 
 def measure(model: str, rows: int, steps: int, rounds: int) -> dict:
@@ -51,20 +51,22 @@ def measure(model: str, rows: int, steps: int, rounds: int) -> dict:
     ex.cascade = CascadePlanner(chunk_members(4))   # as on a GPU (Triton backend): planned every decode step
     acc: dict[str, float] = defaultdict(float)
 
-    def timed(obj, name: str, key: str) -> None:
-        f = getattr(obj, name)
+    keys = {"sample": "sample", "_build": "build", "_drain": "drain", "_apply": "apply", "_decode_ahead": "ahead",
+            "event": "events"}
 
-        def wrapper(*a, _f=f, **k):
+    def timed(name, fn):
+        key = keys[name]
+
+        def wrapper(*a, **k):
             t = time.perf_counter()
             try:
-                return _f(*a, **k)
+                return fn(*a, **k)
             finally:
                 acc[key] += time.perf_counter() - t
-        setattr(obj, name, wrapper)
+        return wrapper
 
-    for obj, name, key in ((ex.sampler, "sample", "sample"), (ex, "_build", "build"), (sch, "_drain", "drain"),
-                           (sch, "_apply", "apply"), (sch, "_decode_ahead", "ahead"), (w.out, "event", "events")):
-        timed(obj, name, key)
+    wrap_methods([(ex.sampler, "sample"), (ex, "_build"), (sch, "_drain"), (sch, "_apply"), (sch, "_decode_ahead"),
+                  (w.out, "event")], timed)
     rng = np.random.default_rng(0)
     w.add_requests([{"rid": f"r{i}", "input_ids": rng.integers(10, 1000, 64).tolist(),
                      "sampling_params": {"max_new_tokens": 400, "ignore_eos": True, "temperature": 1.0}}

@@ -84,6 +84,19 @@ def git_commit() -> str:
         return os.environ.get("SGLC_COMMIT", "unknown")
 
 
+def wrap_methods(targets, wrap):
+    """Replace the method ``name`` of each ``(obj, name)`` in ``targets`` that has one by ``wrap(name, method)``
+    (timing, profiler ranges); returns a function that puts the originals back."""
+    saved = [(obj, name, getattr(obj, name)) for obj, name in targets if hasattr(obj, name)]
+    for obj, name, fn in saved:
+        setattr(obj, name, wrap(name, fn))
+
+    def restore() -> None:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+    return restore
+
+
 def print_table(rows: list[dict], title: str) -> None:
     """A fixed-width table of ``rows`` (dicts with the same keys)."""
     if not rows:

@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from gpu_common import LLAMA3_8B, gpu_info, print_table, save_json, sync, token_prompt
+from gpu_common import LLAMA3_8B, gpu_info, print_table, save_json, sync, token_prompt, wrap_methods
 
 
 def _req(rid: str, ids: list[int], out: int) -> dict:
@@ -52,10 +52,8 @@ class _time_phases:
     def __init__(self, w) -> None:
         ex = w.scheduler.executor
         self.log: list[dict] = []
-        self.saved = [(ex, "_build", ex._build), (ex.runner, "forward", ex.runner.forward),
-                      (ex.sampler, "sample", ex.sampler.sample), (ex, "collect", ex.collect)]
-        for obj, name, fn in self.saved:
-            setattr(obj, name, self._wrap(name, fn))
+        self.restore = wrap_methods([(ex, "_build"), (ex.runner, "forward"), (ex.sampler, "sample"),
+                                     (ex, "collect")], self._wrap)
 
     def _wrap(self, name, fn):
         import torch
@@ -82,30 +80,24 @@ class _time_phases:
             return out
         return timed
 
-    def restore(self) -> None:
-        for obj, name, fn in self.saved:
-            setattr(obj, name, fn)
 
-
-def _annotate(w) -> list:
-    """Mark the host phases of a step as ``sglc.*`` ranges in a torch.profiler trace; returns what to restore."""
+def _annotate(w):
+    """Mark the host phases of a step as ``sglc.*`` ranges in a torch.profiler trace; returns the restorer.
+    (Methods an object lacks, e.g. the overlap scheduler's ``_decode_ahead``, are skipped.)"""
     from torch.profiler import record_function
 
-    sch, ex = w.scheduler, w.scheduler.executor
-    saved = []
-    for obj, name in ((sch, "_prefill_batch"), (sch, "_decode_ahead"), (sch, "_decode_batch"), (sch, "_drain"),
-                      (ex, "launch"), (ex, "_build"), (ex.runner, "forward"), (ex.sampler, "sample"),
-                      (ex, "collect"), (w, "step")):
-        if not hasattr(obj, name):   # e.g. _decode_ahead: the overlap scheduler's
-            continue
-        fn, tag = getattr(obj, name), "sglc." + name.lstrip("_")
-        saved.append((obj, name, fn))
+    def mark(name, fn):
+        tag = "sglc." + name.lstrip("_")
 
-        def marked(*a, _fn=fn, _tag=tag, **k):
-            with record_function(_tag):
-                return _fn(*a, **k)
-        setattr(obj, name, marked)
-    return saved
+        def marked(*a, **k):
+            with record_function(tag):
+                return fn(*a, **k)
+        return marked
+
+    sch, ex = w.scheduler, w.scheduler.executor
+    return wrap_methods([(sch, "_prefill_batch"), (sch, "_decode_ahead"), (sch, "_decode_batch"), (sch, "_drain"),
+                         (ex, "launch"), (ex, "_build"), (ex.runner, "forward"), (ex.sampler, "sample"),
+                         (ex, "collect"), (w, "step")], mark)
 
 
 class _GcClock:
@@ -197,7 +189,7 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
 
     sched = w.scheduler
     phases = _time_phases(w) if os.environ.get("SGLC_PROFILE_PHASES") else None
-    marks = _annotate(w) if trace else []
+    unmark = _annotate(w) if trace else (lambda: None)
     w.add_requests(items)
     s0 = dict(sched.stats)
     m0 = _mem_stats()
@@ -225,6 +217,7 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
         if n == hi and prof is not None:
             break
     if prof is None:
+        unmark()
         print(f"{label}: only {n} steps, no window", flush=True)
         return {"workload": label}
     sync()
@@ -232,8 +225,7 @@ def profile(w, items: list[dict], label: str, window: tuple[int, int], top: int,
     prof.__exit__(None, None, None)
     gcs.stop()
     print(f"{label}: garbage collections in the window: {gcs}", flush=True)
-    for obj, name, fn in marks:
-        setattr(obj, name, fn)
+    unmark()
     if trace:
         os.makedirs(trace, exist_ok=True)
         path = os.path.join(trace, label.split()[0] + ".trace.json")
