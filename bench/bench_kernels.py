@@ -15,15 +15,16 @@ config with its tiles longest-first, the engine's default.
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 from gpu_common import gpu_info, print_table, save_json
 
+from runtime.envs import triton_decode_kwargs
+
 H, HKV, D = 32, 8, 128
 DT = torch.bfloat16
-# the decode kernel's grid as the engine takes it: (KV heads, requests, splits) unless SGLC_DECODE_GRID=rows
-HEADS_FIRST = os.environ.get("SGLC_DECODE_GRID", "heads") != "rows"
+# the decode kernel's grid as the engine takes it (SGLC_DECODE_GRID, checked by runtime/envs.py)
+HEADS_FIRST = triton_decode_kwargs()["heads_first"]
 POOL = 450_000
 
 

@@ -293,7 +293,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
                          mid_lse: torch.Tensor, sm_scale: float, block_n: int | None = None,
                          min_split: int = 64, num_warps: int | None = None, num_stages: int = 3,
-                         cascade=None, fp16_dots: bool = True, heads_first: bool = False) -> torch.Tensor:
+                         cascade=None, fp16_dots: bool = True, heads_first: bool = True) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
     ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension is ``S + S2``.
