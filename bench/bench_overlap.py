@@ -12,7 +12,7 @@ Prints ms per layer for each schedule, and the share of the serial time it saves
 - ``serial``: one stream, the model's order (qkv, attention, o, gate_up, SiLU-and-mul, down) over all rows;
 - ``gemm only`` / ``attn only``: the two parts alone (their sum is about ``serial``);
 - ``free``: attention of all rows on one stream, the GEMM chain of all rows on another, no dependencies
-  (the bound of what overlap can give);
+  (the bound of what overlap can give); ``gemm first`` / ``attn first``: that stream at the higher priority;
 - ``nano2``: the rows in two halves, each half's chain on its own stream, the second half one op behind;
 - ``mixed``: ``--prefill`` prefill tokens' GEMM chain beside the decode rows' chain (a mixed pass's two parts).
 
@@ -103,10 +103,12 @@ def timed(fn, reps: int = 5) -> float:
     return statistics.median(out)
 
 
-def run_streams(chains: list[list], lag: int) -> None:
-    """Chains on their own streams; chain i's step j waits for chain i-1's step j + lag (lag < 0: no waits)."""
+def run_streams(chains: list[list], lag: int, priorities: tuple | None = None) -> None:
+    """Chains on their own streams; chain i's step j waits for chain i-1's step j + lag (lag < 0: no waits).
+    ``priorities``: each stream's CUDA priority (lower is higher; the hardware dispatches the higher stream's
+    blocks first when SMs free up)."""
     cur = torch.cuda.current_stream()
-    streams = [torch.cuda.Stream() for _ in chains]
+    streams = [torch.cuda.Stream(priority=p) for p in (priorities or [0] * len(chains))]
     done: list[list] = [[] for _ in chains]
     for s in streams:
         s.wait_stream(cur)
@@ -169,8 +171,9 @@ def main() -> None:
         for _ in range(L):
             att_all(q_all)
 
-    def free():
-        run_streams([[lambda: [att_all(q_all) for _ in range(L)]], chain(x, None, with_attn=False)], lag=-1)
+    def free(prio=None):
+        return lambda: run_streams([[lambda: [att_all(q_all) for _ in range(L)]], chain(x, None, with_attn=False)],
+                                   lag=-1, priorities=prio)
 
     def nano2(lag):
         return lambda: run_streams([chain(x[:half], att_a), chain(x[half:], att_b)], lag=lag)
@@ -182,7 +185,8 @@ def main() -> None:
     def mixed_streams():
         run_streams([chain(x, att_all), chain(xp, None, with_attn=False)], lag=-1)
 
-    cases = [("serial", serial), ("gemm only", gemm_only), ("attn only", attn_only), ("free", free),
+    cases = [("serial", serial), ("gemm only", gemm_only), ("attn only", attn_only), ("free", free()), ("free gemm first", free((0, -1))),
+             ("free attn first", free((-1, 0))),
              ("nano2 lag 0", nano2(0)), ("nano2 lag 1", nano2(1)), ("nano2 free", nano2(-1)),
              ("mixed serial", mixed_serial), ("mixed 2 streams", mixed_streams)]
     rows = []
