@@ -15,8 +15,10 @@ Hook (``ModelRunner``)::
     if self.cuda_graph is not None and self.cuda_graph.can_run(batch):
         return self.cuda_graph.replay(batch)          # float32 logits, as forward() returns
 
-Needs an attention backend with ``supports_cuda_graph = True`` (its decode metadata must depend only on
-the batch size, every other size living in device tensors): the Triton backend.
+Needs an attention backend with ``supports_cuda_graph = True``: Triton, whose decode metadata depends on the
+batch size alone (every other size lives in device tensors), and FlashInfer, which plans on the host: its
+``prepare_graph`` makes each size's wrapper before the capture and its ``prepare_replay`` plans the real
+lengths before each replay (``runtime/attention/base.py``).
 """
 from __future__ import annotations
 
@@ -106,6 +108,7 @@ class CudaGraphRunner:
         # NOTE: largest first, so smaller graphs reuse the memory of the shared pool.
         for bs in reversed(self.batch_sizes):
             fb = self._static_batch(bs)
+            self.backend.prepare_graph(fb, bs)
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm-up: Triton JIT, cuBLAS handles and workspaces
                     self._run_model(fb)
@@ -159,6 +162,7 @@ class CudaGraphRunner:
             self.kv_indices[nkv:nkv + pad].fill_(scratch)
         if self.batches[bs].cascade is not None:
             self._copy_cascade(batch.cascade, n, bs)
+        self.backend.prepare_replay(batch, self.batches[bs], bs)
         self.graphs[bs].replay()
         return self.model.compute_logits(self.outputs[bs][:n])
 

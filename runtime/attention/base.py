@@ -33,12 +33,24 @@ class AttentionBackend(ABC):
     # Handles any EXTEND batch, so also a mixed one (prefill entries, then one-token decode rows of running
     # requests; runtime/scheduler). A backend that special-cases EXTEND batches sets this to False.
     supports_mixed = True
+    # Decode steps can be captured in CUDA graphs (runtime/cuda_graph_runner.py). A backend whose decode
+    # metadata depends on the batch size alone needs nothing more (Triton: every length lives on the device);
+    # one that plans on the host (FlashInfer) overrides ``prepare_graph`` and ``prepare_replay``.
+    supports_cuda_graph = False
 
     def __init__(self, kv_pool) -> None:
         self.kv_pool = kv_pool
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
         """Prepare backend-private metadata for ``batch`` (stored in ``batch.attn_meta``)."""
+
+    def prepare_graph(self, batch: ForwardBatch, bs: int) -> None:
+        """Before the decode graph of ``bs`` rows is captured over the runner's static ``batch`` (every row one
+        KV slot, the scratch slot), outside the capture."""
+
+    def prepare_replay(self, batch: ForwardBatch, graph_batch: ForwardBatch, bs: int) -> None:
+        """Before the ``bs``-row graph (captured over ``graph_batch``) replays for ``batch``, whose
+        ``batch.batch_size <= bs`` rows come first; each padding row reads one KV slot, the scratch slot."""
 
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from runtime.attention import create_attention_backend
+from runtime.attention.base import AttentionLayer
 from runtime.errors import EngineError
 from runtime.forward_batch import ForwardBatch, ForwardMode
 from runtime.mem.kv_pool import KVPool
@@ -19,11 +20,21 @@ from runtime.mem.kv_pool import KVPool
 
 class _Wrapper:
     def __init__(self, log, kind, workspace, layout, **kw):
-        self.log, self.kind = log, kind
+        self.log, self.kind, self.kw = log, kind, kw
+        self.plans: list = []
+        self.runs = 0
         log.append((kind, "new", kw))
 
     def plan(self, *args, **kw):
         self.log.append((self.kind, "plan", args, kw))
+        self.plans.append((args, kw))
+
+    def reset_workspace_buffer(self, float_ws, int_ws):
+        self.int_ws = int_ws
+
+    def run(self, q, cache):
+        self.runs += 1
+        return torch.zeros_like(q)
 
 
 @pytest.fixture
@@ -97,3 +108,50 @@ def test_model_runner_passes_the_head_count(fake_flashinfer, tmp_path):
                          "flashinfer", dtype="bfloat16", tokens=256)
     assert runner.attn_backend.num_heads == 16 and runner.attn_backend.decode_wrapper is not None
     assert [e[2]["use_tensor_cores"] for e in fake_flashinfer if e[:2] == ("decode", "new")] == [True]
+
+
+def _static_batch(bs: int, max_kv: int, scratch: int) -> ForwardBatch:
+    """The CUDA-graph runner's static decode batch: row i reads kv_indices[i]; every slot is the scratch slot."""
+    z = torch.zeros(bs, dtype=torch.int64)
+    return ForwardBatch(mode=ForwardMode.DECODE, input_ids=z, positions=z, out_cache_loc=z,
+                        qo_indptr=torch.arange(bs + 1, dtype=torch.int32), kv_indptr=torch.arange(bs + 1, dtype=torch.int32),
+                        kv_indices=torch.full((max_kv,), scratch, dtype=torch.int64), prefix_lens=z, seq_lens=z,
+                        extend_lens_cpu=[1] * bs, prefix_lens_cpu=[0] * bs)
+
+
+def test_decode_graphs_get_their_own_wrapper_planned_before_each_replay(fake_flashinfer):
+    pool = KVPool(64, 2, 2, 16, torch.bfloat16, "cpu")
+    be = create_attention_backend("flashinfer", pool, num_heads=8)
+    assert be.supports_cuda_graph
+    scratch = pool.scratch_slot
+    graphs = {bs: _static_batch(bs, 32, scratch) for bs in (4, 2)}
+    for bs, static in graphs.items():
+        be.prepare_graph(static, bs)
+    w4, w2 = be.graph_wrappers[4], be.graph_wrappers[2]
+    assert w4 is not w2 and w4 is not be.decode_wrapper
+    kw = w4.kw
+    assert kw["use_cuda_graph"] and kw["use_tensor_cores"] is True
+    assert kw["paged_kv_indptr_buffer"].shape == (5,) and kw["paged_kv_last_page_len_buffer"].tolist() == [1] * 4
+    # one index buffer (int32, the runner's capacity) and one plan workspace for every graph wrapper
+    assert kw["paged_kv_indices_buffer"] is w2.kw["paged_kv_indices_buffer"]
+    assert kw["paged_kv_indices_buffer"].dtype == torch.int32 and kw["paged_kv_indices_buffer"].numel() == 32
+    assert w4.int_ws is w2.int_ws
+    (indptr, indices, last, *_), _ = w4.plans[-1]
+    assert indptr.tolist() == [0, 1, 2, 3, 4] and indices.tolist() == [scratch] * 4 and last.tolist() == [1] * 4
+    # the capture's (and warm-up's) metadata call and forward plan nothing and run the graph wrapper
+    plans = len(fake_flashinfer)
+    be.init_forward_metadata(graphs[4])
+    layer = AttentionLayer(0, 8, 2, 16, 16 ** -0.5)
+    q = torch.zeros(4, 8 * 16, dtype=torch.bfloat16)
+    out = be.forward(q, None, None, layer, graphs[4])
+    assert len(fake_flashinfer) == plans and w4.runs == 1 and out.shape == (4, 8, 16)
+    # a replay of three real rows (prefixes 5, 0 and 2) in the 4-row graph: the padding row reads the scratch slot
+    real = _batch(ForwardMode.DECODE, [5, 0, 2], [1, 1, 1])
+    be.prepare_replay(real, graphs[4], 4)
+    (indptr, indices, last, heads, kv_heads, head_dim, page), pkw = w4.plans[-1]
+    assert indptr.tolist() == [0, 6, 7, 10, 11] and last.tolist() == [1] * 4
+    assert indices.dtype == torch.int32 and indices.tolist() == list(range(10)) + [scratch]
+    assert (heads, kv_heads, head_dim, page) == (8, 2, 16, 1) and pkw["sm_scale"] == pytest.approx(16 ** -0.5)
+    assert len(w2.plans) == 1                     # the other size is not touched
+    with pytest.raises(EngineError, match="softmax scale"):
+        be.forward(q, None, None, AttentionLayer(0, 8, 2, 16, 0.5), graphs[4])
