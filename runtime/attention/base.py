@@ -56,3 +56,14 @@ class AttentionBackend(ABC):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
         """Store k/v at ``batch.out_cache_loc`` in layer ``layer.layer_id`` and attend."""
+
+
+def trailing_decode_rows(extend_lens: list[int]) -> int:
+    """How many entries at the end of an EXTEND batch have exactly one new token: a mixed pass's decode rows
+    (running requests riding along with the prefills), which a backend may send through its decode kernel."""
+    n = 0
+    for e in reversed(extend_lens):
+        if e != 1:
+            break
+        n += 1
+    return n

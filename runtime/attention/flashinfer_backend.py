@@ -2,7 +2,9 @@
 
 FlashInfer's paged API at page size 1 is exactly our CSR layout: ``kv_indptr``/``kv_indices`` are its
 ``paged_kv_indptr``/``paged_kv_indices`` and every ``last_page_len`` is 1. One ``plan`` per batch (host
-work on the host copies of the lengths, no device sync), then one ``run`` per layer.
+work on the host copies of the lengths, no device sync), then one ``run`` per layer. A mixed pass (prefill
+entries, then running requests' one-token decode rows) plans its prefill rows on the prefill wrapper and its
+decode rows on the decode wrapper, as the Triton backend splits it between its two kernels.
 
 CUDA graphs (decode): FlashInfer's wrappers keep their plan in buffers a captured kernel reads, so each captured
 batch size gets its own wrapper (``use_cuda_graph=True``) over fixed index buffers, planned once before the
@@ -20,7 +22,7 @@ import torch
 from ..errors import EngineError
 from ..forward_batch import ForwardBatch, ForwardMode
 from ..host_copy import pinned
-from .base import AttentionBackend, AttentionLayer
+from .base import AttentionBackend, AttentionLayer, trailing_decode_rows
 
 try:  # pragma: no cover - only on GPU machines with flashinfer installed
     import flashinfer
@@ -40,6 +42,7 @@ class FlashInferMeta:
     mode: ForwardMode
     planned_scale: float | None = None
     graph_wrapper: object | None = None   # a captured decode batch's own wrapper (prepare_graph)
+    decode_rows: int = 0   # EXTEND: trailing one-token rows, planned on the decode wrapper
 
 
 class FlashInferAttentionBackend(AttentionBackend):
@@ -102,11 +105,21 @@ class FlashInferAttentionBackend(AttentionBackend):
         if batch.mode is ForwardMode.DECODE:
             self._plan_decode(self.decode_wrapper, seq_cpu, indices, sm_scale)
         else:
-            pool = self.kv_pool
-            qo_indptr = pinned([0, *itertools.accumulate(batch.extend_lens_cpu)])
-            self.prefill_wrapper.plan(qo_indptr, _kv_indptr(seq_cpu), indices, pinned([1] * len(seq_cpu)),
-                                      self.num_heads, pool.num_kv_heads, pool.head_dim, 1, causal=True,
-                                      **self._dtypes(sm_scale))
+            # A mixed pass: its trailing one-token rows go through the decode wrapper. In the prefill wrapper they
+            # would share the prefill rows' query tile (up to 128 rows for one token) over their whole context.
+            ext = batch.extend_lens_cpu
+            d = trailing_decode_rows(ext)
+            head = len(ext) - d
+            split = sum(seq_cpu[:head])
+            if head:
+                pool = self.kv_pool
+                qo_indptr = pinned([0, *itertools.accumulate(ext[:head])])
+                self.prefill_wrapper.plan(qo_indptr, _kv_indptr(seq_cpu[:head]), indices[:split],
+                                          pinned([1] * head), self.num_heads, pool.num_kv_heads, pool.head_dim, 1,
+                                          causal=True, **self._dtypes(sm_scale))
+            if d:
+                self._plan_decode(self.decode_wrapper, seq_cpu[head:], indices[split:], sm_scale)
+            batch.attn_meta.decode_rows = d
         batch.attn_meta.planned_scale = sm_scale
 
     def _plan_decode(self, wrapper, seq_cpu: list[int], indices: torch.Tensor, sm_scale: float) -> None:
@@ -174,7 +187,13 @@ class FlashInferAttentionBackend(AttentionBackend):
         q = q.reshape(q.shape[0], layer.num_heads, layer.head_dim)
         # Page size 1: the pool's [S, Hkv, D] buffers are [S, 1, Hkv, D] pages in NHD layout.
         cache = (pool.k_buffer[lid].unsqueeze(1), pool.v_buffer[lid].unsqueeze(1))
-        return wrapper.run(q, cache)
+        d = batch.attn_meta.decode_rows
+        if not d:
+            return wrapper.run(q, cache)
+        t = q.shape[0] - d
+        if not t:
+            return self.decode_wrapper.run(q, cache)
+        return torch.cat([self.prefill_wrapper.run(q[:t], cache), self.decode_wrapper.run(q[t:], cache)])
 
 
 def _graph_meta(batch: ForwardBatch) -> FlashInferMeta | None:

@@ -23,7 +23,7 @@ import torch
 from ..envs import extend_lpt_tiles, triton_decode_kwargs
 from ..forward_batch import ForwardBatch, ForwardMode
 from ..host_copy import aligned, h2d
-from .base import AttentionBackend, AttentionLayer
+from .base import AttentionBackend, AttentionLayer, trailing_decode_rows
 from .extend_plan import lpt_tiles
 from .triton_ops.decode_attention import (
     alloc_decode_buffers,
@@ -83,7 +83,7 @@ class TritonAttentionBackend(AttentionBackend):
             batch.attn_meta = TritonAttnMeta(ForwardMode.DECODE, num_splits=splits)
         else:
             ext, pre = batch.extend_lens_cpu, batch.prefix_lens_cpu
-            d = _trailing_ones(ext)
+            d = trailing_decode_rows(ext)
             head = len(ext) - d
             max_ext = max(ext[:head]) if head else (0 if ext else batch.num_tokens)
             heavy = sum(pre[:head]) >= 4 * max(1, sum(ext[:head]))
@@ -149,14 +149,4 @@ class TritonAttentionBackend(AttentionBackend):
             bufs = alloc_decode_buffers(rows, layer.num_heads, layer.head_dim, meta.num_splits, device)
             meta.decode_bufs[key] = bufs
         return bufs
-
-
-def _trailing_ones(extend_lens: list[int]) -> int:
-    """How many entries at the end of the batch have exactly one new token (mixed batches' decode rows)."""
-    n = 0
-    for e in reversed(extend_lens):
-        if e != 1:
-            break
-        n += 1
-    return n
 

@@ -75,12 +75,12 @@ def test_decode_kernel_follows_the_gqa_group(fake_flashinfer, heads, kv_heads, t
 def test_plans_page_size_one_offsets(fake_flashinfer):
     pool = KVPool(64, 2, 2, 16, torch.float16, "cpu")
     be = create_attention_backend("flashinfer", pool, num_heads=8)
-    be.init_forward_metadata(_batch(ForwardMode.EXTEND, [0, 7, 3], [4, 2, 1]))   # a mixed pass's decode row last
+    be.init_forward_metadata(_batch(ForwardMode.EXTEND, [0, 7, 3], [4, 2, 3]))
     kind, _, args, kw = fake_flashinfer[-1]
     qo_indptr, kv_indptr, indices, last, heads, kv_heads, head_dim, page = args
     assert kind == "prefill" and kw["causal"] is True and kw["q_data_type"] == torch.float16
-    assert qo_indptr.tolist() == [0, 4, 6, 7] and kv_indptr.tolist() == [0, 4, 13, 17]
-    assert indices.dtype == torch.int32 and indices.tolist() == list(range(17))
+    assert qo_indptr.tolist() == [0, 4, 6, 9] and kv_indptr.tolist() == [0, 4, 13, 19]
+    assert indices.dtype == torch.int32 and indices.tolist() == list(range(19))
     assert last.tolist() == [1, 1, 1] and (heads, kv_heads, head_dim, page) == (8, 2, 16, 1)
     assert kw["sm_scale"] == pytest.approx(16 ** -0.5)
     be.init_forward_metadata(_batch(ForwardMode.DECODE, [3, 0], [1, 1]))
@@ -155,3 +155,27 @@ def test_decode_graphs_get_their_own_wrapper_planned_before_each_replay(fake_fla
     assert len(w2.plans) == 1                     # the other size is not touched
     with pytest.raises(EngineError, match="softmax scale"):
         be.forward(q, None, None, AttentionLayer(0, 8, 2, 16, 0.5), graphs[4])
+
+
+def test_mixed_pass_sends_its_decode_rows_to_the_decode_wrapper(fake_flashinfer):
+    """Prefill rows [0+4, 7+2], then two decode rows (prefixes 3 and 5, one new token each)."""
+    pool = KVPool(64, 2, 2, 16, torch.bfloat16, "cpu")
+    be = create_attention_backend("flashinfer", pool, num_heads=8)
+    batch = _batch(ForwardMode.EXTEND, [0, 7, 3, 5], [4, 2, 1, 1])
+    be.init_forward_metadata(batch)
+    pre, dec = be.prefill_wrapper, be.decode_wrapper
+    (qo_indptr, kv_indptr, indices, last, *_), kw = pre.plans[-1]
+    assert qo_indptr.tolist() == [0, 4, 6] and kv_indptr.tolist() == [0, 4, 13] and kw["causal"] is True
+    assert indices.tolist() == list(range(13)) and last.tolist() == [1, 1]
+    (kv_indptr, indices, last, *_), _ = dec.plans[-1]
+    assert kv_indptr.tolist() == [0, 4, 10] and indices.dtype == torch.int32
+    assert indices.tolist() == list(range(13, 23)) and last.tolist() == [1, 1]
+    layer = AttentionLayer(0, 8, 2, 16, 16 ** -0.5)
+    q = torch.ones(8, 8 * 16, dtype=torch.bfloat16)
+    out = be.forward(q, None, None, layer, batch)
+    assert out.shape == (8, 8, 16) and (pre.runs, dec.runs) == (1, 1)
+    # every row a one-token extend: all of it through the decode wrapper
+    only = _batch(ForwardMode.EXTEND, [3, 0], [1, 1])
+    be.init_forward_metadata(only)
+    assert len(pre.plans) == 1 and dec.plans[-1][0][0].tolist() == [0, 4, 5]
+    assert be.forward(q[:2], None, None, layer, only).shape == (2, 8, 16) and (pre.runs, dec.runs) == (1, 2)
