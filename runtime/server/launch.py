@@ -230,7 +230,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--mem-fraction-static", type=float, help="GPU memory fraction for weights + KV pool")
     e.add_argument("--quantization", help="weight quantization (not implemented yet: fails if given)")
     e.add_argument("--disable-radix-cache", action="store_true", help="no prefix caching")
-    e.add_argument("--attention-backend", choices=["auto", "torch", "triton", "flashinfer"])
+    e.add_argument("--attention-backend", choices=["auto", "torch", "triton", "flashinfer"],
+                   help="attention kernels: auto = triton on CUDA, torch on the CPU; flashinfer needs the "
+                        "`flashinfer` package and a 16-bit model and KV cache; torch is the reference")
     e.add_argument("--max-running-requests", type=int,
                    help="cap on the running batch (default: CPU 128; GPU 1024 where the KV pool holds 768 tokens "
                         "a request for that many, else 512)")
