@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # All GPU checks and benchmarks in one command; prints a table per stage (and writes logs/JSON to $OUT).
-#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels gemv latency prefill offline prefix fp8 (default: all
-#                                           but fp8)
+#   bash scripts/gpu_check.sh [STAGE ...]   STAGE: tests kernels gemv latency prefill offline prefix fp8 flashinfer setup
+#                                           (default: all but fp8, flashinfer and setup)
+# flashinfer: the FlashInfer GPU tests alone; setup: nothing but the FlashInfer install below (a call that only carries
+# the first wheel folder, .fi, before the call that carries .fi2).
 # STAGE_TIMEOUT=SECONDS bounds each stage (its log so far stays in $OUT): a device call that hits its own limit
 # returns only the last lines printed.
 # FlashInfer is optional: wheels in /tmp/fiw (or .fi/ and .fi2/), installed to /tmp/fisite; a compiled
@@ -67,6 +69,8 @@ for s in "${stages[@]}"; do
                  --backends triton --graph off --json bench_prefill.json ;;
     offline) run offline $PY bench/bench_offline_gpu.py ${OFFLINE_ARGS:-} ;;
     prefix)  run prefix $PY bench/bench_prefix.py ${PREFIX_ARGS:-} ;;
+    flashinfer) run fi_tests $PY -m pytest -q -m gpu tests/gpu -k flashinfer -p no:cacheprovider ;;
+    setup)   ;;
     fp8)     run fp8_offline $PY bench/bench_offline_gpu.py --kv-cache-dtype fp8_e4m3 ${OFFLINE_ARGS:-}
              run fp8_prefix $PY bench/bench_prefix.py --kv-cache-dtype fp8_e4m3 ${PREFIX_ARGS:-}
              run fp8_tests $PY -m pytest -q -m gpu tests/gpu/test_fp8_kv.py -p no:cacheprovider ;;
