@@ -5,7 +5,8 @@
 Per workload and configuration (one untimed run per level first; then each run starts from an empty cache,
 -O0 and -O2 runs alternate): programs/s (all items run concurrently; median of the runs), forward passes, *prefill tok* = prompt
 tokens computed (prefill + decode tokens of ``engine.metrics()`` minus the output tokens whose KV was
-computed: jump-forward extends output tokens, which are not prompt prefill), *requested tok* = tokens of
+computed: jump-forward extends output tokens, which are not prompt prefill), *tok / gen* = output tokens per
+gen, the stop token included (1.0: every gen stopped at once and the workload measured only its prompts), *requested tok* = tokens of
 the program's requests (warm-ups excluded), *optimal prefill* (``Recorder.optimal``: every reusable prefix
 computed once under the runtime's reuse rule), optimal / prefill (100% = no redundant prefill), and the
 engine's own cache hit rate (cached / prompt tokens, warm-ups included); passes and token counts are medians
@@ -156,7 +157,8 @@ def run_workload(wl: Workload, level: int, backend: sgl.EngineBackend, rec: Reco
     # NOTE: the outputs of every gen, not only the programs' texts: a fork branch's output that differs need not
     # reach its parent's text (tree-of-thought), but changes the prompts after it
     outputs = sorted(tuple(o) for _, o in rec.outputs)
-    return {"programs_s": len(states) / dt, "seconds": dt, "prefill": prefill, "requested": requested, "passes": passes,
+    gen_tok = sum(len(o) for o in outputs) / len(outputs) if outputs else 0.0
+    return {"gen_tok": gen_tok, "programs_s": len(states) / dt, "seconds": dt, "prefill": prefill, "requested": requested, "passes": passes,
             "optimal": optimal, "efficiency": optimal / prefill if prefill else 1.0,
             "hit": cached / prompt if prompt else 0.0, "texts": ([s.text() for s in states], outputs)}
 
@@ -192,13 +194,13 @@ def bench(engine_kwargs: dict[str, Any], label: str, wls: list[Workload], rows: 
 
 # columns reported as the median over the runs (counts: one run's value); the others are the first run's
 _MEDIAN_COUNTS = ("passes", "prefill", "requested", "optimal")
-_MEDIAN_RATES = ("programs_s", "load", "efficiency")   # NOTE: efficiency per run, then the median
+_MEDIAN_RATES = ("programs_s", "load", "efficiency", "gen_tok")   # NOTE: efficiency per run, then the median
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| workload | radix | level | programs/s | forward passes | prefill tok | requested tok | optimal prefill | "
-            "optimal / prefill | engine cache hit | -O2 speedup | same text | load |")
-    lines = [head, "|" + "---|" * 13]
+    head = ("| workload | radix | level | programs/s | forward passes | tok / gen | prefill tok | requested tok | "
+            "optimal prefill | optimal / prefill | engine cache hit | -O2 speedup | same text | load |")
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         speed = ""
         if r["level"] == "-O2" and "speedup" in r:
@@ -206,6 +208,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             speed = f"{r['speedup']:.2f}x" + (f" ({lo:.2f}–{hi:.2f})" if hi > lo else "")
         same = r.get("same_outputs", "") if r["level"] == "-O2" else ""
         lines.append(f"| {r['workload']} | {r['radix']} | {r['level']} | {r['programs_s']:.2f} | {r['passes']} | "
+                     f"{r['gen_tok']:.1f} | "
                      f"{r['prefill']} | {r['requested']} | {r['optimal']} | {r['efficiency']:.1%} | {r['hit']:.1%} | "
                      f"{speed} | {same} | {r['load']:.1f} |")
     return "\n".join(lines)

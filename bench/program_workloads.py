@@ -66,13 +66,21 @@ def hellaswag(endings: list[str]) -> sgl.SglFunction:
     return hellaswag_item
 
 
+SKELETON = ["Definition", "Example", "Benefit", "Caveat"]
+
+
 @sgl.function
 def skeleton_of_thought(s, question, max_tokens=12):
+    """A fixed skeleton, each point expanded in its own branch, then a summary over two of them.
+
+    NOTE: each branch's prompt ends in the point's name ("Expanded point 1 (Definition):"). Until session 12 it
+    ended in "Now expand point 1 in one sentence:", after which the embedded model's first token is a newline,
+    the gen's stop: every branch came back empty, and the workload measured two or three passes."""
     s += "You are a helpful assistant. Answer in a few short points.\nQuestion: " + question + "\n"
-    s += "Skeleton: 1. Definition 2. Example 3. Benefit 4. Caveat\n"
-    forks = s.fork(4)
+    s += "Skeleton: " + " ".join(f"{i + 1}. {p}" for i, p in enumerate(SKELETON)) + "\n"
+    forks = s.fork(len(SKELETON))
     for i, f in enumerate(forks):
-        f += "Now expand point " + str(i + 1) + " in one sentence:" + sgl.gen("point", max_tokens=max_tokens, stop="\n")
+        f += f"Expanded point {i + 1} ({SKELETON[i]}):" + sgl.gen("point", max_tokens=max_tokens, stop="\n")
     forks.join()
     s += "Summary:" + forks[0]["point"] + forks[1]["point"] + sgl.gen("summary", max_tokens=max_tokens, stop="\n")
 
@@ -80,17 +88,22 @@ def skeleton_of_thought(s, question, max_tokens=12):
 @sgl.function
 def tree_of_thought(s, question, branches=2, max_tokens=8):
     """After SGLang's tree-of-thought benchmark: plans, a solution per plan and branch, a check per solution and
-    branch (three fork levels, 2 + 4 + 8 gens; the branch texts differ, so greedy branches differ too)."""
+    branch (three fork levels, 2 + 4 + 8 gens; the branch texts differ, so greedy branches differ too).
+
+    NOTE: every label ends in the first words of its answer ("Plan 1: First,"). Until session 12 the labels ended
+    in a colon ("Plan 1:"), after which the embedded model's first token is a newline, the gens' stop: every gen
+    of the tree came back empty."""
     s += "Solve the problem. Think in plans, solutions and checks.\nQuestion: " + question + "\n"
     plans = s.fork(branches)
     for i, plan in enumerate(plans):
-        plan += "Plan " + str(i + 1) + ":" + sgl.gen("plan", max_tokens=max_tokens, stop="\n")
+        plan += "Plan " + str(i + 1) + ": First," + sgl.gen("plan", max_tokens=max_tokens, stop="\n")
         sols = plan.fork(branches)
         for j, sol in enumerate(sols):
-            sol += "\nSolution " + str(j + 1) + ":" + sgl.gen("solution", max_tokens=max_tokens, stop="\n")
+            sol += "\nSolution " + str(j + 1) + ": The answer is" + sgl.gen("solution", max_tokens=max_tokens, stop="\n")
             checks = sol.fork(branches)
             for k, check in enumerate(checks):
-                check += "\nCheck " + str(k + 1) + " (score 1-5):" + sgl.gen("score", max_tokens=4, stop="\n")
+                check += ("\nCheck " + str(k + 1) + ": the score from 1 to 5 is"
+                          + sgl.gen("score", max_tokens=4, stop="\n"))
 
 
 def document() -> str:
@@ -105,7 +118,8 @@ def document_fork(s, question, max_tokens=8):
     s += "Read the report and answer.\n" + document() + "Question: " + question + "\n"
     forks = s.fork(4)
     for i, f in enumerate(forks):
-        f += "Consider aspect " + str(i + 1) + " of the question:" + sgl.gen("aspect", max_tokens=max_tokens, stop="\n")
+        # NOTE: "...: The", not "...:" (after a colon the embedded model's first token is the stop, a newline)
+        f += "Aspect " + str(i + 1) + " of the question: The" + sgl.gen("aspect", max_tokens=max_tokens, stop="\n")
     forks.join()
     s += "Answer:" + sgl.gen("answer", max_tokens=max_tokens, stop="\n")
 
