@@ -3,7 +3,6 @@ gens. Until session 12 their prompts ended in a colon, after which the embedded 
 stop (a newline): every fork gen came back empty, and ``bench_programs.py`` measured the programs' prompts only."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,24 +12,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
-def recorder():
+def recorder(embedded_engine):
     sys.path.insert(0, str(BENCH))
     from bench_programs import Recorder
 
-    from runtime.engine import Engine
-
-    # NOTE: one OpenMP thread in the worker, as tests/frontend/test_frontend_engine.py (a shared 2-core box)
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        eng = Engine()
-    finally:
-        if old is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
-    yield Recorder(eng)
-    eng.shutdown()
+    return Recorder(embedded_engine)
 
 
 @pytest.mark.parametrize("name,gens", [("skeleton-of-thought", 5), ("tree-of-thought", 14), ("long-context", 5)])

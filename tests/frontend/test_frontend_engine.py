@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import socket
 import threading
@@ -30,22 +29,8 @@ def load_example(name: str):
 
 
 @pytest.fixture(scope="module")
-def engine():
-    from runtime.engine import Engine
-
-    # NOTE: one OpenMP thread in the worker: on the shared 2-core CI box oversubscribed OpenMP threads made
-    # decoding ~8x slower (see tests/server/conftest.py). The worker process inherits the environment.
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        eng = Engine()
-    finally:
-        if old is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
-    yield eng
-    eng.shutdown()
+def engine(embedded_engine):
+    return embedded_engine
 
 
 @pytest.fixture(scope="module")
