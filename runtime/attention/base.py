@@ -50,7 +50,8 @@ class AttentionBackend(ABC):
 
     def prepare_replay(self, batch: ForwardBatch, graph_batch: ForwardBatch, bs: int) -> None:
         """Before the ``bs``-row graph (captured over ``graph_batch``) replays for ``batch``, whose
-        ``batch.batch_size <= bs`` rows come first; each padding row reads one KV slot, the scratch slot."""
+        ``batch.batch_size <= bs`` rows come first; each padding row reads one KV slot, the scratch slot. The
+        runner has already copied the batch's inputs into ``graph_batch``'s buffers, padding rows included."""
 
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,

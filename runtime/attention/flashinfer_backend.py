@@ -100,7 +100,7 @@ class FlashInferAttentionBackend(AttentionBackend):
             self._plan(batch, self.sm_scale or self.kv_pool.head_dim ** -0.5)
 
     def _plan(self, batch: ForwardBatch, sm_scale: float) -> None:
-        seq_cpu = [p + e for p, e in zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)]
+        seq_cpu = _seq_lens(batch)
         indices = batch.kv_indices.to(torch.int32)
         if batch.mode is ForwardMode.DECODE:
             self._plan_decode(self.decode_wrapper, seq_cpu, indices, sm_scale)
@@ -136,15 +136,13 @@ class FlashInferAttentionBackend(AttentionBackend):
         if self.num_heads is None:
             raise EngineError("the flashinfer backend needs num_heads before decode graphs are captured")
         dev = self.kv_pool.device
-        n_idx = batch.kv_indices.numel()
-        if self._graph_indices is None or self._graph_indices.numel() < n_idx:
-            self._graph_indices = torch.empty(n_idx, dtype=torch.int32, device=dev)
+        if self._graph_indices is None:   # sized by the runner's index buffer, the same for every graph
+            self._graph_indices = torch.empty(batch.kv_indices.numel(), dtype=torch.int32, device=dev)
+            self._graph_int_workspace = torch.empty(_INT_WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
         wrapper = self._new_decode_wrapper(
             use_cuda_graph=True, paged_kv_indptr_buffer=torch.empty(bs + 1, dtype=torch.int32, device=dev),
             paged_kv_indices_buffer=self._graph_indices,
             paged_kv_last_page_len_buffer=torch.ones(bs, dtype=torch.int32, device=dev))
-        if self._graph_int_workspace is None:
-            self._graph_int_workspace = torch.empty(_INT_WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
         # NOTE: one plan workspace for every graph wrapper (each replay is planned right before it)
         wrapper.reset_workspace_buffer(self.workspace, self._graph_int_workspace)
         self.graph_wrappers[bs] = wrapper
@@ -155,13 +153,11 @@ class FlashInferAttentionBackend(AttentionBackend):
 
     def prepare_replay(self, batch: ForwardBatch, graph_batch: ForwardBatch, bs: int) -> None:
         meta = _graph_meta(graph_batch)
-        n = batch.batch_size
-        seq_cpu = [p + e for p, e in zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)] + [1] * (bs - n)
-        indices = batch.kv_indices.to(torch.int32)
-        if bs > n:
-            pad = torch.full((bs - n,), self.kv_pool.scratch_slot, dtype=torch.int32, device=indices.device)
-            indices = torch.cat([indices, pad])
-        self._plan_decode(meta.graph_wrapper, seq_cpu, indices, meta.planned_scale)
+        pad = bs - batch.batch_size
+        # the runner has copied the batch's indices into the graph's buffer and put the padding rows' scratch
+        # slots after them
+        indices = graph_batch.kv_indices[:batch.kv_indices.numel() + pad].to(torch.int32)
+        self._plan_decode(meta.graph_wrapper, _seq_lens(batch) + [1] * pad, indices, meta.planned_scale)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: AttentionLayer,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -199,6 +195,11 @@ class FlashInferAttentionBackend(AttentionBackend):
 def _graph_meta(batch: ForwardBatch) -> FlashInferMeta | None:
     meta = batch.attn_meta
     return meta if isinstance(meta, FlashInferMeta) and meta.graph_wrapper is not None else None
+
+
+def _seq_lens(batch: ForwardBatch) -> list[int]:
+    """Each request's KV length after this pass (host ints)."""
+    return [p + e for p, e in zip(batch.prefix_lens_cpu, batch.extend_lens_cpu)]
 
 
 def _kv_indptr(seq_cpu: list[int]) -> torch.Tensor:

@@ -147,6 +147,10 @@ def test_decode_graphs_get_their_own_wrapper_planned_before_each_replay(fake_fla
     assert len(fake_flashinfer) == plans and w4.runs == 1 and out.shape == (4, 8, 16)
     # a replay of three real rows (prefixes 5, 0 and 2) in the 4-row graph: the padding row reads the scratch slot
     real = _batch(ForwardMode.DECODE, [5, 0, 2], [1, 1, 1])
+    # as CudaGraphRunner.replay does first: the batch's indices into the graph's buffer, the padding row's scratch
+    # slot after them
+    graphs[4].kv_indices[:10].copy_(real.kv_indices)
+    graphs[4].kv_indices[10:11].fill_(scratch)
     be.prepare_replay(real, graphs[4], 4)
     (indptr, indices, last, heads, kv_heads, head_dim, page), pkw = w4.plans[-1]
     assert indptr.tolist() == [0, 6, 7, 10, 11] and last.tolist() == [1] * 4
