@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8_e4m3"],
                     help="fp8_e4m3: an fp8 KV pool (twice the tokens, half the K/V read per decode step)")
     ap.add_argument("--cuda-graph-max-bs", type=int, default=None,
-                    help="largest decode batch captured in a CUDA graph (default: the engine's, at most 512)")
+                    help="largest decode batch captured in a CUDA graph (default: the engine's, at most 1024)")
     ap.add_argument("--skip-offline", action="store_true")
     ap.add_argument("--offline-only", action="store_true",
                     help="skip the batch-1 and prefill measurements (the offline prompts stay the same draws)")

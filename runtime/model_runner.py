@@ -139,8 +139,8 @@ class ModelRunner:
             if reqs:
                 self.forward(self._scratch_batch(reqs))
         if ctx > 0 and not self._decode_graphs():
-            # NOTE: eager decode (graphs off, or a backend without them): its kernels load or JIT-compile here, not in the first
-            # request (graph capture runs the decode kernels otherwise)
+            # NOTE: eager decode (graphs off, or a backend without them): its kernels load or JIT-compile here,
+            # not in the first request (graph capture runs the decode kernels otherwise)
             self.forward(self._scratch_batch([(ctx, 1)] * 8, ForwardMode.DECODE))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
