@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 
 import pytest
 
@@ -25,3 +27,18 @@ def embedded_engine():
             os.environ["OMP_NUM_THREADS"] = old
     yield eng
     eng.shutdown()
+
+
+@pytest.fixture
+def flashinfer_standin(monkeypatch):
+    """``install(decode, prefill, store_kv)``: the FlashInfer backend then finds a ``flashinfer`` whose two
+    wrapper classes are the ``decode`` and ``prefill`` factories, and stores K/V with ``store_kv`` (its own store
+    is a Triton kernel; CPU CI has no triton)."""
+    def install(decode, prefill, store_kv) -> None:
+        import runtime.attention.flashinfer_backend as fib
+
+        monkeypatch.setattr(fib, "flashinfer", types.SimpleNamespace(BatchDecodeWithPagedKVCacheWrapper=decode,
+                                                                     BatchPrefillWithPagedKVCacheWrapper=prefill))
+        monkeypatch.setitem(sys.modules, "runtime.attention.triton_ops.store_kv", types.SimpleNamespace(store_kv=store_kv))
+
+    return install

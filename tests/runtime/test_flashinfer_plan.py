@@ -5,7 +5,6 @@ failing inside FlashInfer. The kernels themselves are checked on the GPU (tests/
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,10 @@ class _Wrapper:
 
 
 @pytest.fixture
-def fake_flashinfer(monkeypatch):
-    import runtime.attention.flashinfer_backend as fib
-
+def fake_flashinfer(flashinfer_standin):
     log: list = []
-    fake = types.SimpleNamespace(
-        BatchDecodeWithPagedKVCacheWrapper=lambda *a, **kw: _Wrapper(log, "decode", *a, **kw),
-        BatchPrefillWithPagedKVCacheWrapper=lambda *a, **kw: _Wrapper(log, "prefill", *a, **kw))
-    monkeypatch.setattr(fib, "flashinfer", fake)
-    # the backend's KV store is a Triton kernel; CPU CI has no triton
-    monkeypatch.setitem(sys.modules, "runtime.attention.triton_ops.store_kv",
-                        types.SimpleNamespace(store_kv=lambda *a: None))
+    flashinfer_standin(lambda *a, **kw: _Wrapper(log, "decode", *a, **kw),
+                       lambda *a, **kw: _Wrapper(log, "prefill", *a, **kw), lambda *a: None)
     return log
 
 

@@ -7,7 +7,6 @@ outputs) must give the torch backend's logits. FlashInfer's kernels themselves a
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -46,22 +45,16 @@ class _RefWrapper:
         return out
 
 
+def _store_kv(k_buf, v_buf, loc, k, v):
+    k_buf.index_copy_(0, loc, k.to(k_buf.dtype))
+    v_buf.index_copy_(0, loc, v.to(v_buf.dtype))
+
+
 @pytest.fixture
-def ref_flashinfer(monkeypatch):
-    import runtime.attention.flashinfer_backend as fib
-
+def ref_flashinfer(flashinfer_standin):
     calls: list = []
-    fake = types.SimpleNamespace(
-        BatchDecodeWithPagedKVCacheWrapper=lambda *a, **kw: _RefWrapper(True, calls, *a, **kw),
-        BatchPrefillWithPagedKVCacheWrapper=lambda *a, **kw: _RefWrapper(False, calls, *a, **kw))
-    monkeypatch.setattr(fib, "flashinfer", fake)
-
-    def store_kv(k_buf, v_buf, loc, k, v):
-        k_buf.index_copy_(0, loc, k.to(k_buf.dtype))
-        v_buf.index_copy_(0, loc, v.to(v_buf.dtype))
-
-    # the backend's KV store is a Triton kernel; CPU CI has no triton
-    monkeypatch.setitem(sys.modules, "runtime.attention.triton_ops.store_kv", types.SimpleNamespace(store_kv=store_kv))
+    flashinfer_standin(lambda *a, **kw: _RefWrapper(True, calls, *a, **kw),
+                       lambda *a, **kw: _RefWrapper(False, calls, *a, **kw), _store_kv)
     return calls
 
 
