@@ -136,8 +136,11 @@ class FlashInferAttentionBackend(AttentionBackend):
         if self.num_heads is None:
             raise EngineError("the flashinfer backend needs num_heads before decode graphs are captured")
         dev = self.kv_pool.device
-        if self._graph_indices is None:   # sized by the runner's index buffer, the same for every graph
+        # one index buffer for every graph wrapper, as large as the runner's index buffer (a later runner, e.g.
+        # bench_latency's one per batch size, may have a larger one: FlashInfer refuses to plan past the buffer)
+        if self._graph_indices is None or self._graph_indices.numel() < batch.kv_indices.numel():
             self._graph_indices = torch.empty(batch.kv_indices.numel(), dtype=torch.int32, device=dev)
+        if self._graph_int_workspace is None:
             self._graph_int_workspace = torch.empty(_INT_WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
         wrapper = self._new_decode_wrapper(
             use_cuda_graph=True, paged_kv_indptr_buffer=torch.empty(bs + 1, dtype=torch.int32, device=dev),

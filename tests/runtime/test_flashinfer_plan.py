@@ -25,6 +25,9 @@ class _Wrapper:
         log.append((kind, "new", kw))
 
     def plan(self, *args, **kw):
+        buf = self.kw.get("paged_kv_indices_buffer")
+        if buf is not None and args[1].numel() > buf.numel():   # as FlashInfer's plan checks in graph mode
+            raise ValueError("The size of indices should be less than or equal to the allocated buffer")
         self.log.append((self.kind, "plan", args, kw))
         self.plans.append((args, kw))
 
@@ -151,6 +154,26 @@ def test_decode_graphs_get_their_own_wrapper_planned_before_each_replay(fake_fla
     assert len(w2.plans) == 1                     # the other size is not touched
     with pytest.raises(EngineError, match="softmax scale"):
         be.forward(q, None, None, AttentionLayer(0, 8, 2, 16, 0.5), graphs[4])
+
+
+def test_a_later_graph_runner_with_a_larger_index_buffer_gets_a_buffer_that_fits(fake_flashinfer):
+    """bench_latency.py makes one CudaGraphRunner per batch size on one backend, each with an index buffer of
+    max_bs x context: the second, larger one must not plan into the first one's smaller buffer (FlashInfer raised
+    'The size of indices should be less than or equal to the allocated buffer' on the H100)."""
+    pool = KVPool(64, 2, 2, 16, torch.bfloat16, "cpu")
+    be = create_attention_backend("flashinfer", pool, num_heads=8)
+    scratch = pool.scratch_slot
+    small, large = _static_batch(1, 8, scratch), _static_batch(4, 32, scratch)
+    be.prepare_graph(small, 1)
+    be.prepare_graph(large, 4)
+    w = be.graph_wrappers[4]
+    assert w.kw["paged_kv_indices_buffer"].numel() == 32
+    assert w.int_ws is be.graph_wrappers[1].int_ws     # the plan workspace is still shared
+    real = _batch(ForwardMode.DECODE, [9, 6, 2, 7], [1, 1, 1, 1])     # 28 context tokens, more than 8
+    large.kv_indices[:28].copy_(real.kv_indices)
+    be.prepare_replay(real, large, 4)
+    (indptr, indices, *_), _ = w.plans[-1]
+    assert indptr.tolist() == [0, 10, 17, 20, 28] and indices.tolist() == list(range(28))
 
 
 def test_mixed_pass_sends_its_decode_rows_to_the_decode_wrapper(fake_flashinfer):
