@@ -274,10 +274,15 @@ def decode_num_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132, ma
 
 def cascade_num_splits(batch_size: int, num_kv_heads: int, num_sms: int = 132, max_splits: int = 8) -> int:
     """Static split count of the shared-prefix stage: assumes about one chunk per 16 rows (fork-like groups),
-    and enough programs to cover the SMs about four times (a split never drops below ``min_split`` tokens,
-    so a short prefix uses fewer). A function of the batch size alone, like :func:`decode_num_splits`."""
+    and enough programs to cover the SMs about twice (a split never drops below ``min_split`` tokens, so a
+    short prefix uses fewer). A function of the batch size alone, like :func:`decode_num_splits`.
+
+    NOTE: twice, not four times (session 13, ``bench/bench_cascade.py`` on an H200): each split writes an fp32
+    partial per row and head that stage 1 reads back, so at fork's 256 rows 4 splits moved more partial bytes
+    than prefix K/V; 2 splits ran the two stages 1.11-1.56x faster (8 x 32 branches of a 1,000-token prefix),
+    and 1.2x with 64 groups of 4."""
     chunks = max(1, batch_size // 16)
-    want = max(1, (4 * num_sms) // (chunks * num_kv_heads))
+    want = max(1, (2 * num_sms) // (chunks * num_kv_heads))
     return int(min(max_splits, triton.next_power_of_2(want)))
 
 
@@ -293,14 +298,16 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
                          kv_indptr: torch.Tensor, kv_indices: torch.Tensor, mid_o: torch.Tensor,
                          mid_lse: torch.Tensor, sm_scale: float, block_n: int | None = None,
                          min_split: int = 64, num_warps: int | None = None, num_stages: int = 3,
-                         cascade=None, fp16_dots: bool = True, heads_first: bool = True) -> torch.Tensor:
+                         cascade=None, fp16_dots: bool = True, heads_first: bool = True,
+                         shared_block_n: int | None = None, shared_warps: int = 4) -> torch.Tensor:
     """Decode attention. ``q``/``o``: ``[B, H, D]``; ``k_buffer``/``v_buffer``: ``[S_pool, Hkv, D]``.
 
     ``mid_o``/``mid_lse`` come from :func:`alloc_decode_buffers`; their split dimension is ``S + S2``.
     ``cascade`` (a ``runtime.forward_batch.CascadeMeta``, or None: ``S2 = 0``) adds the shared-prefix stage
     with ``S2 = cascade.splits`` splits. ``fp16_dots``: over an fp8 pool with 16-bit queries, run the dots in
     fp16 (see ``_attend``; off: K/V widen to the query's type). ``block_n``/``num_warps`` None: the defaults
-    below. ``heads_first``: stage 1's grid is ``(Hkv, B, S)`` instead of ``(B, Hkv, S)``, so the programs of one
+    below (``shared_block_n``/``shared_warps``: the shared-prefix stage's, for ``bench/bench_cascade.py``).
+    ``heads_first``: stage 1's grid is ``(Hkv, B, S)`` instead of ``(B, Hkv, S)``, so the programs of one
     row's KV heads run side by side and read the same tokens' K/V rows (``[slot, Hkv, D]``: one token's heads are
     contiguous) at about the same time. The engine's default (``SGLC_DECODE_GRID``, runtime/envs.py): on an H200
     it was 1-3% faster at 256-665 rows over bf16 and fp8 pools, and no slower at 32 rows (session 11).
@@ -328,7 +335,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
     few = batch * num_kv_heads * num_splits <= 64
     if num_warps is None:
         num_warps = 8 if few else (2 if f16 else 4)
-    shared_block_n = block_n or 64   # (the shared-prefix stage: 64 unless set; its fp8 configs are unswept)
+    shared_block_n = shared_block_n or block_n or 64   # (the shared stage: 64 unless set; fp8 unswept)
     if block_n is None:
         block_n = 128 if f16 and not few else 64
     # NOTE: tl.dot needs M >= 16: the GQA group is padded to 16 rows (the KV read, not the dot, bounds decode).
@@ -343,7 +350,7 @@ def decode_attention_fwd(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torc
             GROUP=group, CHUNK=chunk, BLOCK_M=max(16, triton.next_power_of_2(chunk * group)),
             HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_N=shared_block_n, NUM_SPLITS=num_splits,
             SHARED_SPLITS=shared_splits, MIN_SPLIT=2 * min_split, DOT_PREC=dot_prec, F16=f16,
-            num_warps=4, num_stages=num_stages,
+            num_warps=shared_warps, num_stages=num_stages,
         )
     # NOTE: one split of the own part (large batches: fork, offline decode) needs no merge pass: stage 1
     # writes the output (and merges the cascade partials) — one launch and one scratch round trip less.
