@@ -51,8 +51,14 @@ class OutputProcessor:
             req.text = self.decode(req) if req.finish is not FinishReason.ABORT or req.output_ids else req.text
         text = req.text
         end = len(text)
-        if not req.finished and text.endswith("\ufffd"):
-            end = len(text.rstrip("\ufffd"))  # NOTE: hold back a partial UTF-8 character
+        if not req.finished:
+            if text.endswith("\ufffd"):
+                end = len(text.rstrip("\ufffd"))  # NOTE: hold back a partial UTF-8 character
+            sp = req.sampling_params
+            if sp.stop and not sp.no_stop_trim:
+                # NOTE: hold back a tail that may begin a stop string: once the stop completes, the text is cut
+                # before it, and a streamed piece can't be taken back (the joined stream must equal the text)
+                end -= _partial_stop(text[:end], sp.stop)
         delta = text[req.sent_text:end]
         ids = req.output_ids[req.sent_ids:]
         req.sent_text, req.sent_ids = max(end, req.sent_text), len(req.output_ids)
@@ -87,4 +93,15 @@ def _first_stop(text: str, stops: list[str], start: int) -> tuple[int, str] | No
         i = text.find(s, max(start, 0))
         if i != -1 and (best is None or i < best[0]):
             best = (i, s)
+    return best
+
+
+def _partial_stop(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of ``text`` that is a proper prefix of a stop string (0: none)."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
     return best

@@ -53,6 +53,26 @@ def test_stream_joins_to_full_text(engine):
     assert [t for c in chunks for t in c["output_ids"]] == full["output_ids"]
 
 
+def test_stream_with_a_stop_string_joins_to_the_trimmed_text(engine):
+    """A stop string of several tokens: the stream holds back a tail that may begin it (" of" of " of France"),
+    so the joined pieces equal the non-streamed, trimmed text (they used to keep " of")."""
+    prompt, params = "Q: What is the capital of France?\nA:", {**GREEDY, "max_new_tokens": 12, "stop": [" of France"]}
+    full = engine.generate(prompt, params)
+    assert full["meta_info"]["finish_reason"] == {"type": "stop", "matched": " of France"}
+    pieces = [c["text"] for c in engine.generate(prompt, params, stream=True)]
+    assert "".join(pieces) == full["text"] and not full["text"].endswith(" of")
+
+
+def test_partial_stop_tails():
+    from runtime.output import _partial_stop
+
+    assert _partial_stop(" The capital of", [" of France"]) == 3
+    assert _partial_stop(" The capital o", [" of France", "x"]) == 2
+    assert _partial_stop(" The capital", [" of France"]) == 0
+    assert _partial_stop("ab", ["abc", "b"]) == 2      # (a whole stop is not a partial one: "b" is matched elsewhere)
+    assert _partial_stop("", ["abc"]) == 0
+
+
 def test_async_generate_and_stream(engine):
     async def main():
         a = await engine.async_generate("The capital of France is", GREEDY)
