@@ -2,7 +2,8 @@
 
 Scoring for ``select`` follows SGLang's RuntimeEndpoint: one ``/generate`` call with
 ``max_new_tokens=0`` measures the prefix length in tokens, a second one sends every
-``prefix + choice`` as a batch with ``return_logprob`` from that position.
+``prefix + choice`` as a batch with ``return_logprob`` from the prefix's last token (token healing: a
+choice may absorb the prefix's trailing space into its first token).
 """
 from __future__ import annotations
 
@@ -69,12 +70,20 @@ class HttpTransport:
         yield "", meta
 
     def score(self, prefix: str, continuations: list[str]) -> list[dict[str, Any]]:
-        start = self._post("/generate", self._body(prefix, {"max_new_tokens": 0}, {}))["meta_info"]["prompt_tokens"]
+        plen = self._post("/generate", self._body(prefix, {"max_new_tokens": 0}, {}))["meta_info"]["prompt_tokens"]
+        # NOTE: from the prefix's last token, with token texts: "... is " + "Paris" tokenizes to "... is" +
+        # " Paris" (the space joins the choice's first token), so scoring from ``plen`` would score nothing and
+        # every such choice would tie at 0. As SGLang's RuntimeEndpoint heals the token: the first row is kept
+        # when it is not the prefix's own last token.
         outs = self._post("/generate", self._body([prefix + c for c in continuations], {"max_new_tokens": 0},
-                                                  {"return_logprob": True, "logprob_start_len": start}))
+                                                  {"return_logprob": True, "logprob_start_len": max(plen - 1, 0),
+                                                   "return_text_in_logprobs": True}))
         scores = []
         for out in outs:
-            lps = [float(row[0]) for row in out["meta_info"].get("input_token_logprobs", []) if row[0] is not None]
+            rows = out["meta_info"].get("input_token_logprobs", [])
+            if plen and rows and len(rows[0]) > 2 and prefix.endswith(rows[0][2]):
+                rows = rows[1:]   # no healing: the prefix's last token is unchanged
+            lps = [float(row[0]) for row in rows if row[0] is not None]
             total = sum(lps)
             scores.append({"logprob_sum": total, "normalized_logprob": total / max(1, len(lps)),
                            "num_tokens": len(lps), "token_logprobs": lps})

@@ -227,6 +227,28 @@ def test_runtime_endpoint_matches_local_engine(engine, grpc_target, openai_url, 
     remote.shutdown()
 
 
+@sgl.function
+def capital_after_space(s):
+    s += "Q: What is the capital of France?\nA: The capital of France is " + sgl.select(
+        "city", ["London", "Berlin", "Paris"])
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_select_after_a_trailing_space_matches_the_engine(engine, grpc_target, openai_url, transport):
+    """Over HTTP "... is " + "Paris" tokenizes as "... is" + " Paris": scoring from the prefix's token count
+    scored no token of any choice, every choice tied at 0.0 and the first ("London") won. The transport now
+    scores from the prefix's last token and keeps it when the choice absorbed it (SGLang's token healing)."""
+    local = capital_after_space.run(backend=engine)
+    url = grpc_target if transport == "grpc" else openai_url.removesuffix("/v1")
+    remote = sgl.RuntimeEndpoint(url)
+    try:
+        state = capital_after_space.run(backend=remote)
+    finally:
+        remote.shutdown()
+    assert local["city"] == "Paris" and state["city"] == "Paris"
+    assert all(s["num_tokens"] > 0 for s in state.get_meta_info("city")["scores"])
+
+
 def test_json_schema_from_pydantic_model(engine):
     from pydantic import BaseModel
 
