@@ -89,7 +89,11 @@ class SglFunction:
         self.func = func
         self.bind_arguments = dict(bind_arguments or {})
         self.name = func.__name__
-        self.arg_names = [p for p in inspect.signature(func).parameters][1:]
+        params = list(inspect.signature(func).parameters.values())[1:]
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        self.arg_names = [p.name for p in params if p.kind not in variadic]
+        # ``def prog(s, **kwargs)``: keyword arguments that are neither parameters nor sampling go to it
+        self.takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -107,6 +111,8 @@ class SglFunction:
                 arguments[key] = value
             elif key in _SAMPLING_NAMES:
                 sampling[key] = value
+            elif self.takes_kwargs:
+                arguments[key] = value
             else:
                 raise TypeError(f"{self.name}() got an unexpected argument {key!r} (not a program parameter "
                                 f"{self.arg_names} nor a sampling parameter)")
@@ -153,17 +159,18 @@ class SglFunction:
             ctx.fail_pending(state._ex.error)
         ctx.end_all()
 
-    def run_batch(self, batch_kwargs: list[dict[str, Any]], *, num_threads: int | str = "auto",
+    def run_batch(self, batch_kwargs: list[dict[str, Any] | tuple | list], *, num_threads: int | str = "auto",
                   progress_bar: bool = False, backend: Any = None, generator_style: bool = False,
                   **sampling: Any) -> Any:
-        """Run once per kwargs dict, concurrently; states in input order (a generator of them,
-        each yielded once finished, with ``generator_style=True``).
+        """Run once per item, concurrently: a dict of arguments, or a tuple/list of positional ones; states in
+        input order (a generator of them, each yielded once finished, with ``generator_style=True``).
 
         A failed program does not stop the others: its state's ``error()`` is set and reading its
         text raises. ``num_threads="auto"`` runs up to 64 programs at once.
         """
         be = resolve_backend(backend)
-        jobs = [self._split((), {**kw, **sampling}) for kw in batch_kwargs]
+        jobs = [self._split((), {**kw, **sampling}) if isinstance(kw, dict) else self._split(tuple(kw), sampling)
+                for kw in batch_kwargs]
         if num_threads == "auto":
             num_threads = max(1, min(64, len(jobs), (os.cpu_count() or 1) * 16))
         if generator_style:
@@ -194,8 +201,10 @@ class SglFunction:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def trace(self, **kwargs: Any) -> ir.Graph:
-        """Trace into an ``ir.Graph``: arguments not given (and without defaults) stay symbolic."""
+    def trace(self, *, backend: Any = None, **kwargs: Any) -> ir.Graph:
+        """Trace into an ``ir.Graph``: arguments not given (and without defaults) stay symbolic. ``backend`` is
+        accepted for SGLang compatibility: a trace does not depend on it (the backend is chosen at run time)."""
+        del backend
         graph = trace_function(self.func, self.name, self.bind_arguments, kwargs)
         from .envs import dump_ir
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -12,11 +11,12 @@ import ir
 from .executor import RunContext, StreamExecutor
 from .expr import as_expr
 from .location import user_location
-from .state_group import StateGroup
+from .state_group import RoleMethods, StateGroup
 
 
-class ProgramState:
-    """The state of one stream: append with ``+=``, read variables with ``s["name"]``.
+class ProgramState(RoleMethods):
+    """The state of one stream: append with ``+=``, read variables with ``s["name"]`` (set one with
+    ``s["name"] = value``); roles with ``s.user(...)`` or ``with s.user():`` (:class:`RoleMethods`).
 
     Appends return immediately (generation runs on the stream's worker thread); reads wait.
     """
@@ -40,24 +40,6 @@ class ProgramState:
             changes["name"] = f"_gen_{self._anon}"
         return dataclasses.replace(node, **changes)
 
-    @contextlib.contextmanager
-    def _role(self, role: str) -> Iterator[None]:
-        self += ir_role_expr(role, begin=True)
-        yield
-        self += ir_role_expr(role, begin=False)
-
-    def system(self) -> contextlib.AbstractContextManager:
-        """``with s.system(): s += "..."``"""
-        return self._role("system")
-
-    def user(self) -> contextlib.AbstractContextManager:
-        """``with s.user(): s += "..."``"""
-        return self._role("user")
-
-    def assistant(self) -> contextlib.AbstractContextManager:
-        """``with s.assistant(): s += sgl.gen("answer")``"""
-        return self._role("assistant")
-
     # -- reading ----------------------------------------------------------------------------------
     def sync(self) -> None:
         """Wait for every pending gen/select of this stream; raise its error if one failed."""
@@ -79,6 +61,8 @@ class ProgramState:
     def set_var(self, name: str, value: Any) -> None:
         self._ex.sync()
         self._ex.variables[name] = value
+
+    __setitem__ = set_var
 
     def __contains__(self, name: str) -> bool:
         self._ex.sync()
@@ -163,12 +147,6 @@ class ProgramStateGroup(StateGroup["ProgramState"]):
             raise ValueError(f"join mode must be one of {ir.JOIN_MODES}, got {mode!r}")
         ex = self.parent._ex
         ex.submit(ex.ctx.next_id(), ir.Join(stream=ex.sid, loc=user_location(2), fork=self.fork_id, mode=mode))
-
-
-def ir_role_expr(role: str, begin: bool) -> Any:
-    from . import expr
-
-    return getattr(expr, f"{role}_{'begin' if begin else 'end'}")()
 
 
 def new_root_state(ctx: RunContext) -> ProgramState:

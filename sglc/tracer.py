@@ -18,7 +18,6 @@ its own deep copy of the bound arguments; a run must end where the earlier runs 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import inspect
@@ -31,7 +30,7 @@ import ir
 from .errors import TraceError
 from .expr import Expr, as_expr
 from .location import user_location, user_source_line
-from .state_group import StateGroup
+from .state_group import RoleMethods, StateGroup
 
 _FIXES = {
     "bool": "control flow cannot depend on a value known only at run time, except a select's: branch on "
@@ -366,7 +365,7 @@ class _Tracer:
                           "(no randomness, clocks or outside state). Fix: make it deterministic, or run it eagerly")
 
 
-class TracingState:
+class TracingState(RoleMethods):
     """The ``s`` of a program being traced; mirrors :class:`~sglc.state.ProgramState`."""
 
     def __init__(self, tracer: _Tracer, sid: str, defined: dict[str, int] | None = None) -> None:
@@ -403,6 +402,11 @@ class TracingState:
 
     get_var = __getitem__
 
+    def __setitem__(self, name: str, value: Any) -> None:
+        raise TraceError(f"{user_location(2)}: a traced program cannot set variable {name!r} to a Python value "
+                         "(the graph has no node for it); set it with sgl.gen, or run the program eagerly with "
+                         "fn.run(...)")
+
     def fork(self, size: int = 1) -> TracingStateGroup:
         fork_id, sids = self.tracer.fork(self.sid, size, user_location(2))
         children = []
@@ -411,21 +415,6 @@ class TracingState:
             child._anon = self._anon
             children.append(child)
         return TracingStateGroup(children, self, fork_id)
-
-    @contextlib.contextmanager
-    def _role(self, role: str) -> Iterator[None]:
-        self += Expr((ir.RoleBegin(stream="", role=role),))
-        yield
-        self += Expr((ir.RoleEnd(stream="", role=role),))
-
-    def system(self) -> contextlib.AbstractContextManager:
-        return self._role("system")
-
-    def user(self) -> contextlib.AbstractContextManager:
-        return self._role("user")
-
-    def assistant(self) -> contextlib.AbstractContextManager:
-        return self._role("assistant")
 
     def _no_read(self, *args: Any, **kwargs: Any) -> Any:
         raise TraceError(f"{user_location(2)}: a traced program cannot read its text or messages while "
@@ -450,8 +439,10 @@ def trace_function(func: Callable[..., Any], name: str, bound: dict[str, Any], k
     """
     params = list(inspect.signature(func).parameters.values())[1:]
     values = {**bound, **kwargs}
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    params = [p for p in params if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
     unknown = sorted(set(values) - {p.name for p in params})
-    if unknown:
+    if unknown and not takes_kwargs:
         raise TraceError(f"{name}() got unexpected argument(s) {unknown}")
     symbolic = [p.name for p in params if p.name not in values and p.default is inspect.Parameter.empty]
     graph = ir.Graph(name, tuple(symbolic))

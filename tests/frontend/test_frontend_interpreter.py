@@ -245,3 +245,67 @@ def test_dump_ir_logs_the_traced_graph(monkeypatch, caplog):
 def test_runtime_launcher_reports_a_failed_server():
     with pytest.raises(RuntimeError, match="sglc serve exited with status 2"):
         sgl.Runtime(model_path="/nonexistent/model.gguf", start_timeout=60)
+
+
+def test_sglang_state_forms_roles_setitem_and_fork_lambdas():
+    """SGLang's other spellings: ``s.user(expr)`` (the role around it), ``s["x"] = v``, ``forks[i] += ...``,
+    ``forks += lambda i: ...``; eager and graph mode give the same text."""
+    be = FakeBackend()
+    be.chat_template = sgl.ChatTemplate("t", {r: (f"<{r}>", f"</{r}>") for r in ("system", "user", "assistant")})
+
+    @sgl.function
+    def prog(s, topic):
+        s.system("Be brief.")
+        s.user("Tips on " + topic)
+        s.assistant(sgl.gen("intro", max_tokens=2))
+        forks = s.fork(2)
+        forks += lambda i: f" Tip {i + 1}:"
+        forks[1] += " (extra)"
+        forks += sgl.gen("tip", max_tokens=1)
+        forks.join()
+
+    eager = prog.run(topic="sleep", backend=be)
+    assert eager.text().startswith(f"<system>Be brief.</system><user>Tips on sleep</user><assistant>{eager['intro']}"
+                                   "</assistant>")
+    assert [m["role"] for m in eager.messages()] == ["system", "user", "assistant"]
+    prompts = [p for kind, p, _ in be.calls if kind == "gen"]
+    assert any(p.endswith(" Tip 1:") for p in prompts) and any(p.endswith(" Tip 2: (extra)") for p in prompts)
+    assert len(eager["tip"]) == 2
+    graph = prog.run_graph(topic="sleep", backend=be)
+    assert graph.text() == eager.text() and graph.variables() == eager.variables()
+
+    eager["note"] = "set by hand"
+    assert eager["note"] == "set by hand" and "note" in eager.variables()
+    forks = [None]
+
+    @sgl.function
+    def replace_fork(s):
+        forks[0] = s.fork(2)
+        forks[0][0] = forks[0][1]
+
+    with pytest.raises(TypeError, match="can't be replaced"):
+        replace_fork.run(backend=be)
+    with pytest.raises(sgl.TraceError, match="cannot set variable 'x'"):
+        sgl.function(lambda s: s.__setitem__("x", 1)).trace()
+
+
+def test_run_batch_positional_items_and_kwargs_programs():
+    be = FakeBackend()
+
+    @sgl.function
+    def qa(s, question, suffix="?"):
+        s += "Q: " + question + suffix + "\nA:" + sgl.gen("a", max_tokens=2)
+
+    by_tuple = qa.run_batch([("one",), ["two", "!"]], backend=be)
+    by_dict = qa.run_batch([{"question": "one"}, {"question": "two", "suffix": "!"}], backend=be)
+    assert [s.text() for s in by_tuple] == [s.text() for s in by_dict]
+    assert by_tuple[1].text().startswith("Q: two!\nA:")
+
+    @sgl.function
+    def kw(s, **kwargs):
+        s += f"{kwargs['foo']} " + sgl.gen("a", max_tokens=1)
+
+    assert kw.run(foo="bar", temperature=0, backend=be).text().startswith("bar ")
+    assert kw.trace(foo="bar", backend=be).arguments == ()
+    with pytest.raises(TypeError, match="unexpected argument 'foo'"):
+        qa.run("x", foo="bar", backend=be)
