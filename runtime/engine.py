@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import RuntimeConfig
 from .errors import EngineError, EngineUnavailable
+from .output import with_token_text
 from .sampling_params import SamplingParams
 from .seq import common_prefix_len
 from .tokenizer import encode_many
@@ -39,6 +40,7 @@ class _Sink:
         self.open = set(rids)
         self.loop = loop
         self.q: Any = asyncio.Queue() if loop else queue.Queue()
+        self.token_text: Any = None   # a tokenizer: logprob rows get their token's text (return_text_in_logprobs)
 
     def put(self, evs: list[dict]) -> None:
         """Deliver a list of events (those of one worker message; one wake-up of the caller per list)."""
@@ -369,12 +371,14 @@ class Engine:
     # -- generate ---------------------------------------------------------------------------------
     def generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
                  return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
-                 top_logprobs_num: int | None = None, rid=None):
+                 top_logprobs_num: int | None = None, rid=None, return_text_in_logprobs: bool = False):
         """Generate for one prompt (→ dict), a list (→ list), or stream chunks (→ iterator).
-        ``sampling_params`` and ``logprob_start_len`` may be one value or one per prompt."""
+        ``sampling_params`` and ``logprob_start_len`` may be one value or one per prompt.
+        ``return_text_in_logprobs`` (SGLang's): logprob rows ``[logprob, id]`` become ``[logprob, id, text]``."""
         rids, msg, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
                                           logprob_start_len, top_logprobs_num, rid)
         sink = self._submit(rids, msg)
+        sink.token_text = self.tokenizer if return_text_in_logprobs else None
         if stream:
             return self._stream_sync(sink)
         results = _collect(sink, _events(sink))
@@ -391,11 +395,12 @@ class Engine:
 
     async def async_generate(self, prompt=None, sampling_params=None, input_ids=None, stream: bool = False,
                              return_logprob: bool = False, logprob_start_len: int | list[int] | None = None,
-                             top_logprobs_num: int | None = None, rid=None):
+                             top_logprobs_num: int | None = None, rid=None, return_text_in_logprobs: bool = False):
         """``generate`` for asyncio callers; with ``stream=True`` returns an async iterator."""
         rids, msg, single = self._prepare(prompt, sampling_params, input_ids, stream, return_logprob,
                                           logprob_start_len, top_logprobs_num, rid)
         sink = self._submit(rids, msg, asyncio.get_running_loop())
+        sink.token_text = self.tokenizer if return_text_in_logprobs else None
         if stream:
             return self._stream_async(sink)
         try:
@@ -549,7 +554,11 @@ def _chunk(sink: _Sink, ev: dict) -> dict:
         sink.open.discard(ev["rid"])
     _raise_for(ev)
     return {"text": ev["text"], "output_ids": ev["output_ids"], "index": sink.index[ev["rid"]],
-            "finished": ev["finished"], "meta_info": ev["meta_info"]}
+            "finished": ev["finished"], "meta_info": _meta(sink, ev)}
+
+
+def _meta(sink: _Sink, ev: dict) -> dict:
+    return with_token_text(ev["meta_info"], sink.token_text) if sink.token_text is not None else ev["meta_info"]
 
 
 def _collect(sink: _Sink, events) -> list[dict]:
@@ -567,6 +576,9 @@ def _collect(sink: _Sink, events) -> list[dict]:
             if not pending:
                 break
     sink.open.clear()
+    if sink.token_text is not None:
+        for a in acc.values():
+            a["meta_info"] = with_token_text(a["meta_info"], sink.token_text)
     return [acc[rid] for rid in sorted(acc, key=sink.index.get)]
 
 

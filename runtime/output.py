@@ -105,3 +105,18 @@ def _partial_stop(text: str, stops: list[str]) -> int:
                 best = k
                 break
     return best
+
+
+def with_token_text(meta: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """SGLang's ``return_text_in_logprobs``: ``[logprob, id]`` rows become ``[logprob, id, text]``."""
+    def rows(xs: list) -> list:
+        return [[r[0], r[1], tokenizer.decode([r[1]])] for r in xs]
+
+    meta = dict(meta)
+    for key in ("input_token_logprobs", "output_token_logprobs"):
+        if meta.get(key):
+            meta[key] = rows(meta[key])
+    for key in ("input_top_logprobs", "output_top_logprobs"):
+        if meta.get(key):
+            meta[key] = [rows(pos) if pos else pos for pos in meta[key]]
+    return meta

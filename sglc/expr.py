@@ -75,8 +75,7 @@ def gen(name: str | None = None, max_tokens: int | None = None, min_tokens: int 
                        min_p=min_p, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                        ignore_eos=ignore_eos, return_logprob=return_logprob,
                        logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num,
-                       regex=regex, json_schema=json_schema)
-    del return_text_in_logprobs  # NOTE: accepted for SGLang compatibility; texts are always returned.
+                       return_text_in_logprobs=return_text_in_logprobs, regex=regex, json_schema=json_schema)
     return Expr((ir.Gen(stream="", name=name or "", params=params,
                         dtype=_DTYPES[dtype] if dtype is not None else None),))
 

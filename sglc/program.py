@@ -20,7 +20,7 @@ from .state import ProgramState, new_root_state
 from .tracer import trace_function
 
 logger = logging.getLogger(__name__)
-_SAMPLING_NAMES = SAMPLING_FIELDS | set(LOGPROB_KEYS) | {"max_tokens", "min_tokens", "return_text_in_logprobs"}
+_SAMPLING_NAMES = SAMPLING_FIELDS | set(LOGPROB_KEYS) | {"max_tokens", "min_tokens"}
 
 
 class _DefaultBackend:
@@ -116,7 +116,6 @@ class SglFunction:
             else:
                 raise TypeError(f"{self.name}() got an unexpected argument {key!r} (not a program parameter "
                                 f"{self.arg_names} nor a sampling parameter)")
-        sampling.pop("return_text_in_logprobs", None)
         return arguments, to_params(**sampling)
 
     def run(self, *args: Any, stream: bool = False, backend: Any = None, use_thread: bool = True,

@@ -9,7 +9,7 @@ from runtime.sampling_params import SamplingParams
 # SGLang spells a few fields differently; every other field keeps its SamplingParams name.
 _RENAMES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
 # Per-request (not per-sampling) options a gen may set; the backends pass them to generate().
-LOGPROB_KEYS = ("return_logprob", "logprob_start_len", "top_logprobs_num")
+LOGPROB_KEYS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
 SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 
 

@@ -153,31 +153,10 @@ def _batch(req: GenerateReqInput) -> tuple[list[dict[str, Any]], bool]:
         out.append({**inp, "sampling_params": engine_calls.check_sampling_params(sp),
                     "return_logprob": req.return_logprob, "top_logprobs_num": req.top_logprobs_num,
                     "logprob_start_len": req.logprob_start_len,
+                    "return_text_in_logprobs": req.return_text_in_logprobs,
                     "rid": (f"{rid}-{i}" if is_batch and rid and not isinstance(req.rid, list) else rid)
                     or engine_calls.new_rid()})
     return out, is_batch
-
-
-def _with_token_text(meta: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    """SGLang's ``return_text_in_logprobs``: ``[logprob, id]`` rows become ``[logprob, id, text]``."""
-    def rows(xs: list) -> list:
-        return [[r[0], r[1], tokenizer.decode([r[1]])] for r in xs]
-
-    meta = dict(meta)
-    for key in ("input_token_logprobs", "output_token_logprobs"):
-        if meta.get(key):
-            meta[key] = rows(meta[key])
-    for key in ("input_top_logprobs", "output_top_logprobs"):
-        if meta.get(key):
-            meta[key] = [rows(pos) if pos else pos for pos in meta[key]]
-    return meta
-
-
-def _native_out(out: dict[str, Any], index: int, req: GenerateReqInput, tokenizer: Any) -> dict[str, Any]:
-    out = {**out, "index": index}
-    if req.return_text_in_logprobs and tokenizer is not None and out.get("meta_info"):
-        out["meta_info"] = _with_token_text(out["meta_info"], tokenizer)
-    return out
 
 
 native = APIRouter()
@@ -190,20 +169,18 @@ async def generate(request: Request) -> Response:
     req = await _parse_json(request, GenerateReqInput)
     batch, is_batch = _batch(req)
     n = max(1, int(batch[0]["sampling_params"].get("n") or 1))
-    tokenizer = getattr(st.engine, "tokenizer", None)
     if not req.stream:
         results = await until_disconnect(
             request, engine_calls.gather_all([engine_calls.generate(st.engine, **kw) for kw in batch]))
         flat = [o for r in results for o in (r if isinstance(r, list) else [r])]
-        outs = [_native_out(o, i, req, tokenizer) for i, o in enumerate(flat)]
+        outs = [{**o, "index": i} for i, o in enumerate(flat)]
         return JSONResponse(outs if is_batch or len(outs) > 1 else outs[0])
     streams = [engine_calls.GenerationStream(st.engine, **kw) for kw in batch]
     await until_disconnect(request, engine_calls.start_all(streams))
-    return StreamingResponse(_native_events(streams, n, req, tokenizer), media_type="text/event-stream")
+    return StreamingResponse(_native_events(streams, n), media_type="text/event-stream")
 
 
-async def _native_events(streams: list[engine_calls.GenerationStream], n: int, req: GenerateReqInput,
-                         tokenizer: Any) -> Any:
+async def _native_events(streams: list[engine_calls.GenerationStream], n: int) -> Any:
     texts: dict[int, str] = {}
     ids: dict[int, list[int]] = {}
     try:
@@ -212,8 +189,9 @@ async def _native_events(streams: list[engine_calls.GenerationStream], n: int, r
             texts[index] = texts.get(index, "") + chunk.get("text", "")
             ids.setdefault(index, []).extend(chunk.get("output_ids", []))
             out = {"text": texts[index], "output_ids": list(ids[index]),
-                   "meta_info": chunk.get("meta_info", {}), "finished": bool(chunk.get("finished"))}
-            yield sse(_native_out(out, index, req, tokenizer))
+                   "meta_info": chunk.get("meta_info", {}), "finished": bool(chunk.get("finished")),
+                   "index": index}
+            yield sse(out)
     except Exception as err:
         logger.exception("stream failed")
         yield sse_error(err)

@@ -35,6 +35,7 @@ def generate_kwargs(req: pb.GenerateRequest) -> dict[str, Any]:
         "return_logprob": req.return_logprob,
         "top_logprobs_num": req.top_logprobs_num,
         "logprob_start_len": req.logprob_start_len if req.HasField("logprob_start_len") else -1,
+        "return_text_in_logprobs": req.return_text_in_logprobs,
     }
     if kind == "text":
         kwargs["prompt"] = req.text
@@ -54,14 +55,15 @@ def prefix_arg(req: pb.ScoreRequest | pb.WarmRequest) -> str | list[int] | None:
 
 
 def _token_logprobs(rows: list | None, tops: list | None = None) -> list[pb.TokenLogprob]:
-    """``[[logprob|None, token_id], ...]`` (+ per-position top lists) as TokenLogprob messages."""
+    """``[[logprob|None, token_id(, text)], ...]`` (+ per-position top lists) as TokenLogprob messages."""
     out = []
     for i, row in enumerate(rows or []):
-        msg = pb.TokenLogprob(token_id=int(row[1]))
+        msg = pb.TokenLogprob(token_id=int(row[1]), text=row[2] if len(row) > 2 else "")
         if row[0] is not None and not math.isnan(row[0]):
             msg.logprob = float(row[0])
         if tops is not None and i < len(tops) and tops[i]:
-            msg.top.extend(pb.TopLogprob(token_id=int(t[1]), logprob=float(t[0])) for t in tops[i])
+            msg.top.extend(pb.TopLogprob(token_id=int(t[1]), logprob=float(t[0]), text=t[2] if len(t) > 2 else "")
+                           for t in tops[i])
         out.append(msg)
     return out
 

@@ -59,7 +59,8 @@ class GrpcTransport:
         sp = pb.SamplingParams(**{k: v for k, v in sampling.items() if k in known and v is not None})
         req = pb.GenerateRequest(text=text, sampling_params=sp, stream=stream,
                                  return_logprob=bool(extra.get("return_logprob")),
-                                 top_logprobs_num=int(extra.get("top_logprobs_num") or 0))
+                                 top_logprobs_num=int(extra.get("top_logprobs_num") or 0),
+                                 return_text_in_logprobs=bool(extra.get("return_text_in_logprobs")))
         if extra.get("logprob_start_len") is not None:
             req.logprob_start_len = int(extra["logprob_start_len"])
         return req

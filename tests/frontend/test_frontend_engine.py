@@ -249,6 +249,30 @@ def test_select_after_a_trailing_space_matches_the_engine(engine, grpc_target, o
     assert all(s["num_tokens"] > 0 for s in state.get_meta_info("city")["scores"])
 
 
+@pytest.mark.parametrize("transport", ["engine", "grpc", "http"])
+def test_return_text_in_logprobs(engine, grpc_target, openai_url, transport):
+    """SGLang's ``gen(..., return_text_in_logprobs=True)``: logprob rows are ``[logprob, id, text]`` (top ones
+    too) on every backend; without it they stay ``[logprob, id]``."""
+    @sgl.function
+    def prog(s, texts):
+        s += "The capital of France is" + sgl.gen("c", max_tokens=3, temperature=0, return_logprob=True,
+                                                  top_logprobs_num=2, return_text_in_logprobs=texts)
+
+    backend = {"engine": engine, "grpc": grpc_target, "http": openai_url.removesuffix("/v1")}[transport]
+    remote = sgl.RuntimeEndpoint(backend) if transport != "engine" else None
+    try:
+        meta = prog.run(texts=True, backend=remote or engine).get_meta_info("c")
+        plain = prog.run(texts=False, backend=remote or engine).get_meta_info("c")
+    finally:
+        if remote is not None:
+            remote.shutdown()
+    rows, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
+    assert len(rows) == 3 and all(len(r) == 3 and r[2] == engine.tokenizer.decode([r[1]]) for r in rows)
+    assert all(len(t) == 3 and t[2] == engine.tokenizer.decode([t[1]]) for pos in tops for t in pos)
+    assert "".join(r[2] for r in rows) == engine.tokenizer.decode([r[1] for r in rows])
+    assert [len(r) for r in plain["output_token_logprobs"]] == [2, 2, 2]
+
+
 def test_json_schema_from_pydantic_model(engine):
     from pydantic import BaseModel
 

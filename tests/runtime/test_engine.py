@@ -110,6 +110,19 @@ def test_logprobs_and_score(engine):
     assert engine.warm("The capital of France is")["cached_tokens"] >= 4
 
 
+def test_return_text_in_logprobs_streamed_and_not(engine):
+    kw = {"return_logprob": True, "logprob_start_len": 2, "top_logprobs_num": 2, "return_text_in_logprobs": True}
+    out = engine.generate("The capital of France is", GREEDY, **kw)
+    m = out["meta_info"]
+    for key in ("input_token_logprobs", "output_token_logprobs"):
+        assert m[key] and all(len(r) == 3 and r[2] == engine.tokenizer.decode([r[1]]) for r in m[key])
+    assert all(len(t) == 3 for pos in m["output_top_logprobs"] for t in pos)
+    last = list(engine.generate("The capital of France is", GREEDY, stream=True, **kw))[-1]["meta_info"]
+    # (the ids and texts; the second run reads the prompt's KV from the cache, so logprobs may differ in the
+    # last bits)
+    assert [r[1:] for r in last["output_token_logprobs"]] == [r[1:] for r in m["output_token_logprobs"]]
+
+
 def test_failed_score_releases_its_warm(engine, caplog):
     """A score whose continuations are refused (longer than the context) after its prefix warm was sent releases
     that warm's pin at once (it used to stay pinned until its 30 s TTL), without logging the abort as a failure."""
