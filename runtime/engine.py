@@ -102,6 +102,9 @@ class _Batch:
         got = self._parsed.get(id(sp_in))
         if got is None or got[0] is not sp_in:
             sp = SamplingParams.from_dict(sp_in)
+            if sp.stop_token_ids and max(sp.stop_token_ids) >= self.vocab:
+                raise EngineError(f"invalid sampling parameter stop_token_ids={sp.stop_token_ids!r}: token ids "
+                                  f"must be in [0, {self.vocab})")
             got = self._parsed[id(sp_in)] = (sp_in, sp, -1)
         _, sp, p = got
         if type(ids) is not list:
@@ -262,7 +265,9 @@ class Engine:
                     q.put(msg[2])
             elif kind == "fatal":
                 logger.error("sglc worker crashed:\n%s", msg[1])
-                self._fail_all(f"the sglc worker crashed:\n{msg[1]}")
+                # NOTE: callers get the exception's line, not the traceback (that is in the log)
+                last = (msg[1].strip().splitlines() or ["unknown error"])[-1]
+                self._fail_all(f"the sglc worker crashed: {last}; the traceback is in the server log")
                 return
 
     def _fail_all(self, why: str) -> None:
@@ -323,8 +328,16 @@ class Engine:
         starts = logprob_start_len if isinstance(logprob_start_len, list) else [logprob_start_len] * n_items
         if len(starts) != n_items:
             raise EngineError(f"{len(starts)} logprob_start_len values for {n_items} prompts")
+        vocab = self._info["vocab_size"]
+        k = top_logprobs_num or 0
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= vocab:
+            raise EngineError(f"top_logprobs_num must be an integer in [0, {vocab}], got {top_logprobs_num!r}")
+        for start in starts:
+            if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < -1):
+                raise EngineError(f"logprob_start_len must be an integer >= -1 (-1: output logprobs only), "
+                                  f"got {start!r}")
         base = rid or uuid.uuid4().hex
-        b = _Batch(self._info["vocab_size"], self._info["context_length"])
+        b = _Batch(vocab, self._info["context_length"])
         if prompts is not None:
             ids_list = self._tokenize_many(prompts)
         try:
@@ -513,6 +526,12 @@ class Engine:
         """Abort the request ``rid`` (all its samples); its KV is freed. Unknown ids are ignored."""
         if not self._closed:
             self._in.put(("abort", rid))
+
+    @property
+    def dead(self) -> str | None:
+        """Why the engine no longer serves (its worker crashed, or it was shut down); None while it runs.
+        Health checks read it (``/health`` answers 503, gRPC health NOT_SERVING)."""
+        return self._dead or ("shut down" if self._closed else None)
 
     def _check_running(self) -> None:
         if self._closed or self._dead:

@@ -80,7 +80,8 @@ class Sampler:
 def _filter(probs: torch.Tensor, sps) -> torch.Tensor:
     """Top-k, top-p and min-p over sorted probabilities, renormalized."""
     dev = probs.device
-    top_k = h2d([sp.top_k if sp.top_k > 0 else probs.shape[1] for sp in sps], torch.long, dev)
+    vocab = probs.shape[1]
+    top_k = h2d([min(sp.top_k, vocab) if sp.top_k > 0 else vocab for sp in sps], torch.long, dev)
     top_p = h2d([sp.top_p for sp in sps], torch.float32, dev)
     min_p = h2d([sp.min_p for sp in sps], torch.float32, dev)
     sp_, idx = probs.sort(dim=-1, descending=True)

@@ -5,12 +5,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import EngineError
 
 _INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n", "pin_uses")
+_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty",
+                 "pin_ttl_s")
+_BOOL_FIELDS = ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim")
+_INT64 = 1 << 63
+MAX_N = 1024   # samples per prompt: n = 10^6 held the scheduler for minutes (OpenAI's own limit is 128)
 
 
 @dataclass
@@ -73,11 +79,25 @@ class SamplingParams:
         return self.temperature < 1e-5 or self.top_k == 1
 
     def verify(self) -> None:
-        """Raise :class:`EngineError` with the offending field's name when a value is out of range."""
+        """Raise :class:`EngineError` with the offending field's name when a value has the wrong type or is out
+        of range (a value that reached the worker unchecked failed a whole step there)."""
         for name in _INT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise EngineError(f"{name} must be an integer, got {v!r}")
+            _check(-_INT64 <= v < _INT64, name, "must fit in 64 bits", v)
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            _check(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v), name,
+                   "must be a finite number", v)
+        for name in _BOOL_FIELDS:
+            _check(isinstance(getattr(self, name), bool), name, "must be true or false", getattr(self, name))
+        _check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)), "seed",
+               "must be an integer (or null)", self.seed)
+        for name in ("regex", "json_schema", "ebnf"):
+            v = getattr(self, name)
+            _check(v is None or isinstance(v, str), name, "must be a string", v)
+        _check(self.n <= MAX_N, "n", f"must be <= {MAX_N}", self.n)
         _check(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0", self.max_new_tokens)
         _check(0 <= self.min_new_tokens, "min_new_tokens", "must be >= 0", self.min_new_tokens)
         _check(self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
@@ -98,8 +118,9 @@ class SamplingParams:
                self.pin_ttl_s)
         _check(isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
                "stop", "must be a string or a list of non-empty strings", self.stop)
-        _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
-               "must be a list of non-negative integers", self.stop_token_ids)
+        _check(isinstance(self.stop_token_ids, list) and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < _INT64 for t in self.stop_token_ids),
+            "stop_token_ids", "must be a list of non-negative integers", self.stop_token_ids)
         set_constraints = [k for k in ("regex", "json_schema", "ebnf") if getattr(self, k) is not None]
         _check(len(set_constraints) <= 1, "regex/json_schema/ebnf", "at most one constraint may be set",
                set_constraints)

@@ -200,8 +200,19 @@ async def start_grpc_server(engine: Any, host: str, port: int, api_key: str | No
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     server.health = health  # type: ignore[attr-defined]  # launch.py flips it to NOT_SERVING on drain
+    server.engine_watch = asyncio.ensure_future(_watch_engine(server, engine))  # type: ignore[attr-defined]
     logger.info("gRPC Runtime service listening on %s:%d", host, bound)
     return server, bound
+
+
+async def _watch_engine(server: grpc.aio.Server, engine: Any, every_s: float = 1.0) -> None:
+    """NOT_SERVING once the engine stops (its worker crashed): health checks must not report a server that
+    can only refuse requests as healthy. Ends with the server."""
+    while await server.wait_for_termination(timeout=every_s):   # (True: timed out, i.e. still serving)
+        if getattr(engine, "dead", None):
+            logger.error("the engine stopped (%s): gRPC health is NOT_SERVING", engine.dead)
+            await set_not_serving(server)
+            return
 
 
 async def set_not_serving(server: grpc.aio.Server) -> None:

@@ -139,6 +139,8 @@ def _batch(req: GenerateReqInput) -> tuple[list[dict[str, Any]], bool]:
         ids = req.input_ids or []
         is_batch = bool(ids) and isinstance(ids[0], list)
         inputs = [{"input_ids": x} for x in (ids if is_batch else [ids])]
+    if not inputs:
+        raise EngineError("empty batch: pass at least one prompt (text or input_ids)")
     params = req.sampling_params
     if isinstance(params, list):
         if len(params) != len(inputs):
@@ -200,9 +202,13 @@ async def _native_events(streams: list[engine_calls.GenerationStream], n: int) -
 
 @native.get("/health")
 async def health(request: Request) -> Response:
-    """200 while serving; 503 while draining for shutdown."""
-    if state_of(request).draining:
+    """200 while serving; 503 while draining for shutdown, or once the engine stopped (its worker crashed)."""
+    st = state_of(request)
+    if st.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
+    dead = getattr(st.engine, "dead", None)
+    if dead:
+        return JSONResponse({"status": "unavailable", "message": dead}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -36,6 +36,22 @@ BAD_GENERATE = [
     ("text and ids", {"text": "x", "input_ids": [1, 2]}, "input_ids"),
     ("text of the wrong type", {"text": 42}, "text"),
     ("two constraints", {"text": "x", "sampling_params": {"regex": "a", "ebnf": "b"}}, "regex"),
+    # each of these reached the worker unchecked and killed it for good (every later request got 503)
+    ("seed of the wrong type", {"text": "x", "sampling_params": {"max_new_tokens": 3, "seed": "x"}}, "seed"),
+    ("non-integral seed", {"text": "x", "sampling_params": {"max_new_tokens": 3, "seed": 1.5}}, "seed"),
+    ("non-boolean flag", {"text": "x", "sampling_params": {"max_new_tokens": 3, "skip_special_tokens": "no"}},
+     "skip_special_tokens"),
+    ("top_k past 64 bits", {"text": "x", "sampling_params": {"max_new_tokens": 3, "top_k": 2**63}}, "top_k"),
+    ("stop token outside the vocabulary", {"text": "x", "sampling_params": {
+        "max_new_tokens": 3, "min_new_tokens": 2, "stop_token_ids": [999999]}}, "stop_token_ids"),
+    ("negative top_logprobs_num", {**GOOD, "return_logprob": True, "top_logprobs_num": -3}, "top_logprobs_num"),
+    ("top_logprobs_num past the vocabulary", {**GOOD, "return_logprob": True, "top_logprobs_num": 10**6},
+     "top_logprobs_num"),
+    # these answered 500
+    ("temperature of the wrong type", {"text": "x", "sampling_params": {"temperature": "hot"}}, "temperature"),
+    ("min_p of the wrong type", {"text": "x", "sampling_params": {"min_p": "x"}}, "min_p"),
+    ("an empty batch", {"text": []}, "empty batch"),
+    ("n past the limit", {"text": "x", "sampling_params": {"max_new_tokens": 1, "n": 10**6}}, "n"),
 ]
 # NOTE: invalid constraints are reported by the worker after compiling them; a runtime bug loses that
 # report, so the request never answers. Until it is fixed these cases xfail on a short timeout.
@@ -77,6 +93,9 @@ def test_prompt_longer_than_context(http: httpx.Client, context_length: int) -> 
 
 
 BAD_OPENAI = [
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 3, "top_k": 2**63}, "top_k"),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 3, "min_tokens": 2, "stop_token_ids": [999999]},
+     "stop_token_ids"),
     ("/v1/completions", {"prompt": "x", "temperature": -1}, "temperature"),
     ("/v1/completions", {"prompt": "x", "n": 0}, "n"),
     ("/v1/completions", {"prompt": "x", "logprobs": 99}, "logprobs"),
@@ -106,6 +125,7 @@ def test_bad_grpc_input(server: Server, context_length: int) -> None:
         (pb.GenerateRequest(text="x", sampling_params=pb.SamplingParams(top_p=1.5)), "top_p"),
         (pb.GenerateRequest(sampling_params=pb.SamplingParams()), "text"),
         (pb.GenerateRequest(input_ids=pb.TokenIds(ids=_long_ids(context_length + 8))), "context"),
+        (pb.GenerateRequest(text="x", return_logprob=True, top_logprobs_num=-1), "top_logprobs_num"),
     ]
     with grpc.insecure_channel(server.grpc_target) as ch:
         stub = pb_grpc.RuntimeStub(ch)
