@@ -355,6 +355,10 @@ class Engine:
             raise err
         return b.rids, b.message(return_logprob, top_logprobs_num or 0, stream), single
 
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """The token ids ``generate`` computes for these text prompts (one batched encode)."""
+        return self._tokenize_many(texts)
+
     def _tokenize(self, text: str) -> list[int]:
         return self._tokenize_many([text])[0]
 

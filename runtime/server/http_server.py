@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime.errors import EngineError
 
@@ -62,8 +63,9 @@ def require_api_key(request: Request) -> None:
     key = state_of(request).api_key
     if not key:
         return
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # NOTE: the scheme's name is case-insensitive (RFC 7235): "bearer KEY" is the same as "Bearer KEY"
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
         raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                        "authentication_error")
 
@@ -267,6 +269,10 @@ async def _parse_json(request: Request, model: type[BaseModel]) -> Any:
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     parts, param = [], None
     for e in err.errors():
+        if e.get("type") == "json_invalid":   # (its loc is a character offset, not a field)
+            at = [x for x in e.get("loc", ()) if isinstance(x, int)]
+            where = f" at character {at[-1]}" if at else ""
+            return f"the request body is not valid JSON{where}: {e.get('ctx', {}).get('error', e.get('msg'))}", None
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         param = param or ".".join(loc) or None
         parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
@@ -297,6 +303,14 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> Response:
         return JSONResponse(error_body(err.status, err.message, err.kind, err.param), status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
+        # NOTE: unknown routes (404) and wrong methods (405) in OpenAI's error shape too
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        message = f"{err.detail}: {request.method} {request.url.path}"
+        return JSONResponse(error_body(err.status_code, message, kind), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> Response:

@@ -38,8 +38,28 @@ async def models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [card]})
 
 
+def _check_context(st: ServerState, inputs: list[dict[str, Any]], max_tokens: int | None) -> list[dict[str, Any]]:
+    """The inputs as token ids (text prompts encoded here, once), refused with a 400 when a prompt and
+    ``max_tokens`` exceed the context (as OpenAI does; the engine itself would cap the output silently)."""
+    texts = [inp["prompt"] for inp in inputs if "prompt" in inp]
+    encode = getattr(st.engine, "encode", None)
+    if texts and encode is not None and getattr(st.engine, "tokenizer", None) is not None:
+        ids = iter(encode(texts))
+        inputs = [{"input_ids": next(ids)} if "prompt" in inp else inp for inp in inputs]
+    ctx = int(st.engine.model_info().get("context_length") or 0)
+    if max_tokens is None or not ctx:
+        return inputs
+    for inp in inputs:
+        n = len(inp.get("input_ids") or ())
+        if n and n + max_tokens > ctx:
+            raise EngineError(f"max_tokens: this model's context length is {ctx} tokens and the prompt has {n}, "
+                              f"so at most {max(ctx - n, 0)} completion tokens fit; {max_tokens} were requested")
+    return inputs
+
+
 def _requests(st: ServerState, inputs: list[dict[str, Any]], params: dict[str, Any], top: int | None,
               rid: str | None) -> list[dict[str, Any]]:
+    inputs = _check_context(st, inputs, params.get("max_new_tokens"))
     return [{**inp, "sampling_params": params, "return_logprob": top is not None,
              "top_logprobs_num": top or 0,
              "rid": f"{rid}-{i}" if rid and len(inputs) > 1 else rid or engine_calls.new_rid()}
@@ -98,7 +118,7 @@ async def completions(req: oai.CompletionRequest, request: Request) -> Response:
         raise EngineError("best_of is not supported; use n")
     if req.echo and req.logprobs is not None:
         raise EngineError("echo together with logprobs is not supported")
-    params = oai.sampling_params(req, req.max_tokens)
+    params = oai.sampling_params(req, 16 if req.max_tokens is None else req.max_tokens)   # (null: the default)
     inputs = oai.prompts(req)
     kws = _requests(st, inputs, params, req.logprobs, req.rid)
     tok = getattr(st.engine, "tokenizer", None)
@@ -143,6 +163,8 @@ async def chat_completions(req: oai.ChatCompletionRequest, request: Request) -> 
     st = state_of(request)
     if req.tools:
         raise EngineError("tools are not supported")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise EngineError("top_logprobs needs logprobs: true")
     tok = getattr(st.engine, "tokenizer", None)
     ids = chat_template.render_ids(tok, st.chat_template, [m.model_dump() for m in req.messages])
     params = oai.sampling_params(req, req.max_completion_tokens or req.max_tokens)

@@ -202,3 +202,29 @@ def test_disconnect_mid_stream_frees_kv(server: Server) -> None:
     assert m["num_running_reqs"] == 0, "the disconnected request kept running"
     assert m["generation_tokens_total"] - before < 3000
     assert_kv_free(server)
+
+
+def test_openai_edges_answer_like_openai(server: Server, http: httpx.Client, context_length: int) -> None:
+    """max_tokens past the context is a 400 (the engine would cap it silently), ``"max_tokens": null`` is the
+    default 16, top_logprobs needs logprobs, unknown routes and wrong methods answer in OpenAI's error shape,
+    malformed JSON says so, and the Bearer scheme is case-insensitive."""
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                                                "max_tokens": context_length})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("max_tokens: this model's context")
+    r = http.post("/v1/completions", json={"model": "m", "prompt": "Hi", "max_tokens": context_length + 5})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"], r.text
+    r = http.post("/v1/completions", json={"model": "m", "prompt": "Hi", "max_tokens": None, "ignore_eos": True})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16, r.text
+    r = http.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+                                                "top_logprobs": 2, "max_tokens": 2})
+    assert r.status_code == 400 and "top_logprobs needs logprobs" in r.json()["error"]["message"]
+    for method, path, status in [("POST", "/v1/embeddings", 404), ("GET", "/v1/chat/completions", 405)]:
+        r = http.request(method, path, json={})
+        assert r.status_code == status and r.json()["error"]["code"] == status, r.text
+        assert path in r.json()["error"]["message"]
+    r = http.post("/v1/completions", content=b'{"model": "m", "prompt": "Hi",}',
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("the request body is not valid JSON")
+    assert r.json()["error"]["param"] is None
+    lower = {"authorization": f"bearer {server.api_key}"}
+    assert httpx.post(f"{server.url}/generate", json=GOOD, headers=lower, timeout=30).status_code == 200
