@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sglc`` console script and ``python -m sglc``."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    if extra:   # NOTE: reported by the subcommand's parser, so the usage shown is that command's
+        getattr(ns, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = ns.func
     return handler(ns)
 

@@ -204,6 +204,17 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number (argparse reports the error with the command's usage)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``sglc serve`` flags (SGLang's ``launch_server`` names)."""
     d = ServerArgs()
@@ -211,8 +222,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-path", help="HF model directory or .gguf file (default: the embedded "
                    "SmolLM2-135M-Instruct)")
     g.add_argument("--host", default=d.host, help="address to bind (default: %(default)s)")
-    g.add_argument("--port", type=int, default=d.port, help="HTTP port (default: %(default)s)")
-    g.add_argument("--grpc-port", type=int, help="also serve the gRPC Runtime service on this port")
+    g.add_argument("--port", type=_port, default=d.port, help="HTTP port (default: %(default)s)")
+    g.add_argument("--grpc-port", type=_port, help="also serve the gRPC Runtime service on this port")
     g.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (HTTP) / metadata (gRPC)")
     g.add_argument("--chat-template", help="chat template: a built-in name (chatml, llama-3, plain) or a "
                    "Jinja file (default: the tokenizer's)")

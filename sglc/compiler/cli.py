@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     p.set_defaults(func=_compile, parser=p)
 
-    p = sub.add_parser("run", help="run a program or a compiled artifact and print its text and variables as JSON")
+    p = sub.add_parser("run", help="run a program or a compiled artifact and print its text and variables as JSON",
+                       description="Run prog.py:function (eagerly, with --arg values) or a compiled artifact "
+                                   "(sglc compile's JSON) on the embedded model or a running sglc serve, and print "
+                                   "its text, variables and messages as JSON.")
     _common(p)
     p.add_argument("--backend", default="engine",
                    help="engine (the embedded model, default), grpc://host:port or http://host:port (sglc serve)")
@@ -43,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, help="run-wide max new tokens")
     p.set_defaults(func=_run, parser=p)
 
-    p = sub.add_parser("viz", help="write the IR graph as one self-contained HTML file (or DOT)")
+    p = sub.add_parser("viz", help="write the IR graph as one self-contained HTML file (or DOT)",
+                       description="Trace prog.py:function (or read a compiled artifact) and draw its IR graph: "
+                                   "gen, select, fork and join nodes with their streams, as one self-contained "
+                                   "HTML page (no network needed to view it) or Graphviz DOT.")
     _common(p)
     p.add_argument("--emit", choices=("html", "dot"), default="html")
     p.add_argument("-o", "--output", default="-", help="output file (default stdout)")

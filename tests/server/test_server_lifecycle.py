@@ -45,6 +45,18 @@ def test_unsupported_flags_fail_fast(args: list[str], needle: str) -> None:
     assert time.monotonic() - t0 < 30  # no model was loaded
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["serve", "--port", "99999"], "sglc serve: error: argument --port: 99999 is not a port number"),
+    (["serve", "--grpc-port", "-1"], "sglc serve: error: argument --grpc-port: -1 is not a port number"),
+    (["serve", "--bogus"], "sglc serve: error: unrecognized arguments: --bogus"),
+    (["run", "--bogus", "x.py:f"], "sglc run: error: unrecognized arguments: --bogus"),
+], ids=["port", "grpc-port", "serve-flag", "run-flag"])
+def test_bad_flags_are_the_commands_usage_errors(args: list[str], needle: str) -> None:
+    """Not a traceback (a port out of range failed in bind()) nor the top-level usage (an unknown flag)."""
+    r = _sglc(*args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_port_in_use_fails_fast() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
