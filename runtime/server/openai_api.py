@@ -6,6 +6,7 @@ sample ``index`` of prompt ``i``.
 """
 from __future__ import annotations
 
+import codecs
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -127,14 +128,15 @@ async def completions(req: oai.CompletionRequest, request: Request) -> Response:
     base = {"id": oai.new_id("cmpl"), "object": "text_completion", "created": oai.now(), "model": req.model}
 
     offsets: dict[int, int] = {}  # per choice: text offset of the next token (for logprobs.text_offset)
+    decoders: dict[int, Any] = {}   # per choice: its UTF-8 decoder (a character may span stream chunks)
 
     def choice(index: int, text: str, rows: list, tops: list | None, reason: str | None,
                first: bool) -> dict[str, Any]:
         prefix = echoes[index // n] if first else ""
         lp = None
         if req.logprobs is not None:
-            lp = oai.completion_logprobs(tok, rows, tops, offsets.get(index, len(prefix)))
-            offsets[index] = offsets.get(index, len(prefix)) + sum(len(t) for t in lp["tokens"])
+            dec = decoders.setdefault(index, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+            lp, offsets[index] = oai.completion_logprobs(tok, rows, tops, offsets.get(index, len(prefix)), dec)
         return {"index": index, "text": prefix + text, "logprobs": lp, "finish_reason": reason}
 
     if req.stream:

@@ -6,7 +6,9 @@ official client sends them through ``extra_body``.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -153,27 +155,71 @@ def usage(metas: list[dict[str, Any]], n: int) -> dict[str, Any]:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, inverted: the printable character that stands for each byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    cs, n = list(bs), 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_DECODER = _byte_decoder()
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    """The raw bytes of one token. Decoding a token alone gives U+FFFD for a piece of a multi-byte character (an
+    emoji is often 3-4 tokens of one byte each), and OpenAI's ``bytes`` exist so that clients can join them."""
+    if tokenizer is None:
+        return str(token_id).encode()
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if piece is None:
+        return b""
+    m = _BYTE_PIECE.fullmatch(piece)
+    if m:   # SentencePiece byte fallback
+        return bytes([int(m.group(1), 16)])
+    if all(c in _BYTE_DECODER for c in piece):   # byte-level BPE (GPT-2, Llama-3, SmolLM)
+        return bytes(_BYTE_DECODER[c] for c in piece)
+    return piece.replace("\u2581", " ").encode()   # SentencePiece's word marker
+
+
 def _token(tokenizer: Any, token_id: int) -> str:
-    return tokenizer.decode([token_id]) if tokenizer is not None else str(token_id)
+    """A token as text; a piece of a character as OpenAI writes it, ``bytes:\\xf0\\x9f``."""
+    if tokenizer is None:
+        return str(token_id)
+    raw = token_bytes(tokenizer, token_id)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+    return tokenizer.decode([token_id])
 
 
-def completion_logprobs(tokenizer: Any, rows: list, tops: list | None, offset: int) -> dict[str, Any]:
-    """The legacy completions ``logprobs`` object for output positions; ``offset``: text offset of the first."""
-    tokens = [_token(tokenizer, r[1]) for r in rows]
-    offsets = []
-    for t in tokens:
+def completion_logprobs(tokenizer: Any, rows: list, tops: list | None, offset: int,
+                        decoder: Any = None) -> tuple[dict[str, Any], int]:
+    """The legacy completions ``logprobs`` object for output positions, and the text offset after them.
+
+    ``offset``: the text offset of the first; ``decoder``: the choice's incremental UTF-8 decoder (kept across
+    stream chunks), so a character split over tokens moves the offset once, at its last byte."""
+    decoder = decoder or codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tokens, offsets = [], []
+    for r in rows:
+        tokens.append(_token(tokenizer, r[1]))
         offsets.append(offset)
-        offset += len(t)
+        offset += len(decoder.decode(token_bytes(tokenizer, r[1])))
     top = [{_token(tokenizer, t[1]): t[0] for t in (tops[i] or [])} for i in range(len(rows))] if tops else None
     return {"tokens": tokens, "token_logprobs": [r[0] for r in rows], "top_logprobs": top,
-            "text_offset": offsets}
+            "text_offset": offsets}, offset
 
 
 def chat_logprobs(tokenizer: Any, rows: list, tops: list | None) -> dict[str, Any]:
     """The chat ``logprobs`` object: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
     def entry(lp: float, tid: int) -> dict[str, Any]:
-        tok = _token(tokenizer, tid)
-        return {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8"))}
+        return {"token": _token(tokenizer, tid), "logprob": lp, "bytes": list(token_bytes(tokenizer, tid))}
 
     content = []
     for i, r in enumerate(rows):

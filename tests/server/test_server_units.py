@@ -143,3 +143,22 @@ def test_serve_engine_flags_reach_the_engine_options() -> None:
         p.parse_args(["--overlap-schedule", "sometimes"])
     with pytest.raises(SystemExit):
         p.parse_args(["--mixed-chunk", "sometimes"])
+
+
+def test_logprobs_of_tokens_that_split_a_character() -> None:
+    """An emoji or a CJK character is several byte tokens: each one's ``bytes`` are its raw bytes (they used to be
+    U+FFFD's for every piece, so the bytes joined to '\ufffd\ufffd...'), its token is OpenAI's ``bytes:\\x..`` and
+    the completions ``text_offset`` stays inside the text."""
+    from runtime.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    text = "Emojis: 😀🎉 café 日本語"
+    rows = [[-0.5, i] for i in tok.encode(text, add_special_tokens=False)]
+    content = openai_protocol.chat_logprobs(tok, rows, [[[-0.5, r[1]]] for r in rows])["content"]
+    assert bytes(b for e in content for b in e["bytes"]).decode("utf-8") == text
+    assert any(e["token"].startswith("bytes:\\x") for e in content) and "\ufffd" not in "".join(e["token"] for e in content)
+    assert all(e["top_logprobs"][0]["bytes"] == e["bytes"] for e in content)
+    lp, end = openai_protocol.completion_logprobs(tok, rows[:6], None, 0)
+    lp2, end2 = openai_protocol.completion_logprobs(tok, rows[6:], None, end)   # the next stream chunk
+    offsets = lp["text_offset"] + lp2["text_offset"]
+    assert end2 == len(text) and offsets == sorted(offsets) and offsets[-1] < len(text)
