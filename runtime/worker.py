@@ -57,6 +57,9 @@ class Worker:
         self.scheduler = sched_cls(SchedulerConfig(sd["max_running_requests"], sd["chunked_prefill_size"],
                                                    sd["max_prefill_tokens"], cfg.schedule_policy),
                                    pool.allocator, self.cache, executor, self._check_finish)
+        # requests taken in whose finished event was not sent yet (safe_step fails them if a step breaks)
+        self.live: dict[str, Req] = {}
+        self.failed_steps = self.good_steps = 0
         self.counters = {"num_requests_total": 0, "prompt_tokens_total": 0, "generation_tokens_total": 0,
                          "cached_tokens_total": 0, "num_aborted_total": 0}
         self.sched_defaults = sd
@@ -154,7 +157,14 @@ class Worker:
                 f"KV pool ({self.runner.kv_pool.size} tokens); raise max_total_tokens")
             events.append(self.out.event(req))
             return
+        self.live[req.rid] = req
         self.grammar.submit(req, self.scheduler.add)
+
+    def forget(self, events: list[dict]) -> None:
+        """Drop the requests whose finished event is in ``events`` from ``live`` (call before sending them)."""
+        for ev in events:
+            if ev["finished"]:
+                self.live.pop(ev["rid"], None)
 
     def step(self) -> list[dict]:
         events = self._take_in(self.sched_defaults["max_running_requests"]) if self._intake else []
@@ -166,6 +176,47 @@ class Worker:
             ev = self.out.event(req)
             if ev is not None:
                 events.append(ev)
+        return events
+
+    # failed steps before the worker gives up (a broken device fails every one), unless GOOD_STEPS steps in a row
+    # succeed between them (with overlap scheduling a step that only launches succeeds even on a broken device)
+    MAX_FAILED_STEPS = 3
+    GOOD_STEPS = 3
+
+    def safe_step(self) -> tuple[list[dict], str | None]:
+        """``step()``; when it raises, the requests in flight fail with the error (HTTP 503 to their callers),
+        their KV is released and the worker goes on serving. Returns the events and, after ``MAX_FAILED_STEPS``
+        failures without ``GOOD_STEPS`` good steps in a row between them, the traceback to report as fatal."""
+        try:
+            events = self.step()
+        except Exception:  # noqa: BLE001 - NOTE: one bad step must not take every later request down with it
+            tb = traceback.format_exc()
+            self.failed_steps += 1
+            self.good_steps = 0
+            if self.failed_steps >= self.MAX_FAILED_STEPS:
+                return [], tb
+            logger.error("a step failed (%d in a row); failing the requests in flight and serving on:\n%s",
+                         self.failed_steps, tb)
+            return self._fail_in_flight(tb.strip().splitlines()[-1]), None
+        self.good_steps += 1
+        if self.good_steps >= self.GOOD_STEPS:
+            self.failed_steps = 0
+        return events, None
+
+    def _fail_in_flight(self, what: str) -> list[dict]:
+        """Every live request fails: those still queued or running are aborted (their KV released); those the
+        broken step had already finished, whose events it never returned, get their final event now."""
+        self.scheduler.drop_unapplied()
+        why = f"the request failed inside the engine ({what}); the server log has the traceback"
+        events = self.abort(None)
+        sent = {ev["rid"] for ev in events}
+        for rid, req in list(self.live.items()):
+            if rid not in sent:
+                req.finish = req.finish or FinishReason.ABORT
+                events.append(self.out.event(req))
+        for ev in events:
+            ev.update(error=why, unavailable=True)
+            ev["meta_info"] = {**ev["meta_info"], "finish_reason": {"type": "abort", "message": why}}
         return events
 
     def _count(self, req: Req) -> None:
@@ -337,6 +388,7 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
             if kind == "shutdown":
                 events.extend(w.abort(None))
                 events.extend(w.step())   # NOTE: requests that finished while the in-flight step was settled
+                w.forget(events)
                 out_q.put(("out", events))
                 return
             try:
@@ -351,12 +403,13 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
             except Exception:
                 logger.exception("worker failed handling %s", kind)
                 out_q.put(("reply", m[1], None)) if kind == "call" else None
-        try:
-            events.extend(w.step())
-        except Exception:
-            out_q.put(("fatal", traceback.format_exc()))
-            raise
+        stepped, fatal = w.safe_step()
+        if fatal is not None:
+            out_q.put(("fatal", fatal))
+            raise RuntimeError("the worker gave up after repeated failed steps")
+        events.extend(stepped)
         if events:
+            w.forget(events)
             out_q.put(("out", events))
         elif not w.scheduler.has_work:
             time.sleep(0.002)  # NOTE: only constraint compiles pending: don't spin a core

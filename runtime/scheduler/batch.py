@@ -17,6 +17,7 @@ class BatchEntry:
     sample: bool                  # sample the next token from the last row
     # its tokens went into the radix tree when it was scheduled (Scheduler._share_now): the tree owns new_slots
     shared: bool = False
+    applied: bool = False         # its results reached the request (Scheduler._apply): the request owns new_slots
     # prompt logprobs wanted from this pass: local rows and the token each row predicts
     lp_rows: list[int] = field(default_factory=list)
     lp_targets: list[int] = field(default_factory=list)

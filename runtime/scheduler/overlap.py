@@ -59,10 +59,11 @@ class OverlapScheduler(Scheduler):
         if batch is None:
             return touched + self._drain()
         prev = self.inflight[1] if self.inflight is not None else None
+        self.current = batch
         handle = self.executor.launch(batch, prev)   # NOTE: queued on the GPU; nothing waits here
         self._count_pass(batch)
         touched += self._drain()                     # the host work of step N, while N+1 runs
-        self.inflight = (batch, handle)
+        self.inflight, self.current = (batch, handle), None
         seen = {id(r) for r in touched}
         touched += [e.req for e in batch.entries if id(e.req) not in seen]
         return touched
@@ -85,13 +86,20 @@ class OverlapScheduler(Scheduler):
     def settle(self) -> None:
         self._applied_outside += self._drain()
 
+    def _unapplied(self) -> list[ScheduleBatch]:
+        return super()._unapplied() + ([self.inflight[0]] if self.inflight is not None else [])
+
+    def drop_unapplied(self) -> None:
+        super().drop_unapplied()
+        self.inflight = None   # NOTE: not collected: collecting it may be what failed
+
     def _drain(self) -> list[Req]:
         """Collect and apply the in-flight batch (if any); returns its live requests."""
         if self.inflight is None:
             return []
         batch, handle = self.inflight
-        self.inflight = None
         results = self.executor.collect(handle)
+        self.inflight = None   # NOTE: after the collect: if it raises, drop_unapplied frees this pass's slots
         touched = []
         for entry, res in zip(batch.entries, results):
             if entry.req.finished:   # finished (or aborted) while this step ran: drop its extra token

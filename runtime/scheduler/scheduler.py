@@ -100,6 +100,7 @@ class Scheduler:
         self._solo = False                 # this prefill step admits only the first waiting request
         self._arrivals = 0                 # Req.arrival: order of add()
         self._early: list[Req] = []        # finished while a batch was formed, without a pass (cached warms)
+        self.current: ScheduleBatch | None = None   # the pass being launched or run, until it is applied
 
     # -- queue management ---------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -135,12 +136,26 @@ class Scheduler:
         touched, self._early = self._early, []
         if batch is None:
             return touched
+        self.current = batch
         results = self.executor.run(batch)
         self._count_pass(batch)
         for entry, res in zip(batch.entries, results):
             self._apply(entry, res)
             touched.append(entry.req)
+        self.current = None
         return touched
+
+    def _unapplied(self) -> list[ScheduleBatch]:
+        return [self.current] if self.current is not None else []
+
+    def drop_unapplied(self) -> None:
+        """After a failed step: free the KV slots of passes scheduled but never applied (their requests never
+        took them); the requests themselves are aborted by the caller."""
+        for batch in self._unapplied():
+            for e in batch.entries:
+                if not e.applied and not e.shared:
+                    self.allocator.free(e.new_slots)
+        self.current = None
 
     def _count_pass(self, batch: ScheduleBatch) -> None:
         self.stats["forward_passes"] += 1
@@ -152,6 +167,7 @@ class Scheduler:
         self.stats["cascade_rows"] += batch.cascade_rows
 
     def _apply(self, e: BatchEntry, res: EntryResult) -> None:
+        e.applied = True
         req = e.req
         req.forward_passes += 1
         req.kv_slots.extend(e.new_slots)
