@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
 import time
 import uuid
 from typing import Any, Literal
@@ -155,36 +154,20 @@ def usage(metas: list[dict[str, Any]], n: int) -> dict[str, Any]:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level BPE alphabet, inverted: the printable character that stands for each byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    cs, n = list(bs), 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
-_BYTE_DECODER = _byte_decoder()
-_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
 def token_bytes(tokenizer: Any, token_id: int) -> bytes:
-    """The raw bytes of one token. Decoding a token alone gives U+FFFD for a piece of a multi-byte character (an
-    emoji is often 3-4 tokens of one byte each), and OpenAI's ``bytes`` exist so that clients can join them."""
+    """The raw bytes of one token (the grammar's table of them: byte-level BPE and SentencePiece byte pieces).
+    Decoding a token alone gives U+FFFD for a piece of a multi-byte character (an emoji is often 3-4 tokens of
+    one byte each), and OpenAI's ``bytes`` exist so that clients can join them. Special tokens: their text."""
     if tokenizer is None:
         return str(token_id).encode()
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if piece is None:
-        return b""
-    m = _BYTE_PIECE.fullmatch(piece)
-    if m:   # SentencePiece byte fallback
-        return bytes([int(m.group(1), 16)])
-    if all(c in _BYTE_DECODER for c in piece):   # byte-level BPE (GPT-2, Llama-3, SmolLM)
-        return bytes(_BYTE_DECODER[c] for c in piece)
-    return piece.replace("\u2581", " ").encode()   # SentencePiece's word marker
+    from grammar.tokenizer_info import TokenizerInfo
+
+    try:
+        table = TokenizerInfo.from_hf(tokenizer).token_bytes
+    except Exception:  # noqa: BLE001 - NOTE: a tokenizer the grammar can't read (no EOS): the token's text
+        table = ()
+    raw = table[token_id] if 0 <= token_id < len(table) else None
+    return raw if raw is not None else tokenizer.decode([token_id]).encode()
 
 
 def _token(tokenizer: Any, token_id: int) -> str:
