@@ -217,6 +217,10 @@ class Worker:
         for ev in events:
             ev.update(error=why, unavailable=True)
             ev["meta_info"] = {**ev["meta_info"], "finish_reason": {"type": "abort", "message": why}}
+        # NOTE: a prompt is shared in the radix tree when its pass is scheduled (Scheduler._share_now); the failed
+        # pass never wrote that KV, so no later request may match it: the cache starts empty again
+        if not self.cache.clear():
+            logger.error("after the failed step the prefix cache could not be cleared (a request still holds it)")
         return events
 
     def _count(self, req: Req) -> None:

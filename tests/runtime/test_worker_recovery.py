@@ -75,6 +75,8 @@ def test_a_failed_step_fails_its_requests_and_the_worker_serves_on(worker, monke
         assert ev["unavailable"] and "injected failure" in ev["error"] and "failed inside the engine" in ev["error"]
         assert ev["meta_info"]["finish_reason"]["type"] == "abort"
     assert not worker.live and worker.failed_steps == 1
+    # the failed pass's prompts may be in the radix tree with KV never written: the cache was emptied
+    assert worker.metrics()["kv_used_tokens"] == 0
     _submit(worker, prompts, "c")   # the worker serves on, with the same results as before
     assert {rid.replace("c", "a"): e["output_ids"] for rid, e in _run(worker).items()} == want
     assert worker.failed_steps == 0   # (a good step resets the count)
