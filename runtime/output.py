@@ -31,14 +31,17 @@ class OutputProcessor:
             if eos and len(out) >= sp.min_new_tokens:
                 req.finish, req.matched_stop = FinishReason.STOP, last
                 return
-            if sp.stop and len(out) >= sp.min_new_tokens:
+            if sp.stop:
                 text = self.decode(req)
-                hit = _first_stop(text, sp.stop, len(req.text) - max(map(len, sp.stop)))
-                if hit is not None:
-                    idx, s = hit
-                    req.text = text if sp.no_stop_trim else text[:idx]
-                    req.finish, req.matched_stop = FinishReason.STOP, s
-                    return
+                # NOTE: the text is kept current below min_new_tokens too: the next search starts near its end,
+                # so a stop string written before min_new_tokens is not taken later
+                if len(out) >= sp.min_new_tokens:
+                    hit = _first_stop(text, sp.stop, len(req.text) - max(map(len, sp.stop)))
+                    if hit is not None:
+                        idx, s = hit
+                        req.text = text if sp.no_stop_trim else text[:idx]
+                        req.finish, req.matched_stop = FinishReason.STOP, s
+                        return
                 req.text = text
         if len(out) >= sp.max_new_tokens:
             req.finish = FinishReason.LENGTH
@@ -47,7 +50,10 @@ class OutputProcessor:
         """The incremental output for ``req`` now (None if a non-streaming request isn't done)."""
         if not req.finished and not req.stream:
             return None
-        if req.finish is not FinishReason.STOP or not req.sampling_params.stop:
+        # NOTE: check_finish keeps req.text for a request with stop strings (cut at the one that ended it); any
+        # other finish (EOS, a stop token, length) decodes the whole output here
+        cut = req.finish is FinishReason.STOP and isinstance(req.matched_stop, str)
+        if not cut and not (req.sampling_params.stop and not req.finished):
             req.text = self.decode(req) if req.finish is not FinishReason.ABORT or req.output_ids else req.text
         text = req.text
         end = len(text)

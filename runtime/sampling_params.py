@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,15 @@ _FLOAT_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence
                  "pin_ttl_s")
 _BOOL_FIELDS = ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim")
 _INT64 = 1 << 63
+
+
+def np_bool() -> tuple[type, ...]:
+    """numpy's bool type, when numpy is there (the runtime has it; the check must not need it)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return ()
+    return (np.bool_,)
 MAX_N = 1024   # samples per prompt: n = 10^6 held the scheduler for minutes (OpenAI's own limit is 128)
 
 
@@ -66,6 +76,22 @@ class SamplingParams:
             import json
 
             kw["json_schema"] = json.dumps(kw["json_schema"])
+        for name in (*_INT_FIELDS, "seed"):   # numpy integers are integers
+            v = kw.get(name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, (int, bool)):
+                kw[name] = int(v)
+        for name in _FLOAT_FIELDS:   # numpy floats are floats
+            v = kw.get(name)
+            if isinstance(v, numbers.Real) and not isinstance(v, (int, float, bool)):
+                kw[name] = float(v)
+        for name in _BOOL_FIELDS:   # 0 / 1 (and numpy bools) are booleans; "no" is not
+            v = kw.get(name)
+            if v is not None and not isinstance(v, bool) and isinstance(v, (numbers.Integral, np_bool())) \
+                    and v in (0, 1):
+                kw[name] = bool(v)
+        if isinstance(kw.get("stop_token_ids"), (list, tuple)):
+            kw["stop_token_ids"] = [int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) else t
+                                    for t in kw["stop_token_ids"]]
         sp = cls(**kw)
         sp.verify()
         return sp
@@ -88,7 +114,7 @@ class SamplingParams:
             _check(-_INT64 <= v < _INT64, name, "must fit in 64 bits", v)
         for name in _FLOAT_FIELDS:
             v = getattr(self, name)
-            _check(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v), name,
+            _check(not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v), name,
                    "must be a finite number", v)
         for name in _BOOL_FIELDS:
             _check(isinstance(getattr(self, name), bool), name, "must be true or false", getattr(self, name))

@@ -168,6 +168,7 @@ class Worker:
 
     def step(self) -> list[dict]:
         events = self._take_in(self.sched_defaults["max_running_requests"]) if self._intake else []
+        self._taken_events = events   # (requests refused at intake: safe_step sends them if the step fails)
         touched = self.grammar.poll(self.scheduler.add)
         touched += self.scheduler.step_or_unstick()
         for req in touched:
@@ -176,6 +177,7 @@ class Worker:
             ev = self.out.event(req)
             if ev is not None:
                 events.append(ev)
+        self.forget(events)
         return events
 
     # failed steps before the worker gives up (a broken device fails every one), unless GOOD_STEPS steps in a row
@@ -187,36 +189,46 @@ class Worker:
         """``step()``; when it raises, the requests in flight fail with the error (HTTP 503 to their callers),
         their KV is released and the worker goes on serving. Returns the events and, after ``MAX_FAILED_STEPS``
         failures without ``GOOD_STEPS`` good steps in a row between them, the traceback to report as fatal."""
+        passes = self.scheduler.stats["forward_passes"]
+        self._taken_events = []
         try:
             events = self.step()
         except Exception:  # noqa: BLE001 - NOTE: one bad step must not take every later request down with it
             tb = traceback.format_exc()
             self.failed_steps += 1
             self.good_steps = 0
+            taken, self._taken_events = self._taken_events, []
             if self.failed_steps >= self.MAX_FAILED_STEPS:
-                return [], tb
-            logger.error("a step failed (%d in a row); failing the requests in flight and serving on:\n%s",
-                         self.failed_steps, tb)
-            return self._fail_in_flight(tb.strip().splitlines()[-1]), None
-        self.good_steps += 1
-        if self.good_steps >= self.GOOD_STEPS:
-            self.failed_steps = 0
+                return taken, tb
+            logger.error("a step failed (%d since the last good ones); failing the requests in flight and "
+                         "serving on:\n%s", self.failed_steps, tb)
+            return taken + self._fail_in_flight(tb.strip().splitlines()[-1]), None
+        # NOTE: only a step that ran a pass proves the device works (idle steps on a broken one succeed too)
+        if self.scheduler.stats["forward_passes"] > passes:
+            self.good_steps += 1
+            if self.good_steps >= self.GOOD_STEPS:
+                self.failed_steps = 0
         return events, None
 
     def _fail_in_flight(self, what: str) -> list[dict]:
         """Every live request fails: those still queued or running are aborted (their KV released); those the
         broken step had already finished, whose events it never returned, get their final event now."""
-        self.scheduler.drop_unapplied()
         why = f"the request failed inside the engine ({what}); the server log has the traceback"
-        events = self.abort(None)
-        sent = {ev["rid"] for ev in events}
-        for rid, req in list(self.live.items()):
-            if rid not in sent:
-                req.finish = req.finish or FinishReason.ABORT
-                events.append(self.out.event(req))
-        for ev in events:
+
+        def failed(ev: dict) -> dict:
             ev.update(error=why, unavailable=True)
             ev["meta_info"] = {**ev["meta_info"], "finish_reason": {"type": "abort", "message": why}}
+            return ev
+
+        self.scheduler.drop_unapplied()   # (the requests it releases are still live: failed below)
+        events = [failed(ev) for ev in self.abort(None)]
+        for req in list(self.live.values()):
+            if req.finished:   # finished by the broken step, whose events were lost: it keeps its outcome
+                events.append(self.out.event(req))
+            else:
+                req.finish = FinishReason.ABORT
+                events.append(failed(self.out.event(req)))
+        self.forget(events)
         # NOTE: a prompt is shared in the radix tree when its pass is scheduled (Scheduler._share_now); the failed
         # pass never wrote that KV, so no later request may match it: the cache starts empty again
         if not self.cache.clear():
@@ -241,6 +253,7 @@ class Worker:
         for req in self.scheduler.abort(rid) + self.grammar.abort(rid):
             self._count(req)
             events.append(self.out.event(req))
+        self.forget(events)
         return events
 
     def flush_cache(self) -> bool:
@@ -392,7 +405,6 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
             if kind == "shutdown":
                 events.extend(w.abort(None))
                 events.extend(w.step())   # NOTE: requests that finished while the in-flight step was settled
-                w.forget(events)
                 out_q.put(("out", events))
                 return
             try:
@@ -413,7 +425,6 @@ def worker_main(cfg: RuntimeConfig, in_q, out_q) -> None:
             raise RuntimeError("the worker gave up after repeated failed steps")
         events.extend(stepped)
         if events:
-            w.forget(events)
             out_q.put(("out", events))
         elif not w.scheduler.has_work:
             time.sleep(0.002)  # NOTE: only constraint compiles pending: don't spin a core

@@ -89,9 +89,10 @@ class OverlapScheduler(Scheduler):
     def _unapplied(self) -> list[ScheduleBatch]:
         return super()._unapplied() + ([self.inflight[0]] if self.inflight is not None else [])
 
-    def drop_unapplied(self) -> None:
-        super().drop_unapplied()
+    def drop_unapplied(self) -> list[Req]:
+        orphans = super().drop_unapplied()
         self.inflight = None   # NOTE: not collected: collecting it may be what failed
+        return orphans
 
     def _drain(self) -> list[Req]:
         """Collect and apply the in-flight batch (if any); returns its live requests."""
@@ -99,15 +100,17 @@ class OverlapScheduler(Scheduler):
             return []
         batch, handle = self.inflight
         results = self.executor.collect(handle)
-        self.inflight = None   # NOTE: after the collect: if it raises, drop_unapplied frees this pass's slots
         touched = []
         for entry, res in zip(batch.entries, results):
             if entry.req.finished:   # finished (or aborted) while this step ran: drop its extra token
                 if not entry.shared:     # (a shared entry's slots belong to the radix tree)
                     self.allocator.free(entry.new_slots)
+                entry.applied = True     # (its slots are settled: drop_unapplied must not free them again)
                 continue
             self._apply(entry, res)
             touched.append(entry.req)
+        # NOTE: only now: if the collect or an apply raises, drop_unapplied frees the entries not applied yet
+        self.inflight = None
         return touched
 
     def _prefill_in_flight(self) -> ScheduleBatch | None:

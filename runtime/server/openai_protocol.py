@@ -154,6 +154,9 @@ def usage(metas: list[dict[str, Any]], n: int) -> dict[str, Any]:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
+_NO_TABLE: set[int] = set()   # ids of the (long-lived) tokenizers TokenizerInfo could not read
+
+
 def token_bytes(tokenizer: Any, token_id: int) -> bytes:
     """The raw bytes of one token (the grammar's table of them: byte-level BPE and SentencePiece byte pieces).
     Decoding a token alone gives U+FFFD for a piece of a multi-byte character (an emoji is often 3-4 tokens of
@@ -162,10 +165,12 @@ def token_bytes(tokenizer: Any, token_id: int) -> bytes:
         return str(token_id).encode()
     from grammar.tokenizer_info import TokenizerInfo
 
-    try:
-        table = TokenizerInfo.from_hf(tokenizer).token_bytes
-    except Exception:  # noqa: BLE001 - NOTE: a tokenizer the grammar can't read (no EOS): the token's text
-        table = ()
+    table: tuple = ()
+    if id(tokenizer) not in _NO_TABLE:
+        try:
+            table = TokenizerInfo.from_hf(tokenizer).token_bytes
+        except Exception:  # noqa: BLE001 - NOTE: a tokenizer the grammar can't read (no EOS): the token's text
+            _NO_TABLE.add(id(tokenizer))   # (not tried again for every token)
     raw = table[token_id] if 0 <= token_id < len(table) else None
     return raw if raw is not None else tokenizer.decode([token_id]).encode()
 

@@ -73,6 +73,40 @@ def test_partial_stop_tails():
     assert _partial_stop("", ["abc"]) == 0
 
 
+class _CharTokenizer:
+    """Token id = a character's code point; 0 is EOS (special: decodes to nothing)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join("" if i == 0 else chr(i) for i in ids)
+
+
+@pytest.mark.parametrize("text, params, want", [
+    ("ab.cd.ef", {"stop": ["."], "min_new_tokens": 5}, "ab.cd"),   # the "." before min_new_tokens stays
+    ("abc", {"stop": ["zz"], "min_new_tokens": 4}, "abc"),          # EOS at exactly min_new_tokens
+    ("abz", {"stop": ["zz"], "max_new_tokens": 3}, "abz"),          # a held "z" is released at the length limit
+    ("abz", {"stop": ["zz"]}, "abz"),                               # ... and at EOS
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_strings_with_min_tokens_streamed_and_not(text, params, want, stream):
+    """Non-streamed text with stop strings and min_new_tokens: a stop written before min_new_tokens cut it (to
+    "ab"), and EOS at exactly min_new_tokens returned ""; the streamed pieces join to the same text."""
+    from runtime.output import OutputProcessor
+    from runtime.scheduler.request import Req
+
+    out = OutputProcessor(_CharTokenizer(), {0})
+    req = Req(rid="r", input_ids=[1], sampling_params=SamplingParams.from_dict({"max_new_tokens": 20, **params}),
+              stream=stream)
+    pieces = []
+    for t in [ord(c) for c in text] + [0]:
+        req.output_ids.append(t)
+        out.check_finish(req)
+        ev = out.event(req)
+        pieces.append(ev["text"] if ev else "")
+        if req.finished:
+            break
+    assert req.finished and req.text == want and "".join(pieces) == want
+
+
 def test_async_generate_and_stream(engine):
     async def main():
         a = await engine.async_generate("The capital of France is", GREEDY)
@@ -169,3 +203,17 @@ def test_bad_inputs(engine):
     with pytest.raises(EngineError, match="temperature"):
         engine.generate("hi", {"temperature": -0.5})
     assert "Paris" in engine.generate("The capital of France is", GREEDY)["text"]  # still serving
+
+
+def test_numpy_numbers_and_0_1_flags_are_accepted():
+    import numpy as np
+
+    sp = SamplingParams.from_dict({"seed": np.int64(3), "max_new_tokens": np.int32(5), "temperature": np.float32(0.5),
+                                   "ignore_eos": 1, "skip_special_tokens": np.bool_(False),
+                                   "stop_token_ids": [np.int64(2)]})
+    assert (sp.seed, sp.max_new_tokens, sp.temperature, sp.ignore_eos, sp.skip_special_tokens) == (3, 5, 0.5, True, False)
+    assert type(sp.seed) is int and type(sp.temperature) is float and type(sp.stop_token_ids[0]) is int
+    for bad, field in [({"skip_special_tokens": "no"}, "skip_special_tokens"), ({"seed": 1.5}, "seed"),
+                       ({"ignore_eos": 2}, "ignore_eos"), ({"temperature": "hot"}, "temperature")]:
+        with pytest.raises(EngineError, match=field):
+            SamplingParams.from_dict(bad)

@@ -36,9 +36,7 @@ def _submit(w: Worker, prompts: list[list[int]], tag: str) -> list[dict]:
     b = _Batch(VOCAB, CTX)
     for i, ids in enumerate(prompts):
         b.add(f"{tag}{i}", ids, GREEDY, -1)
-    events = w.add_batch(b.message(False, 0, False)[1])
-    w.forget(events)
-    return events
+    return w.add_batch(b.message(False, 0, False)[1])
 
 
 def _run(w: Worker) -> dict[str, dict]:
@@ -46,16 +44,12 @@ def _run(w: Worker) -> dict[str, dict]:
     while w.busy:
         events, fatal = w.safe_step()
         assert fatal is None
-        w.forget(events)
         done.update({e["rid"]: e for e in events if e["finished"]})
     return done
 
 
-def test_a_failed_step_fails_its_requests_and_the_worker_serves_on(worker, monkeypatch):
-    prompts = [[1 + i, 2, 3, 4, 5] for i in range(5)]
-    _submit(worker, prompts, "a")
-    want = {rid: e["output_ids"] for rid, e in _run(worker).items()}
-    assert len(want) == 5 and all(len(ids) == 4 for ids in want.values())
+def _fail_call(worker, monkeypatch, which: int) -> None:
+    """Make the ``which``-th executor call of a step (run, or collect with overlap) raise, once."""
     name = _method(worker)
     real = getattr(worker.scheduler.executor, name)
     calls = {"n": 0}
@@ -63,11 +57,39 @@ def test_a_failed_step_fails_its_requests_and_the_worker_serves_on(worker, monke
     def flaky(*args):
         calls["n"] += 1
         out = real(*args)
-        if calls["n"] == 2:   # the second pass: the first one's requests have already taken their first token
+        if calls["n"] == which:
             raise RuntimeError("injected failure")
         return out
 
     monkeypatch.setattr(worker.scheduler.executor, name, flaky)
+
+
+def test_a_failed_prefill_leaves_nothing_matchable(worker, monkeypatch):
+    """The failed pass is the prompts' prefill: its requests had left the waiting queue and not joined the running
+    one, and their prompts were in the radix tree with KV never written. They are released, the cache empties,
+    and the same prompts afterwards give the same tokens as before the failure (they gave other tokens, read from
+    the unwritten KV, when the requests kept their locks)."""
+    prompts = [[1 + i, 2, 3, 4, 5] + list(range(10, 50)) for i in range(5)]
+    _submit(worker, prompts, "p")
+    want = {rid: e["output_ids"] for rid, e in _run(worker).items()}
+    assert worker.flush_cache()
+    _fail_call(worker, monkeypatch, 1)
+    _submit(worker, prompts, "q")
+    done = _run(worker)
+    assert sorted(done) == sorted(f"q{i}#0" for i in range(5)) and all(e["error"] for e in done.values())
+    assert not worker.live and worker.cache.protected_size == 0 and worker.metrics()["kv_used_tokens"] == 0
+    monkeypatch.undo()
+    _submit(worker, prompts, "r")
+    assert {rid.replace("r", "p"): e["output_ids"] for rid, e in _run(worker).items()} == want
+    assert worker.flush_cache()
+
+
+def test_a_failed_step_fails_its_requests_and_the_worker_serves_on(worker, monkeypatch):
+    prompts = [[1 + i, 2, 3, 4, 5] for i in range(5)]
+    _submit(worker, prompts, "a")
+    want = {rid: e["output_ids"] for rid, e in _run(worker).items()}
+    assert len(want) == 5 and all(len(ids) == 4 for ids in want.values())
+    _fail_call(worker, monkeypatch, 2)   # the second pass: the first one's requests have their first token
     _submit(worker, prompts, "b")
     done = _run(worker)
     assert sorted(done) == sorted(f"b{i}#0" for i in range(5))   # every request answered, none left waiting
@@ -89,10 +111,12 @@ def test_repeated_failures_are_fatal(worker, monkeypatch):
 
     monkeypatch.setattr(worker.scheduler.executor, _method(worker), broken)
     fatal, steps = None, 0
-    while fatal is None and steps < 4 * Worker.MAX_FAILED_STEPS:
+    while fatal is None and steps < 8 * Worker.MAX_FAILED_STEPS:
         _submit(worker, [[1, 2, 3]], f"d{steps}-")
-        events, fatal = worker.safe_step()
-        worker.forget(events)
-        steps += 1
-    # (sync: every step fails; overlap: every other one only launches, and does not count as recovered)
-    assert fatal is not None and "the device is gone" in fatal and steps <= 2 * Worker.MAX_FAILED_STEPS
+        for _ in range(4):   # the request's steps, then idle loop iterations: they prove nothing
+            _, fatal = worker.safe_step()
+            steps += 1
+            if fatal is not None:
+                break
+    # (sync: every step with a pass fails; overlap: every other one only launches, and does not count either)
+    assert fatal is not None and "the device is gone" in fatal, steps
