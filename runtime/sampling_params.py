@@ -17,15 +17,6 @@ _FLOAT_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence
                  "pin_ttl_s")
 _BOOL_FIELDS = ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim")
 _INT64 = 1 << 63
-
-
-def np_bool() -> tuple[type, ...]:
-    """numpy's bool type, when numpy is there (the runtime has it; the check must not need it)."""
-    try:
-        import numpy as np
-    except ImportError:
-        return ()
-    return (np.bool_,)
 MAX_N = 1024   # samples per prompt: n = 10^6 held the scheduler for minutes (OpenAI's own limit is 128)
 
 
@@ -76,22 +67,10 @@ class SamplingParams:
             import json
 
             kw["json_schema"] = json.dumps(kw["json_schema"])
-        for name in (*_INT_FIELDS, "seed"):   # numpy integers are integers
-            v = kw.get(name)
-            if isinstance(v, numbers.Integral) and not isinstance(v, (int, bool)):
-                kw[name] = int(v)
-        for name in _FLOAT_FIELDS:   # numpy floats are floats
-            v = kw.get(name)
-            if isinstance(v, numbers.Real) and not isinstance(v, (int, float, bool)):
-                kw[name] = float(v)
-        for name in _BOOL_FIELDS:   # 0 / 1 (and numpy bools) are booleans; "no" is not
-            v = kw.get(name)
-            if v is not None and not isinstance(v, bool) and isinstance(v, (numbers.Integral, np_bool())) \
-                    and v in (0, 1):
-                kw[name] = bool(v)
+        for name, v in kw.items():
+            kw[name] = _plain(name, v)
         if isinstance(kw.get("stop_token_ids"), (list, tuple)):
-            kw["stop_token_ids"] = [int(t) if isinstance(t, numbers.Integral) and not isinstance(t, bool) else t
-                                    for t in kw["stop_token_ids"]]
+            kw["stop_token_ids"] = [_plain("", t) for t in kw["stop_token_ids"]]
         sp = cls(**kw)
         sp.verify()
         return sp
@@ -159,6 +138,18 @@ class SamplingParams:
             if v is not None:
                 return k, v
         return None
+
+
+def _plain(name: str, v: Any) -> Any:
+    """``v`` as the Python type ``verify`` checks: numpy integers and floats as int and float, and 0 / 1 (numpy
+    bools too) as booleans for a flag; anything else (``"no"``, ``1.5`` for an integer) as given, for verify."""
+    if name in _BOOL_FIELDS:
+        return bool(v) if not isinstance(v, (bool, str, float)) and v in (0, 1) else v
+    if isinstance(v, bool) or type(v) in (int, float):
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return float(v) if isinstance(v, numbers.Real) else v
 
 
 def _check(ok: bool, name: str, what: str, value: Any) -> None:

@@ -167,8 +167,15 @@ class Worker:
                 self.live.pop(ev["rid"], None)
 
     def step(self) -> list[dict]:
-        events = self._take_in(self.sched_defaults["max_running_requests"]) if self._intake else []
-        self._taken_events = events   # (requests refused at intake: safe_step sends them if the step fails)
+        events: list[dict] = []
+        self._step_into(events)
+        return events
+
+    def _step_into(self, events: list[dict]) -> None:
+        """One step, its events appended to ``events`` as they are made (those made before a failure survive it:
+        safe_step sends them)."""
+        if self._intake:
+            events += self._take_in(self.sched_defaults["max_running_requests"])
         touched = self.grammar.poll(self.scheduler.add)
         touched += self.scheduler.step_or_unstick()
         for req in touched:
@@ -178,7 +185,6 @@ class Worker:
             if ev is not None:
                 events.append(ev)
         self.forget(events)
-        return events
 
     # failed steps before the worker gives up (a broken device fails every one), unless GOOD_STEPS steps in a row
     # succeed between them (with overlap scheduling a step that only launches succeeds even on a broken device)
@@ -190,19 +196,19 @@ class Worker:
         their KV is released and the worker goes on serving. Returns the events and, after ``MAX_FAILED_STEPS``
         failures without ``GOOD_STEPS`` good steps in a row between them, the traceback to report as fatal."""
         passes = self.scheduler.stats["forward_passes"]
-        self._taken_events = []
+        events: list[dict] = []
         try:
-            events = self.step()
+            self._step_into(events)
         except Exception:  # noqa: BLE001 - NOTE: one bad step must not take every later request down with it
             tb = traceback.format_exc()
             self.failed_steps += 1
             self.good_steps = 0
-            taken, self._taken_events = self._taken_events, []
+            self.forget(events)   # (made before the failure: sent as they are, e.g. requests refused at intake)
             if self.failed_steps >= self.MAX_FAILED_STEPS:
-                return taken, tb
+                return events, tb
             logger.error("a step failed (%d since the last good ones); failing the requests in flight and "
                          "serving on:\n%s", self.failed_steps, tb)
-            return taken + self._fail_in_flight(tb.strip().splitlines()[-1]), None
+            return events + self._fail_in_flight(tb.strip().splitlines()[-1]), None
         # NOTE: only a step that ran a pass proves the device works (idle steps on a broken one succeed too)
         if self.scheduler.stats["forward_passes"] > passes:
             self.good_steps += 1

@@ -13,9 +13,6 @@ class RoleMethods:
     (``with s.user(): s += "Hi"``); with an expression, that expression appended inside the role
     (``s.user("Hi")``, the same as ``s += sgl.user("Hi")``)."""
 
-    def __iadd__(self, value: Any) -> Any:   # (the states' own; here for the type checker)
-        raise NotImplementedError
-
     @contextlib.contextmanager
     def _role(self, role: str) -> Iterator[None]:
         from . import expr

@@ -89,10 +89,9 @@ class OverlapScheduler(Scheduler):
     def _unapplied(self) -> list[ScheduleBatch]:
         return super()._unapplied() + ([self.inflight[0]] if self.inflight is not None else [])
 
-    def drop_unapplied(self) -> list[Req]:
-        orphans = super().drop_unapplied()
+    def drop_unapplied(self) -> None:
+        super().drop_unapplied()
         self.inflight = None   # NOTE: not collected: collecting it may be what failed
-        return orphans
 
     def _drain(self) -> list[Req]:
         """Collect and apply the in-flight batch (if any); returns its live requests."""

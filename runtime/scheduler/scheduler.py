@@ -148,12 +148,12 @@ class Scheduler:
     def _unapplied(self) -> list[ScheduleBatch]:
         return [self.current] if self.current is not None else []
 
-    def drop_unapplied(self) -> list[Req]:
+    def drop_unapplied(self) -> None:
         """After a failed step: free the KV slots of passes scheduled but never applied (their requests never
         took them), and release the requests of those passes that are in neither queue (a prefill's requests
         leave ``waiting`` when scheduled and join ``running`` when applied): their radix locks, also on the
-        prompt ``_share_now`` put in the tree, would keep KV that was never written matchable. Returns those
-        requests; the caller aborts the ones still queued."""
+        prompt ``_share_now`` put in the tree, would keep KV that was never written matchable. The caller
+        aborts the requests still queued."""
         orphans: dict[Req, None] = {}
         queued = {id(r) for r in (*self.waiting, *self.running)}
         for batch in self._unapplied():
@@ -165,7 +165,6 @@ class Scheduler:
         for r in orphans:
             self._release(r)
         self.current = None
-        return list(orphans)
 
     def _count_pass(self, batch: ScheduleBatch) -> None:
         self.stats["forward_passes"] += 1

@@ -175,11 +175,10 @@ def token_bytes(tokenizer: Any, token_id: int) -> bytes:
     return raw if raw is not None else tokenizer.decode([token_id]).encode()
 
 
-def _token(tokenizer: Any, token_id: int) -> str:
-    """A token as text; a piece of a character as OpenAI writes it, ``bytes:\\xf0\\x9f``."""
+def _token(tokenizer: Any, token_id: int, raw: bytes) -> str:
+    """A token (its bytes ``raw``) as text; a piece of a character as OpenAI writes it, ``bytes:\\xf0\\x9f``."""
     if tokenizer is None:
         return str(token_id)
-    raw = token_bytes(tokenizer, token_id)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -196,10 +195,12 @@ def completion_logprobs(tokenizer: Any, rows: list, tops: list | None, offset: i
     decoder = decoder or codecs.getincrementaldecoder("utf-8")(errors="replace")
     tokens, offsets = [], []
     for r in rows:
-        tokens.append(_token(tokenizer, r[1]))
+        raw = token_bytes(tokenizer, r[1])
+        tokens.append(_token(tokenizer, r[1], raw))
         offsets.append(offset)
-        offset += len(decoder.decode(token_bytes(tokenizer, r[1])))
-    top = [{_token(tokenizer, t[1]): t[0] for t in (tops[i] or [])} for i in range(len(rows))] if tops else None
+        offset += len(decoder.decode(raw))
+    top = [{_token(tokenizer, t[1], token_bytes(tokenizer, t[1])): t[0] for t in (tops[i] or [])}
+           for i in range(len(rows))] if tops else None
     return {"tokens": tokens, "token_logprobs": [r[0] for r in rows], "top_logprobs": top,
             "text_offset": offsets}, offset
 
@@ -207,7 +208,8 @@ def completion_logprobs(tokenizer: Any, rows: list, tops: list | None, offset: i
 def chat_logprobs(tokenizer: Any, rows: list, tops: list | None) -> dict[str, Any]:
     """The chat ``logprobs`` object: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
     def entry(lp: float, tid: int) -> dict[str, Any]:
-        return {"token": _token(tokenizer, tid), "logprob": lp, "bytes": list(token_bytes(tokenizer, tid))}
+        raw = token_bytes(tokenizer, tid)
+        return {"token": _token(tokenizer, tid, raw), "logprob": lp, "bytes": list(raw)}
 
     content = []
     for i, r in enumerate(rows):
